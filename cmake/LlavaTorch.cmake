@@ -1,0 +1,66 @@
+# LibTorch discovery, in this order:
+#   1. what the user names: -DTorch_DIR, CMAKE_PREFIX_PATH, or $LIBTORCH (an unzipped pytorch.org LibTorch);
+#   2. a python3 that has torch (torch.utils.cmake_prefix_path);
+#   3. the system package (Debian's libtorch-dev).
+# Afterwards llava_use_torch(target) links torch and reuses one precompiled <torch/torch.h>.
+if(DEFINED ENV{LIBTORCH} AND NOT Torch_DIR)
+  list(PREPEND CMAKE_PREFIX_PATH "$ENV{LIBTORCH}")
+endif()
+
+set(_llava_torch_source "")
+if(Torch_DIR OR DEFINED ENV{LIBTORCH} OR CMAKE_PREFIX_PATH)
+  find_package(Torch QUIET)
+  if(Torch_FOUND)
+    set(_llava_torch_source "user-given path")
+  endif()
+endif()
+
+if(NOT Torch_FOUND)
+  foreach(_py python3 /usr/bin/python3)
+    execute_process(COMMAND ${_py} -c "import torch.utils; print(torch.utils.cmake_prefix_path)"
+                    OUTPUT_VARIABLE _py_prefix OUTPUT_STRIP_TRAILING_WHITESPACE
+                    RESULT_VARIABLE _py_rc ERROR_QUIET)
+    if(_py_rc EQUAL 0 AND EXISTS "${_py_prefix}/Torch/TorchConfig.cmake")
+      find_package(Torch QUIET PATHS "${_py_prefix}" NO_DEFAULT_PATH)
+      if(Torch_FOUND)
+        set(_llava_torch_source "python torch (${_py})")
+        break()
+      endif()
+    endif()
+  endforeach()
+endif()
+
+if(NOT Torch_FOUND)
+  find_package(Torch REQUIRED)
+  set(_llava_torch_source "system package")
+endif()
+
+# CUDA-only code (NCCL process group, CUDA tests) compiles only where Torch has CUDA.
+set(LLAVA_TORCH_HAS_CUDA OFF)
+if(TARGET torch_cuda OR CAFFE2_USE_CUDA OR TORCH_CUDA_LIBRARIES)
+  set(LLAVA_TORCH_HAS_CUDA ON)
+endif()
+message(STATUS "llava-train: LibTorch ${Torch_VERSION} from ${_llava_torch_source} (${Torch_DIR}), CUDA: ${LLAVA_TORCH_HAS_CUDA}")
+
+# c10d's Gloo headers include <gloo/...> from libgloo-dev on Debian; pytorch.org's LibTorch bundles them.
+find_path(GLOO_INCLUDE_DIR gloo/config.h)
+
+# One precompiled header for every target that includes torch: a 2-core build spends most of its
+# time parsing <torch/torch.h>, so parse it once.
+add_library(llava_torch_pch OBJECT ${CMAKE_CURRENT_LIST_DIR}/torch_pch.cpp)
+target_link_libraries(llava_torch_pch PUBLIC ${TORCH_LIBRARIES})
+target_precompile_headers(llava_torch_pch PRIVATE <torch/torch.h>)
+set_property(TARGET llava_torch_pch PROPERTY CXX_STANDARD 17)
+
+function(llava_use_torch target)
+  target_link_libraries(${target} PUBLIC ${TORCH_LIBRARIES})
+  if(GLOO_INCLUDE_DIR)
+    target_include_directories(${target} PUBLIC ${GLOO_INCLUDE_DIR})
+  endif()
+  target_compile_definitions(${target} PUBLIC LLAVA_TORCH_HAS_CUDA=$<BOOL:${LLAVA_TORCH_HAS_CUDA}>)
+  target_precompile_headers(${target} REUSE_FROM llava_torch_pch)
+endfunction()
+target_compile_definitions(llava_torch_pch PUBLIC LLAVA_TORCH_HAS_CUDA=$<BOOL:${LLAVA_TORCH_HAS_CUDA}>)
+if(GLOO_INCLUDE_DIR)
+  target_include_directories(llava_torch_pch PUBLIC ${GLOO_INCLUDE_DIR})
+endif()

@@ -1,0 +1,3 @@
+#include "llava/cli.h"
+
+int main(int argc, char** argv) { return llava::cli::run(argc, argv); }
