@@ -1,0 +1,56 @@
+#pragma once
+// Image bytes -> RGB -> CLIP preprocessing, exactly as HF's CLIPImageProcessor (+ LLaVA's "pad")
+// computes it. No torch here: the loader turns PixelTensor into tensors when it collates.
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace llava {
+
+struct RgbImage {
+  int width = 0, height = 0;
+  std::vector<uint8_t> pixels;  // HWC, RGB, row-major
+};
+
+struct ImageProcessorConfig {
+  int shortest_edge = 336;  // resize target of the shorter side
+  int crop_height = 336, crop_width = 336;
+  bool do_resize = true, do_center_crop = true, do_rescale = true, do_normalize = true;
+  double rescale_factor = 1.0 / 255.0;
+  std::array<float, 3> mean = {0.48145466f, 0.4578275f, 0.40821073f};
+  std::array<float, 3> std = {0.26862954f, 0.26130258f, 0.27577711f};
+
+  // preprocessor_config.json (CLIPImageProcessor); throws llava::Error naming the file.
+  static ImageProcessorConfig from_json_file(const std::string& path);
+  // CLIP defaults for a given image size (when there is no preprocessor_config.json).
+  static ImageProcessorConfig clip_defaults(int image_size);
+  // LLaVA's expand2square background: tuple(int(x * 255) for x in mean).
+  std::array<uint8_t, 3> pad_background() const;
+};
+
+// Decodes JPEG (libjpeg-turbo), PNG/BMP/GIF/TGA/... (stb_image) to RGB (grayscale and alpha dropped as
+// PIL's convert('RGB') does). min_short_side > 0 lets JPEG decode at a DCT-scaled size whose shorter side
+// stays >= 2 * min_short_side (only for images far larger than the target). Throws llava::Error
+// ("not an image", "truncated JPEG", ...) on bad bytes; never crashes on arbitrary input.
+RgbImage decode_image(const uint8_t* data, size_t size, int min_short_side = 0);
+RgbImage load_image_file(const std::string& path, int min_short_side = 0);
+
+// PIL Image.resize(size, BICUBIC) with antialiasing (support scaled by the downscale factor, a = -0.5),
+// rounded to uint8.
+RgbImage resize_bicubic(const RgbImage& image, int width, int height);
+// LLaVA's expand2square: square canvas of the longer side filled with background, image pasted at
+// ((side - w) / 2, (side - h) / 2).
+RgbImage expand_to_square(const RgbImage& image, std::array<uint8_t, 3> background);
+RgbImage center_crop(const RgbImage& image, int width, int height);
+
+struct PixelTensor {
+  int channels = 3, height = 0, width = 0;
+  std::vector<float> data;  // CHW float32
+};
+
+// Full pipeline: [pad] -> resize shortest edge -> center crop -> rescale -> normalize.
+// Rescale/normalize in float32 exactly as the fixtures' README, item 5, says.
+PixelTensor clip_preprocess(const RgbImage& image, const ImageProcessorConfig& config, bool pad_to_square);
+
+}  // namespace llava
