@@ -4,6 +4,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace sentencepiece {
@@ -38,7 +39,14 @@ class LlamaTokenizer {
   bool legacy() const { return legacy_; }
 
  private:
+  struct Specials;  // special-token strings and ids (tokenizer.cpp)
+  static LlamaTokenizer load(const std::string& model_path, bool legacy, bool add_bos, bool add_eos,
+                             Specials specials);
+  std::vector<std::pair<std::string, int>> split_specials(const std::string& text) const;
+  std::vector<int> encode_chunk(const std::string& chunk) const;
+
   std::shared_ptr<sentencepiece::SentencePieceProcessor> sp_;
+  std::shared_ptr<const Specials> specials_;
   bool legacy_ = false, add_bos_ = true, add_eos_ = false;
 };
 

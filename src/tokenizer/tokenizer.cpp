@@ -1,0 +1,268 @@
+// HF transformers 4.37.2 slow LlamaTokenizer over libsentencepiece, plus LLaVA's tokenizer_image_token.
+// The reference behaviour (and the fixtures that pin it) is described in
+// ../shared/fixtures/tokenizer/README.md; the Python it mirrors is quoted in the comments below.
+#include "llava/tokenizer.h"
+
+#include <sentencepiece_processor.h>
+#include <sentencepiece_trainer.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <unordered_map>
+
+#include "llava/error.h"
+#include "llava/text_util.h"
+
+namespace llava {
+namespace {
+
+const std::string kSpieceUnderline = "\xE2\x96\x81";  // "▁" (U+2581), SentencePiece's space mark
+const std::string kImageToken = "<image>";
+
+std::string read_binary(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error("tokenizer: cannot open '" + path + "'");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) throw Error("tokenizer: cannot read '" + path + "'");
+  return ss.str();
+}
+
+// A serialized ModelProto fragment: field 3 (normalizer_spec, length-delimited, 2 bytes) holding field 3
+// (add_dummy_prefix, varint) = 0. Protobuf merges repeated occurrences of a singular message field, so
+// appending it to a model equals HF's `model.normalizer_spec.MergeFrom(NormalizerSpec(add_dummy_prefix=
+// False))` without needing sentencepiece_model.pb.h (not shipped by Debian's libsentencepiece-dev).
+const std::string kNoDummyPrefixPatch("\x1a\x02\x18\x00", 4);
+
+bool starts_with(const std::string& s, const std::string& prefix) {
+  return s.compare(0, prefix.size(), prefix) == 0;
+}
+
+// A special-token entry of tokenizer_config.json: a plain string or an AddedToken object {"content": ...}.
+std::string special_token_content(const nlohmann::json& cfg, const char* key, const std::string& fallback,
+                                  const std::string& path) {
+  if (!cfg.contains(key) || cfg[key].is_null()) return fallback;
+  const auto& v = cfg[key];
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_object() && v.contains("content") && v["content"].is_string())
+    return v["content"].get<std::string>();
+  throw Error("tokenizer: " + path + ": '" + key + "' must be a string or an object with a string 'content'");
+}
+
+bool config_bool(const nlohmann::json& cfg, const char* key, bool fallback, const std::string& path) {
+  if (!cfg.contains(key) || cfg[key].is_null()) return fallback;  // absent or null: HF's default
+  if (!cfg[key].is_boolean()) throw Error("tokenizer: " + path + ": '" + key + "' must be true or false");
+  return cfg[key].get<bool>();
+}
+
+}  // namespace
+
+// Special-token strings (from tokenizer_config.json) and their ids; defined here to keep the header small.
+struct LlamaTokenizer::Specials {
+  std::string bos_text = "<s>", eos_text = "</s>", unk_text = "<unk>";
+  int bos = 1, eos = 2, unk = 0;
+  int unk_piece_count = 0;  // HF's unk_token_length: pieces of unk_text encoded without dummy prefix
+};
+
+LlamaTokenizer LlamaTokenizer::from_dir(const std::string& dir, std::optional<bool> legacy_override) {
+  const std::string config_path = (std::filesystem::path(dir) / "tokenizer_config.json").string();
+  nlohmann::json cfg = nlohmann::json::object();
+  if (std::filesystem::exists(config_path)) {
+    try {
+      cfg = nlohmann::json::parse(read_binary(config_path));
+    } catch (const nlohmann::json::exception& e) {
+      throw Error("tokenizer: " + config_path + ": invalid JSON: " + e.what());
+    }
+    if (!cfg.is_object()) throw Error("tokenizer: " + config_path + ": expected a JSON object");
+  }
+  const bool legacy = legacy_override ? *legacy_override : config_bool(cfg, "legacy", true, config_path);
+  Specials specials;
+  specials.bos_text = special_token_content(cfg, "bos_token", specials.bos_text, config_path);
+  specials.eos_text = special_token_content(cfg, "eos_token", specials.eos_text, config_path);
+  specials.unk_text = special_token_content(cfg, "unk_token", specials.unk_text, config_path);
+  return load((std::filesystem::path(dir) / "tokenizer.model").string(), legacy,
+              config_bool(cfg, "add_bos_token", true, config_path),
+              config_bool(cfg, "add_eos_token", false, config_path), specials);
+}
+
+LlamaTokenizer LlamaTokenizer::from_model_file(const std::string& model_path, bool legacy, bool add_bos,
+                                               bool add_eos) {
+  return load(model_path, legacy, add_bos, add_eos, Specials());
+}
+
+LlamaTokenizer LlamaTokenizer::load(const std::string& model_path, bool legacy, bool add_bos, bool add_eos,
+                                    Specials specials) {
+  std::string proto = read_binary(model_path);
+  // HF get_spm_processor: legacy loads the model as-is; non-legacy turns off the dummy prefix and adds
+  // the "▁" itself (only at the start of the text, not after special tokens).
+  if (!legacy) proto += kNoDummyPrefixPatch;
+  auto processor = std::make_shared<sentencepiece::SentencePieceProcessor>();
+  const auto status = processor->LoadFromSerializedProto(proto);
+  if (!status.ok())
+    throw Error("tokenizer: cannot load SentencePiece model '" + model_path + "': " + status.ToString());
+
+  LlamaTokenizer tok;
+  tok.sp_ = std::move(processor);
+  tok.legacy_ = legacy;
+  tok.add_bos_ = add_bos;
+  tok.add_eos_ = add_eos;
+  auto id_of = [&](const std::string& piece) {
+    const int id = tok.sp_->PieceToId(piece);
+    if (tok.sp_->IdToPiece(id) != piece)
+      throw Error("tokenizer: special token '" + piece + "' is not in the vocabulary of '" + model_path + "'");
+    return id;
+  };
+  specials.bos = id_of(specials.bos_text);
+  specials.eos = id_of(specials.eos_text);
+  specials.unk = id_of(specials.unk_text);
+  std::vector<int> unk_ids;
+  tok.sp_->Encode(specials.unk_text, &unk_ids);
+  specials.unk_piece_count = static_cast<int>(unk_ids.size());
+  tok.specials_ = std::make_shared<const Specials>(std::move(specials));
+  return tok;
+}
+
+// Split on the special-token strings, leftmost first (HF's added-tokens trie; these tokens all start with
+// '<' and contain no other '<', so matches can never overlap). Specials are never stripped (lstrip and
+// rstrip false). Chunks come out as (text, special id or -1); empty texts are dropped like HF does.
+std::vector<std::pair<std::string, int>> LlamaTokenizer::split_specials(const std::string& text) const {
+  const std::pair<const std::string*, int> specials[] = {
+      {&specials_->bos_text, specials_->bos}, {&specials_->eos_text, specials_->eos},
+      {&specials_->unk_text, specials_->unk}};
+  std::vector<std::pair<std::string, int>> out;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t best = std::string::npos, best_len = 0;
+    int best_id = -1;
+    for (const auto& [s, id] : specials) {
+      if (s->empty()) continue;
+      const size_t pos = text.find(*s, start);
+      if (pos < best || (pos == best && pos != std::string::npos && s->size() > best_len)) {
+        best = pos;
+        best_len = s->size();
+        best_id = id;
+      }
+    }
+    if (best == std::string::npos) {
+      out.emplace_back(text.substr(start), -1);
+      break;
+    }
+    if (best > start) out.emplace_back(text.substr(start, best - start), -1);
+    out.emplace_back(text.substr(best, best_len), best_id);
+    start = best + best_len;
+  }
+  return out;
+}
+
+// LlamaTokenizer._tokenize: in non-legacy mode a chunk starting with a space is encoded as unk + chunk and
+// the unk pieces dropped, so that the (disabled) dummy prefix cannot eat or add a leading space.
+std::vector<int> LlamaTokenizer::encode_chunk(const std::string& chunk) const {
+  std::vector<int> ids;
+  if (legacy_ || !(starts_with(chunk, kSpieceUnderline) || starts_with(chunk, " "))) {
+    sp_->Encode(chunk, &ids);
+    return ids;
+  }
+  sp_->Encode(specials_->unk_text + chunk, &ids);
+  const size_t n = static_cast<size_t>(specials_->unk_piece_count);
+  if (ids.size() >= n) ids.erase(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(n));
+  return ids;
+}
+
+std::vector<int> LlamaTokenizer::encode(const std::string& text) const {
+  std::vector<int> tokens;  // HF's tokenize() result, before BOS/EOS
+  bool second_is_special = false;
+  if (!text.empty()) {
+    // LlamaTokenizer.tokenize (non-legacy): "▁" + text.replace("▁", " "); legacy passes the text as-is.
+    const std::string input = legacy_ ? text : kSpieceUnderline + replace_all(text, kSpieceUnderline, " ");
+    for (const auto& [chunk, special_id] : split_specials(input)) {
+      if (special_id >= 0) {
+        second_is_special = second_is_special || tokens.size() == 1;
+        tokens.push_back(special_id);
+      } else {
+        const auto ids = encode_chunk(chunk);
+        tokens.insert(tokens.end(), ids.begin(), ids.end());
+      }
+    }
+  }
+  // tokenize(): `if tokens[0] == "▁" and tokens[1] in all_special_tokens: tokens = tokens[1:]`, so a text
+  // starting with a special token gets no "▁" before it (and "<s></s>" keeps both specials).
+  if (!legacy_ && second_is_special && sp_->IdToPiece(tokens[0]) == kSpieceUnderline)
+    tokens.erase(tokens.begin());
+
+  std::vector<int> ids;
+  ids.reserve(tokens.size() + 2);
+  if (add_bos_) ids.push_back(specials_->bos);
+  ids.insert(ids.end(), tokens.begin(), tokens.end());
+  if (add_eos_) ids.push_back(specials_->eos);
+  return ids;
+}
+
+// llava.mm_utils.tokenizer_image_token, including its offset arithmetic: every chunk is tokenized with
+// BOS, and the BOS of every chunk after the first is dropped only when the tokenizer adds one.
+std::vector<int> LlamaTokenizer::encode_with_image_tokens(const std::string& prompt) const {
+  std::vector<std::vector<int>> chunks;
+  for (size_t start = 0;;) {
+    const size_t pos = prompt.find(kImageToken, start);
+    chunks.push_back(encode(prompt.substr(start, pos == std::string::npos ? std::string::npos : pos - start)));
+    if (pos == std::string::npos) break;
+    start = pos + kImageToken.size();
+  }
+  std::vector<int> ids;
+  size_t offset = 0;
+  if (!chunks[0].empty() && chunks[0][0] == specials_->bos) {
+    offset = 1;
+    ids.push_back(specials_->bos);
+  }
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    if (i > 0) ids.push_back(kImageTokenIndex);  // the separator [-200] * (offset + 1), cut by x[offset:]
+    if (chunks[i].size() > offset)
+      ids.insert(ids.end(), chunks[i].begin() + static_cast<std::ptrdiff_t>(offset), chunks[i].end());
+  }
+  return ids;
+}
+
+std::string LlamaTokenizer::id_to_piece(int id) const {
+  if (id == kImageTokenIndex) return kImageToken;
+  if (id < 0 || id >= vocab_size())
+    throw Error("tokenizer: id " + std::to_string(id) + " out of range [0, " + std::to_string(vocab_size()) +
+                ")");
+  return sp_->IdToPiece(id);
+}
+
+int LlamaTokenizer::bos_id() const { return specials_->bos; }
+int LlamaTokenizer::eos_id() const { return specials_->eos; }
+int LlamaTokenizer::unk_id() const { return specials_->unk; }
+int LlamaTokenizer::vocab_size() const { return sp_->GetPieceSize(); }
+
+void train_sentencepiece(const std::string& corpus_path, const std::string& model_prefix, int vocab_size) {
+  if (!std::filesystem::is_regular_file(corpus_path))
+    throw Error("train_sentencepiece: corpus '" + corpus_path + "' not found");
+  // LLaMA's tokenizer settings: BPE, digits split, byte fallback, identity normalizer, spaces kept.
+  const std::unordered_map<std::string, std::string> args = {
+      {"input", corpus_path},
+      {"model_prefix", model_prefix},
+      {"vocab_size", std::to_string(vocab_size)},
+      {"model_type", "bpe"},
+      {"byte_fallback", "true"},
+      {"split_digits", "true"},
+      {"add_dummy_prefix", "true"},
+      {"remove_extra_whitespaces", "false"},
+      {"allow_whitespace_only_pieces", "true"},
+      {"normalization_rule_name", "identity"},
+      {"character_coverage", "1.0"},
+      {"unk_id", "0"},
+      {"bos_id", "1"},
+      {"eos_id", "2"},
+      {"pad_id", "-1"},
+      {"hard_vocab_limit", "false"},
+      {"num_threads", "1"},
+      {"minloglevel", "1"},  // no per-iteration INFO lines on stderr
+  };
+  const auto status = sentencepiece::SentencePieceTrainer::Train(args);
+  if (!status.ok())
+    throw Error("train_sentencepiece: training on '" + corpus_path + "' failed: " + status.ToString());
+}
+
+}  // namespace llava
