@@ -7,8 +7,8 @@
 #include <utility>
 #include <vector>
 
-namespace sentencepiece {
-class SentencePieceProcessor;
+namespace llava::spm {
+class Model;  // libsentencepiece behind a module boundary (src/tokenizer/spm_module.h)
 }
 
 namespace llava {
@@ -45,7 +45,7 @@ class LlamaTokenizer {
   std::vector<std::pair<std::string, int>> split_specials(const std::string& text) const;
   std::vector<int> encode_chunk(const std::string& chunk) const;
 
-  std::shared_ptr<sentencepiece::SentencePieceProcessor> sp_;
+  std::shared_ptr<spm::Model> sp_;
   std::shared_ptr<const Specials> specials_;
   bool legacy_ = false, add_bos_ = true, add_eos_ = false;
 };

@@ -3,9 +3,6 @@
 // ../shared/fixtures/tokenizer/README.md; the Python it mirrors is quoted in the comments below.
 #include "llava/tokenizer.h"
 
-#include <sentencepiece_processor.h>
-#include <sentencepiece_trainer.h>
-
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -14,6 +11,7 @@
 
 #include "llava/error.h"
 #include "llava/text_util.h"
+#include "spm_module.h"
 
 namespace llava {
 namespace {
@@ -98,10 +96,9 @@ LlamaTokenizer LlamaTokenizer::load(const std::string& model_path, bool legacy, 
   // HF get_spm_processor: legacy loads the model as-is; non-legacy turns off the dummy prefix and adds
   // the "▁" itself (only at the start of the text, not after special tokens).
   if (!legacy) proto += kNoDummyPrefixPatch;
-  auto processor = std::make_shared<sentencepiece::SentencePieceProcessor>();
-  const auto status = processor->LoadFromSerializedProto(proto);
-  if (!status.ok())
-    throw Error("tokenizer: cannot load SentencePiece model '" + model_path + "': " + status.ToString());
+  std::string error;
+  std::shared_ptr<spm::Model> processor(spm::module().load(proto, &error));
+  if (!processor) throw Error("tokenizer: cannot load SentencePiece model '" + model_path + "': " + error);
 
   LlamaTokenizer tok;
   tok.sp_ = std::move(processor);
@@ -109,8 +106,8 @@ LlamaTokenizer LlamaTokenizer::load(const std::string& model_path, bool legacy, 
   tok.add_bos_ = add_bos;
   tok.add_eos_ = add_eos;
   auto id_of = [&](const std::string& piece) {
-    const int id = tok.sp_->PieceToId(piece);
-    if (tok.sp_->IdToPiece(id) != piece)
+    const int id = tok.sp_->piece_to_id(piece);
+    if (tok.sp_->id_to_piece(id) != piece)
       throw Error("tokenizer: special token '" + piece + "' is not in the vocabulary of '" + model_path + "'");
     return id;
   };
@@ -118,7 +115,7 @@ LlamaTokenizer LlamaTokenizer::load(const std::string& model_path, bool legacy, 
   specials.eos = id_of(specials.eos_text);
   specials.unk = id_of(specials.unk_text);
   std::vector<int> unk_ids;
-  tok.sp_->Encode(specials.unk_text, &unk_ids);
+  tok.sp_->encode(specials.unk_text, &unk_ids);
   specials.unk_piece_count = static_cast<int>(unk_ids.size());
   tok.specials_ = std::make_shared<const Specials>(std::move(specials));
   return tok;
@@ -161,10 +158,10 @@ std::vector<std::pair<std::string, int>> LlamaTokenizer::split_specials(const st
 std::vector<int> LlamaTokenizer::encode_chunk(const std::string& chunk) const {
   std::vector<int> ids;
   if (legacy_ || !(starts_with(chunk, kSpieceUnderline) || starts_with(chunk, " "))) {
-    sp_->Encode(chunk, &ids);
+    sp_->encode(chunk, &ids);
     return ids;
   }
-  sp_->Encode(specials_->unk_text + chunk, &ids);
+  sp_->encode(specials_->unk_text + chunk, &ids);
   const size_t n = static_cast<size_t>(specials_->unk_piece_count);
   if (ids.size() >= n) ids.erase(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(n));
   return ids;
@@ -188,7 +185,7 @@ std::vector<int> LlamaTokenizer::encode(const std::string& text) const {
   }
   // tokenize(): `if tokens[0] == "▁" and tokens[1] in all_special_tokens: tokens = tokens[1:]`, so a text
   // starting with a special token gets no "▁" before it (and "<s></s>" keeps both specials).
-  if (!legacy_ && second_is_special && sp_->IdToPiece(tokens[0]) == kSpieceUnderline)
+  if (!legacy_ && second_is_special && sp_->id_to_piece(tokens[0]) == kSpieceUnderline)
     tokens.erase(tokens.begin());
 
   std::vector<int> ids;
@@ -228,19 +225,19 @@ std::string LlamaTokenizer::id_to_piece(int id) const {
   if (id < 0 || id >= vocab_size())
     throw Error("tokenizer: id " + std::to_string(id) + " out of range [0, " + std::to_string(vocab_size()) +
                 ")");
-  return sp_->IdToPiece(id);
+  return sp_->id_to_piece(id);
 }
 
 int LlamaTokenizer::bos_id() const { return specials_->bos; }
 int LlamaTokenizer::eos_id() const { return specials_->eos; }
 int LlamaTokenizer::unk_id() const { return specials_->unk; }
-int LlamaTokenizer::vocab_size() const { return sp_->GetPieceSize(); }
+int LlamaTokenizer::vocab_size() const { return sp_->piece_size(); }
 
 void train_sentencepiece(const std::string& corpus_path, const std::string& model_prefix, int vocab_size) {
   if (!std::filesystem::is_regular_file(corpus_path))
     throw Error("train_sentencepiece: corpus '" + corpus_path + "' not found");
   // LLaMA's tokenizer settings: BPE, digits split, byte fallback, identity normalizer, spaces kept.
-  const std::unordered_map<std::string, std::string> args = {
+  const std::vector<std::pair<std::string, std::string>> args = {
       {"input", corpus_path},
       {"model_prefix", model_prefix},
       {"vocab_size", std::to_string(vocab_size)},
@@ -260,9 +257,9 @@ void train_sentencepiece(const std::string& corpus_path, const std::string& mode
       {"num_threads", "1"},
       {"minloglevel", "1"},  // no per-iteration INFO lines on stderr
   };
-  const auto status = sentencepiece::SentencePieceTrainer::Train(args);
-  if (!status.ok())
-    throw Error("train_sentencepiece: training on '" + corpus_path + "' failed: " + status.ToString());
+  std::string error;
+  if (!spm::module().train(args, &error))
+    throw Error("train_sentencepiece: training on '" + corpus_path + "' failed: " + error);
 }
 
 }  // namespace llava

@@ -1,0 +1,49 @@
+#pragma once
+// Conversation templates as LLaVA's llava/conversation.py defines them, and the rules that place the
+// <image> markers in the turns before templating (design.md §3, fixtures README convention 1).
+#include <string>
+#include <vector>
+
+namespace llava {
+
+enum class SeparatorStyle { kTwo, kLlama2, kPlain };
+
+struct ConversationTemplate {
+  std::string name;     // key in LLaVA's conv_templates ("vicuna_v1", ...)
+  std::string version;  // Conversation.version ("v1", "llama_v2", "v1_mmtag", "plain")
+  std::string system;
+  std::string roles[2];  // human, assistant
+  SeparatorStyle style = SeparatorStyle::kTwo;
+  std::string sep, sep2;
+
+  // --version as LLaVA's train.py resolves it: a conv_templates key; "mmtag" is short for v1_mmtag.
+  // Unknown names are an error here (LLaVA silently falls back to vicuna_v1; we name the choices).
+  static const ConversationTemplate& get(const std::string& version);
+  static std::vector<std::string> names();
+  bool wraps_image_tags() const { return version.find("mmtag") != std::string::npos; }
+};
+
+struct Turn {
+  bool from_human = true;
+  std::string value;
+};
+
+// Renders the whole dialogue (Conversation.get_prompt()) for the TWO and LLAMA_2 styles.
+// PLAIN is rendered by the example builder (it discards the human text).
+std::string render_prompt(const ConversationTemplate& tmpl, const std::vector<Turn>& turns);
+
+enum class ImagePlacement { kFront, kInline };
+
+// Counts "<image>" occurrences.
+int count_image_markers(const std::string& text);
+
+// Applies the marker rules to every turn for a sample with num_images images:
+//  - no marker anywhere and num_images > 0: markers prepended to the first human turn;
+//  - kFront: each turn with n markers becomes ("<image>\n" * n + rest.strip()).strip();
+//  - kInline: markers stay where they are;
+//  - mmtag templates wrap each marker as <Image><image></Image>.
+// Returns an empty string on success, else the reason (marker count != image count).
+std::string place_image_markers(std::vector<Turn>& turns, int num_images, ImagePlacement placement,
+                                bool wrap_mmtag);
+
+}  // namespace llava

@@ -1,0 +1,55 @@
+#pragma once
+// Which samples each rank sees, batch by batch, in each epoch. Deterministic for a seed: the order does
+// not depend on the number of loader workers, and a resumed run recomputes the same batches.
+//
+// Sharding: the epoch's order is cut into global batches of world_size x batch_size samples; within a
+// global batch, rank r takes the r-th slice (HF/accelerate batch sharding), so a run on W ranks with
+// batch B sees exactly the samples of a 1-rank run with batch W x B, step for step.
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace llava {
+
+struct SamplerOptions {
+  uint64_t seed = 42;
+  bool shuffle = true;                    // false: file order (SequentialSampler)
+  bool group_by_modality_length = false;  // LLaVA's LengthGroupedSampler(group_by_modality=True)
+  int batch_size = 1;                     // per device
+  int world_size = 1;
+  int rank = 0;
+  int gradient_accumulation_steps = 1;    // LLaVA's grouping uses world_size x accumulation megabatches
+};
+
+class Sampler {
+ public:
+  // modality_lengths: Dataset::modality_length per sample (>0 with images, <0 text-only).
+  Sampler(std::vector<int32_t> modality_lengths, SamplerOptions options);
+
+  // The whole epoch's sample order (before sharding).
+  std::vector<int64_t> epoch_order(int64_t epoch) const;
+  // This rank's batches for the epoch, in order. The last global batch may be smaller; when it has
+  // fewer samples than ranks it is padded by repeating the epoch's first samples (as DistributedSampler pads).
+  std::vector<std::vector<int64_t>> rank_batches(int64_t epoch) const;
+  int64_t batches_per_epoch() const;  // per rank
+  size_t size() const { return lengths_.size(); }
+
+ private:
+  std::vector<int32_t> lengths_;
+  SamplerOptions opt_;
+};
+
+// A small portable RNG (SplitMix64 seeding a xoshiro256**), so orders are the same on every platform
+// and standard library; uniform(n) is unbiased.
+class Rng {
+ public:
+  explicit Rng(uint64_t seed);
+  uint64_t next();
+  uint64_t uniform(uint64_t n);  // in [0, n)
+  std::vector<int64_t> permutation(int64_t n);
+
+ private:
+  uint64_t s_[4];
+};
+
+}  // namespace llava

@@ -1,0 +1,179 @@
+// Data subcommands: tokenize, preprocess, check-data, bench-data. None of them runs the model.
+#include <chrono>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "llava/error.h"
+#include "llava/pipeline.h"
+#include "llava/train/loader.h"
+
+namespace llava::cli {
+using nlohmann::json;
+
+namespace {
+
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+// Writes lines to --output, or stdout when it is empty.
+class LineWriter {
+ public:
+  explicit LineWriter(const std::string& path) {
+    if (!path.empty()) {
+      file_.open(path);
+      if (!file_) throw Error(path + ": cannot write");
+    }
+  }
+  void write(const json& j) { (file_.is_open() ? static_cast<std::ostream&>(file_) : std::cout) << dump(j) << "\n"; }
+
+ private:
+  std::ofstream file_;
+};
+
+size_t sample_limit(const Options& o, size_t n) {
+  return o.max_samples >= 0 ? std::min(n, static_cast<size_t>(o.max_samples)) : n;
+}
+
+// A short name for what is wrong with a sample, for check-data's counts.
+std::string problem_kind(const std::string& message) {
+  static const std::vector<std::pair<const char*, const char*>> kinds = {
+      {"marker", "image_marker_count"},     {"too long", "too_long"},
+      {"cannot read image", "missing_image"}, {"neither base64", "bad_base64_or_missing_image"},
+      {"data: URL", "bad_base64_or_missing_image"},
+      {"role", "role_order"},               {"conversation", "conversation"},
+      {"plain", "template"},                {"): image", "image_decode"},
+      {"image[", "image_decode"},           {"images[", "image_decode"}};
+  for (const auto& [needle, kind] : kinds)
+    if (message.find(needle) != std::string::npos) return kind;
+  return "malformed_sample";
+}
+
+}  // namespace
+
+int cmd_tokenize(const Options& o) {
+  if (o.model_name_or_path.empty()) throw Error("tokenize: --model_name_or_path (a directory with tokenizer.model) is required");
+  std::optional<bool> legacy;
+  if (!o.legacy.empty()) {
+    if (o.legacy != "true" && o.legacy != "false" && o.legacy != "True" && o.legacy != "False")
+      throw Error("--legacy expects true or false");
+    legacy = o.legacy == "true" || o.legacy == "True";
+  }
+  LlamaTokenizer tok = LlamaTokenizer::from_dir(o.model_name_or_path, legacy);
+  LineWriter out(o.output);
+  auto emit = [&](const std::string& text, bool image_token) {
+    std::vector<int> ids = image_token ? tok.encode_with_image_tokens(text) : tok.encode(text);
+    json pieces = json::array();
+    for (int id : ids) pieces.push_back(tok.id_to_piece(id));
+    out.write({{"text", text}, {"ids", ids}, {"pieces", pieces}});
+  };
+  if (!o.input.empty()) {
+    std::ifstream in(o.input);
+    if (!in) throw Error(o.input + ": cannot open");
+    std::string line;
+    for (int n = 1; std::getline(in, line); ++n) {
+      if (line.empty()) continue;
+      json j;
+      try {
+        j = json::parse(line);
+      } catch (const json::exception& e) {
+        throw Error(o.input + ": line " + std::to_string(n) + ": bad JSON: " + e.what());
+      }
+      if (!j.is_object() || !j.contains("text") || !j["text"].is_string())
+        throw Error(o.input + ": line " + std::to_string(n) + ": expected {\"text\": ...}");
+      emit(j["text"].get<std::string>(), j.value("image_token", false));
+    }
+  } else if (o.set_keys.count("text")) {
+    emit(o.text, false);
+  } else {
+    throw Error("tokenize: give --text or --input");
+  }
+  return 0;
+}
+
+int cmd_preprocess(const Options& o) {
+  auto p = make_data_pipeline(o, true);
+  ExampleOptions ex = p->example;
+  ex.load_pixels = false;
+  ex.check_images = true;  // a sample whose image does not decode is reported as an error here too
+  LineWriter out(o.output);
+  const Dataset& ds = *p->dataset;
+  size_t n = sample_limit(o, ds.size()), bad = 0;
+  for (size_t i = 0; i < n; ++i) {
+    try {
+      Example e = build_example(ds.sample(i), ex);
+      if (!e.warning.empty()) std::cerr << e.warning << "\n";
+      out.write({{"index", i}, {"id", e.id}, {"status", "ok"}, {"prompt", e.prompt}, {"input_ids", e.input_ids},
+                 {"labels", e.labels}, {"num_images", e.num_images}, {"length_with_images", e.length_with_images}});
+    } catch (const Error& err) {
+      ++bad;
+      out.write({{"index", i}, {"id", ds.id(i)}, {"status", "error"}, {"error", err.what()}});
+      if (o.on_bad_sample == "fail") throw;
+    }
+  }
+  std::cerr << "preprocess: " << n << " samples, " << bad << " bad\n";
+  return 0;
+}
+
+int cmd_check_data(const Options& o) {
+  auto p = make_data_pipeline(o, true);
+  ExampleOptions ex = p->example;
+  ex.load_pixels = false;
+  ex.check_images = true;
+  const Dataset& ds = *p->dataset;
+  size_t n = sample_limit(o, ds.size());
+  std::map<std::string, std::vector<std::string>> problems;
+  size_t mismatches = 0, images = 0, bad = 0;
+  for (size_t i = 0; i < n; ++i) {
+    try {
+      Example e = build_example(ds.sample(i), ex);
+      images += e.num_images;
+      if (!e.warning.empty()) ++mismatches;
+    } catch (const Error& err) {
+      ++bad;
+      problems[problem_kind(err.what())].push_back(err.what());
+    }
+  }
+  std::cout << "check-data: " << ds.path() << ": " << n << " samples, " << images << " images, " << (n - bad)
+            << " ok, " << bad << " bad\n";
+  if (mismatches)
+    std::cout << "  warning: " << mismatches
+              << " sample(s) with a tokenization mismatch (trained with every label masked, as LLaVA does)\n";
+  for (const auto& [kind, messages] : problems) {
+    std::cout << "  " << kind << ": " << messages.size() << "\n";
+    for (size_t k = 0; k < messages.size() && k < 5; ++k) std::cout << "    " << messages[k] << "\n";
+  }
+  return bad ? 1 : 0;
+}
+
+int cmd_bench_data(const Options& o) {
+  auto p = make_data_pipeline(o, true);
+  const Dataset& ds = *p->dataset;
+  size_t n = sample_limit(o, ds.size());
+  std::vector<std::vector<int64_t>> batches;
+  const int B = o.per_device_train_batch_size;
+  for (size_t i = 0; i < n; i += B) {
+    batches.emplace_back();
+    for (size_t k = i; k < std::min(n, i + B); ++k) batches.back().push_back(static_cast<int64_t>(k));
+  }
+  LoaderOptions lo;
+  lo.num_workers = o.dataloader_num_workers;
+  lo.pad_id = p->tokenizer.pad_id();
+  auto start = std::chrono::steady_clock::now();
+  DataLoader loader(ds, p->example, std::move(batches), lo);
+  Batch b;
+  int64_t samples = 0, images = 0, skipped = 0;
+  while (loader.next(b)) {
+    samples += b.size();
+    skipped += b.skipped;
+    images += b.pixel_values.defined() ? b.pixel_values.size(0) : 0;
+  }
+  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::cout << dump({{"samples", samples}, {"images", images}, {"skipped", skipped}, {"seconds", s},
+                     {"samples_per_s", samples / s}, {"images_per_s", images / s}})
+            << "\n";
+  return 0;
+}
+
+}  // namespace llava::cli

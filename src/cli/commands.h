@@ -1,0 +1,12 @@
+#pragma once
+// One function per subcommand; each returns the process exit code (design.md §6).
+#include "llava/options.h"
+
+namespace llava::cli {
+
+int cmd_tokenize(const Options& o);
+int cmd_preprocess(const Options& o);
+int cmd_check_data(const Options& o);
+int cmd_bench_data(const Options& o);
+
+}  // namespace llava::cli

@@ -1,0 +1,238 @@
+#include "llava/options.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cxxopts.hpp>
+#include <iomanip>
+#include <sstream>
+
+#include "llava/error.h"
+
+namespace llava {
+namespace {
+
+const std::vector<std::string> kSubcommands = {"train",      "preprocess", "eval", "tokenize",
+                                               "check-data", "init-model", "plan", "bench-data"};
+
+bool parse_bool(const std::string& v, bool& out) {
+  if (v == "true" || v == "True" || v == "TRUE" || v == "1" || v == "yes") return out = true, true;
+  if (v == "false" || v == "False" || v == "FALSE" || v == "0" || v == "no") return out = false, true;
+  return false;
+}
+
+template <typename T>
+void parse_value(const std::string& key, const std::string& v, const std::string& source, T& out) {
+  auto bad = [&](const char* what) {
+    throw Error(source + ": --" + key + " expects " + what + ", got '" + v + "'");
+  };
+  if constexpr (std::is_same_v<T, bool>) {
+    if (!parse_bool(v, out)) bad("true or false");
+  } else if constexpr (std::is_same_v<T, std::string>) {
+    out = v;
+  } else {
+    try {
+      size_t used = 0;
+      if constexpr (std::is_same_v<T, double>)
+        out = std::stod(v, &used);
+      else
+        out = static_cast<T>(std::stoll(v, &used));
+      if (used != v.size()) bad(std::is_same_v<T, double> ? "a number" : "an integer");
+    } catch (const std::logic_error&) {
+      bad(std::is_same_v<T, double> ? "a number" : "an integer");
+    }
+  }
+}
+
+template <typename T>
+std::string show(const T& v) {
+  if constexpr (std::is_same_v<T, bool>) return v ? "true" : "false";
+  else if constexpr (std::is_same_v<T, std::string>) return v;
+  else {
+    std::ostringstream ss;
+    ss << v;
+    return ss.str();
+  }
+}
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j)
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+bool is_bool_option(const std::string& key) {
+#define LLAVA_IS_BOOL(type, name, def, help) \
+  if (key == #name) return std::is_same_v<type, bool>;
+  LLAVA_OPTIONS(LLAVA_IS_BOOL)
+#undef LLAVA_IS_BOOL
+  return false;
+}
+
+std::string unknown_key_message(const std::string& key, const std::string& source) {
+  return source + ": unknown option '" + key + "' (did you mean '" + closest_option(key) + "'?)";
+}
+
+}  // namespace
+
+std::vector<std::string> option_names() {
+  std::vector<std::string> names;
+#define LLAVA_NAME(type, name, def, help) names.push_back(#name);
+  LLAVA_OPTIONS(LLAVA_NAME)
+#undef LLAVA_NAME
+  return names;
+}
+
+std::string closest_option(const std::string& key) {
+  std::string best;
+  size_t best_d = SIZE_MAX;
+  for (const auto& n : option_names()) {
+    size_t d = edit_distance(key, n);
+    if (d < best_d) best_d = d, best = n;
+  }
+  return best;
+}
+
+void set_option(Options& o, const std::string& key, const std::string& value, const std::string& source) {
+#define LLAVA_SET(type, name, def, help)        \
+  if (key == #name) {                           \
+    parse_value(key, value, source, o.name);    \
+    o.set_keys.insert(key);                     \
+    return;                                     \
+  }
+  LLAVA_OPTIONS(LLAVA_SET)
+#undef LLAVA_SET
+  throw Error(unknown_key_message(key, source));
+}
+
+void apply_yaml(Options& o, const std::string& path) {
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::Exception& e) {
+    throw Error(path + ": cannot read YAML config: " + e.what());
+  }
+  if (root.IsNull()) return;
+  if (!root.IsMap()) throw Error(path + ": the config must be a mapping of option: value");
+  for (const auto& kv : root) {
+    std::string key = kv.first.as<std::string>();
+    if (!kv.second.IsScalar())
+      throw Error(path + ": '" + key + "' must be a single value");
+    set_option(o, key, kv.second.as<std::string>(), path);
+  }
+}
+
+Command parse_command_line(int argc, char** argv) {
+  Command cmd;
+  std::vector<std::string> args(argv + 1, argv + argc);
+  cmd.name = "train";  // the default when the first argument is a flag, as LLaVA's train.py
+  if (!args.empty() && args[0].rfind("-", 0) != 0) {
+    if (std::find(kSubcommands.begin(), kSubcommands.end(), args[0]) == kSubcommands.end()) {
+      std::string known;
+      for (const auto& s : kSubcommands) known += " " + s;
+      throw Error("unknown subcommand '" + args[0] + "' (subcommands:" + known + ")");
+    }
+    cmd.name = args[0];
+    args.erase(args.begin());
+  }
+
+  // "--flag value" is how LLaVA's scripts pass booleans ("--bf16 True"); cxxopts wants "--flag=value".
+  std::vector<std::string> norm;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    bool dummy;
+    if (a.rfind("--", 0) == 0 && a.find('=') == std::string::npos && is_bool_option(a.substr(2)) &&
+        i + 1 < args.size() && parse_bool(args[i + 1], dummy)) {
+      norm.push_back(a + "=" + args[++i]);
+    } else {
+      norm.push_back(a);
+    }
+  }
+
+  cxxopts::Options parser("llava-train", "");
+  auto adder = parser.add_options();
+  adder("h,help", "show help");
+  adder("V,print_version", "print versions");
+#define LLAVA_CXXOPT(type, name, def, help)                                              \
+  if (std::is_same_v<type, bool>)                                                        \
+    adder(#name, help, cxxopts::value<std::string>()->implicit_value("true"));           \
+  else                                                                                   \
+    adder(#name, help, cxxopts::value<std::string>());
+  LLAVA_OPTIONS(LLAVA_CXXOPT)
+#undef LLAVA_CXXOPT
+
+  std::vector<std::string> storage = {"llava-train"};
+  storage.insert(storage.end(), norm.begin(), norm.end());
+  // `--version` is LLaVA's template flag; the program version is printed by `llava-train --version`
+  // alone (no other arguments), as users expect from any CLI.
+  if (norm.size() == 1 && norm[0] == "--version") {
+    cmd.version = true;
+    return cmd;
+  }
+  std::vector<char*> cargv;
+  for (auto& s : storage) cargv.push_back(s.data());
+  cxxopts::ParseResult result;
+  try {
+    result = parser.parse(static_cast<int>(cargv.size()), cargv.data());
+  } catch (const cxxopts::exceptions::no_such_option& e) {
+    std::string what = e.what();  // "Option 'x' does not exist"
+    size_t a = what.find('\''), b = what.rfind('\'');
+    std::string key = a != std::string::npos && b > a ? what.substr(a + 1, b - a - 1) : what;
+    throw Error(unknown_key_message(key, "command line"));
+  } catch (const cxxopts::exceptions::exception& e) {
+    throw Error(std::string("command line: ") + e.what());
+  }
+  if (!result.unmatched().empty())
+    throw Error("command line: unexpected argument '" + result.unmatched()[0] + "'");
+  cmd.help = result.count("help") > 0;
+  cmd.version = result.count("print_version") > 0;
+
+  // defaults < YAML < command line
+  if (result.count("config")) apply_yaml(cmd.options, result["config"].as<std::string>());
+  for (const auto& kv : result.arguments())
+    if (kv.key() != "help" && kv.key() != "print_version") set_option(cmd.options, kv.key(), kv.value(), "command line");
+  return cmd;
+}
+
+std::string help_text() {
+  std::ostringstream ss;
+  ss << "usage: llava-train [SUBCOMMAND] [--flag value ...]\n\n"
+     << "subcommands:\n"
+     << "  train        fine-tune a LLaVA model (default when the first argument is a flag)\n"
+     << "  preprocess   write what the model will see for each sample (JSONL)\n"
+     << "  eval         loss and token accuracy per sample, no training\n"
+     << "  tokenize     tokenize --text or --input with the model's tokenizer\n"
+     << "  check-data   validate every sample and print a report (exit 1 if any is bad)\n"
+     << "  init-model   write a randomly initialised model directory (--config, --output_dir)\n"
+     << "  plan         per-rank memory estimate for a config and --world_size\n"
+     << "  bench-data   time the data pipeline without the model\n\n"
+     << "every flag is also a key of the YAML file given by --config (defaults < YAML < command line);\n"
+     << "booleans accept --flag, --flag true|false|True|False. `llava-train --version` alone prints versions.\n\n"
+     << "options:\n";
+#define LLAVA_HELP(type, name, def, help)                                                                \
+  ss << "  --" << std::left << std::setw(32) << #name << " " << help << " (default: " << show<type>(def) \
+     << ")\n";
+  LLAVA_OPTIONS(LLAVA_HELP)
+#undef LLAVA_HELP
+  return ss.str();
+}
+
+std::string options_table(const Options& o) {
+  std::ostringstream ss;
+  ss << "+----------------------------------+------------------------------------------------+\n";
+#define LLAVA_ROW(type, name, def, help)                                                   \
+  if (o.set_keys.count(#name))                                                             \
+    ss << "| " << std::left << std::setw(32) << #name << " | " << std::setw(46) << show<type>(o.name) << " |\n";
+  LLAVA_OPTIONS(LLAVA_ROW)
+#undef LLAVA_ROW
+  ss << "+----------------------------------+------------------------------------------------+\n";
+  return ss.str();
+}
+
+}  // namespace llava

@@ -1,0 +1,154 @@
+#include "llava/sampler.h"
+
+#include <algorithm>
+#include <limits>
+#include <numeric>
+
+#include "llava/error.h"
+
+namespace llava {
+
+Rng::Rng(uint64_t seed) {
+  for (auto& s : s_) {  // SplitMix64
+    seed += 0x9e3779b97f4a7c15ull;
+    uint64_t z = seed;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    s = z ^ (z >> 31);
+  }
+}
+
+uint64_t Rng::next() {  // xoshiro256**
+  auto rotl = [](uint64_t x, int k) { return (x << k) | (x >> (64 - k)); };
+  uint64_t result = rotl(s_[1] * 5, 7) * 9, t = s_[1] << 17;
+  s_[2] ^= s_[0];
+  s_[3] ^= s_[1];
+  s_[1] ^= s_[2];
+  s_[0] ^= s_[3];
+  s_[2] ^= t;
+  s_[3] = rotl(s_[3], 45);
+  return result;
+}
+
+uint64_t Rng::uniform(uint64_t n) {
+  uint64_t limit = std::numeric_limits<uint64_t>::max() - std::numeric_limits<uint64_t>::max() % n;
+  uint64_t x;
+  do x = next(); while (x >= limit);
+  return x % n;
+}
+
+std::vector<int64_t> Rng::permutation(int64_t n) {
+  std::vector<int64_t> p(static_cast<size_t>(n));
+  std::iota(p.begin(), p.end(), 0);
+  for (int64_t i = n - 1; i > 0; --i) std::swap(p[i], p[uniform(static_cast<uint64_t>(i) + 1)]);
+  return p;
+}
+
+namespace {
+
+// LLaVA's get_length_grouped_indices for one modality: random order, megabatches of `mega`, each
+// sorted by length (descending) and split into `chunks` balanced chunks.
+std::vector<std::vector<int64_t>> grouped_megabatches(const std::vector<int64_t>& ids,
+                                                      const std::vector<int64_t>& length_of, int chunks,
+                                                      int64_t mega, Rng& rng) {
+  std::vector<int64_t> perm = rng.permutation(static_cast<int64_t>(ids.size()));
+  std::vector<std::vector<int64_t>> out;
+  for (size_t start = 0; start < perm.size(); start += mega) {
+    std::vector<int64_t> mb;
+    for (size_t k = start; k < std::min(perm.size(), start + static_cast<size_t>(mega)); ++k) mb.push_back(ids[perm[k]]);
+    std::stable_sort(mb.begin(), mb.end(), [&](int64_t a, int64_t b) { return length_of[a] > length_of[b]; });
+    std::vector<int64_t> flat;
+    if (mb.size() % chunks != 0) {  // not divisible: round-robin
+      for (int c = 0; c < chunks; ++c)
+        for (size_t k = c; k < mb.size(); k += chunks) flat.push_back(mb[k]);
+    } else {  // greedy: each index to the chunk with the smallest running length, chunks capped
+      size_t cap = mb.size() / chunks;
+      std::vector<std::vector<int64_t>> ch(chunks);
+      std::vector<int64_t> sums(chunks, 0);
+      for (int64_t id : mb) {
+        int best = 0;
+        for (int c = 1; c < chunks; ++c)
+          if (sums[c] < sums[best]) best = c;
+        ch[best].push_back(id);
+        sums[best] += length_of[id];
+        if (ch[best].size() == cap) sums[best] = std::numeric_limits<int64_t>::max();
+      }
+      for (auto& c : ch) flat.insert(flat.end(), c.begin(), c.end());
+    }
+    out.push_back(std::move(flat));
+  }
+  return out;
+}
+
+}  // namespace
+
+Sampler::Sampler(std::vector<int32_t> modality_lengths, SamplerOptions options)
+    : lengths_(std::move(modality_lengths)), opt_(options) {
+  if (opt_.batch_size < 1 || opt_.world_size < 1 || opt_.rank < 0 || opt_.rank >= opt_.world_size)
+    throw Error("sampler: bad batch size / world size / rank");
+}
+
+std::vector<int64_t> Sampler::epoch_order(int64_t epoch) const {
+  const int64_t n = static_cast<int64_t>(lengths_.size());
+  if (!opt_.shuffle) {
+    std::vector<int64_t> order(n);
+    std::iota(order.begin(), order.end(), 0);
+    return order;
+  }
+  Rng rng(opt_.seed * 1000003ull + static_cast<uint64_t>(epoch));
+  if (!opt_.group_by_modality_length) return rng.permutation(n);
+
+  const int chunks = opt_.world_size * opt_.gradient_accumulation_steps;
+  const int64_t mega = static_cast<int64_t>(opt_.batch_size) * chunks;
+  std::vector<int64_t> length_of(n), image_ids, text_ids;
+  for (int64_t i = 0; i < n; ++i) {
+    length_of[i] = std::abs(lengths_[i]);
+    (lengths_[i] > 0 ? image_ids : text_ids).push_back(i);
+  }
+  if (image_ids.empty() || text_ids.empty()) {
+    std::vector<int64_t> all(n);
+    std::iota(all.begin(), all.end(), 0);
+    std::vector<int64_t> order;
+    for (auto& mb : grouped_megabatches(all, length_of, chunks, mega, rng)) order.insert(order.end(), mb.begin(), mb.end());
+    return order;
+  }
+  // Both modalities: group each, keep every full megabatch single-modality, shuffle them, and put the
+  // two leftovers together (sorted by index) at the end.
+  auto image_mb = grouped_megabatches(image_ids, length_of, chunks, mega, rng);
+  auto text_mb = grouped_megabatches(text_ids, length_of, chunks, mega, rng);
+  std::vector<int64_t> leftover = image_mb.back();
+  leftover.insert(leftover.end(), text_mb.back().begin(), text_mb.back().end());
+  image_mb.pop_back();
+  text_mb.pop_back();
+  std::vector<std::vector<int64_t>> mbs = image_mb;
+  mbs.insert(mbs.end(), text_mb.begin(), text_mb.end());
+  std::vector<int64_t> order;
+  for (int64_t k : rng.permutation(static_cast<int64_t>(mbs.size()))) order.insert(order.end(), mbs[k].begin(), mbs[k].end());
+  std::sort(leftover.begin(), leftover.end());
+  order.insert(order.end(), leftover.begin(), leftover.end());
+  return order;
+}
+
+std::vector<std::vector<int64_t>> Sampler::rank_batches(int64_t epoch) const {
+  std::vector<int64_t> order = epoch_order(epoch);
+  const int64_t W = opt_.world_size, B = opt_.batch_size;
+  // Pad so every rank has a sample in the last global batch (DistributedSampler pads by wrapping).
+  for (size_t k = 0; order.size() % W != 0; ++k) order.push_back(order[k % lengths_.size()]);
+  std::vector<std::vector<int64_t>> out;
+  for (size_t start = 0; start < order.size(); start += W * B) {
+    size_t global = std::min<size_t>(W * B, order.size() - start);
+    size_t per_rank = global / W;
+    size_t begin = start + opt_.rank * per_rank;
+    out.emplace_back(order.begin() + begin, order.begin() + begin + per_rank);
+  }
+  return out;
+}
+
+int64_t Sampler::batches_per_epoch() const {
+  int64_t global = static_cast<int64_t>(opt_.world_size) * opt_.batch_size;
+  int64_t n = static_cast<int64_t>(lengths_.size());
+  n += (opt_.world_size - n % opt_.world_size) % opt_.world_size;
+  return (n + global - 1) / global;
+}
+
+}  // namespace llava
