@@ -1,0 +1,668 @@
+// Image decoding and CLIP preprocessing: fixture parity (PIL + CLIPImageProcessor outputs) and
+// self-contained checks on images encoded here (stb_image_write, TurboJPEG).
+#include <nlohmann/json.hpp>
+#include <stb_image_write.h>
+#include <turbojpeg.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstdio>
+#include <fstream>
+#include <random>
+
+#include "llava/base64.h"
+#include "llava/error.h"
+#include "llava/image.h"
+#include "llava/safetensors.h"
+#include "test_support.h"
+
+namespace {
+
+using llava::Error;
+using llava::RgbImage;
+using llava::testing::fixture;
+
+const std::string kTiny = "llava-tiny/";
+
+std::vector<uint8_t> bytes_of(const std::string& s) { return {s.begin(), s.end()}; }
+
+RgbImage decode(const std::vector<uint8_t>& b, int min_short_side = 0) {
+  return llava::decode_image(b.data(), b.size(), min_short_side);
+}
+
+// Smooth synthetic picture (JPEG-friendly), width x height x channels.
+std::vector<uint8_t> gradient(int w, int h, int channels) {
+  std::vector<uint8_t> px(static_cast<size_t>(w) * h * channels);
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x)
+      for (int c = 0; c < channels; ++c)
+        px[(static_cast<size_t>(y) * w + x) * channels + c] =
+            static_cast<uint8_t>((x * 255 / std::max(w - 1, 1) + y * 97 / std::max(h - 1, 1) + c * 60) % 256);
+  return px;
+}
+
+std::vector<uint8_t> encode_png(const std::vector<uint8_t>& px, int w, int h, int channels) {
+  std::vector<uint8_t> out;
+  auto sink = [](void* ctx, void* data, int size) {
+    auto* v = static_cast<std::vector<uint8_t>*>(ctx);
+    v->insert(v->end(), static_cast<uint8_t*>(data), static_cast<uint8_t*>(data) + size);
+  };
+  EXPECT_NE(stbi_write_png_to_func(sink, &out, w, h, channels, px.data(), w * channels), 0);
+  return out;
+}
+
+std::vector<uint8_t> encode_jpeg(const std::vector<uint8_t>& px, int w, int h, int pixel_format, int subsamp,
+                                 int quality = 95) {
+  tjhandle tj = tjInitCompress();
+  unsigned char* buf = nullptr;
+  unsigned long size = 0;
+  EXPECT_EQ(tjCompress2(tj, px.data(), w, 0, h, pixel_format, &buf, &size, subsamp, quality, 0), 0)
+      << tjGetErrorStr2(tj);
+  std::vector<uint8_t> out(buf, buf + size);
+  tjFree(buf);
+  tjDestroy(tj);
+  return out;
+}
+
+RgbImage solid(int w, int h, std::array<uint8_t, 3> rgb) {
+  RgbImage im;
+  im.width = w;
+  im.height = h;
+  for (int i = 0; i < w * h; ++i) im.pixels.insert(im.pixels.end(), rgb.begin(), rgb.end());
+  return im;
+}
+
+// ---- fixtures -----------------------------------------------------------------------------------
+
+TEST(ImageFixtures, ProcessorConfigFromJson) {
+  LLAVA_REQUIRE_FIXTURES();
+  auto c = llava::ImageProcessorConfig::from_json_file(fixture(kTiny + "preprocessor_config.json"));
+  EXPECT_EQ(c.shortest_edge, 56);
+  EXPECT_EQ(c.crop_height, 56);
+  EXPECT_EQ(c.crop_width, 56);
+  EXPECT_TRUE(c.do_resize && c.do_center_crop && c.do_rescale && c.do_normalize);
+  EXPECT_DOUBLE_EQ(c.rescale_factor, 0.00392156862745098);
+  EXPECT_FLOAT_EQ(c.mean[0], 0.48145466f);
+  EXPECT_FLOAT_EQ(c.std[2], 0.27577711f);
+  EXPECT_EQ(c.pad_background(), (std::array<uint8_t, 3>{122, 116, 104}));
+}
+
+// Every data-set image (files and base64) through decode + CLIP preprocessing vs the reference
+// pixel_values: the images are 56x56, so this is decode + rescale/normalize, exact to 1e-6.
+TEST(ImageFixtures, DatasetPixelValues) {
+  LLAVA_REQUIRE_FIXTURES();
+  auto cfg = llava::ImageProcessorConfig::from_json_file(fixture(kTiny + "preprocessor_config.json"));
+  auto expected = llava::SafetensorsFile::open(fixture(kTiny + "expected/pixel_values.safetensors"));
+  auto data = nlohmann::json::parse(llava::testing::read_file(fixture(kTiny + "data.json")));
+  auto as_list = [](const nlohmann::json& v) {
+    std::vector<std::string> out;
+    if (v.is_string()) out.push_back(v.get<std::string>());
+    if (v.is_array())
+      for (const auto& e : v) out.push_back(e.get<std::string>());
+    return out;
+  };
+  int checked = 0;
+  double worst = 0;
+  for (size_t i = 0; i < data.size(); ++i) {
+    std::vector<RgbImage> images;
+    if (data[i].contains("image"))
+      for (const auto& f : as_list(data[i]["image"]))
+        images.push_back(llava::load_image_file(fixture(kTiny + "images/" + f)));
+    if (data[i].contains("images"))
+      for (const auto& b64 : as_list(data[i]["images"])) {
+        std::vector<uint8_t> bytes;
+        ASSERT_TRUE(llava::base64_decode(b64, bytes)) << "sample " << i;
+        images.push_back(decode(bytes));
+      }
+    const std::string name = "sample" + std::to_string(i) + ".pixel_values";
+    const auto* info = expected->find(name);
+    if (images.empty()) {
+      EXPECT_EQ(info, nullptr) << name;
+      continue;
+    }
+    ASSERT_NE(info, nullptr) << name;
+    ASSERT_EQ(info->shape, (std::vector<int64_t>{static_cast<int64_t>(images.size()), 3, 56, 56})) << name;
+    const auto ref = expected->to_float(*info);
+    for (size_t k = 0; k < images.size(); ++k) {
+      const auto t = llava::clip_preprocess(images[k], cfg, false);
+      ASSERT_EQ(t.data.size(), size_t{3 * 56 * 56});
+      double max_diff = 0;
+      for (size_t j = 0; j < t.data.size(); ++j)
+        max_diff = std::max(max_diff, std::fabs(double(t.data[j]) - ref[k * t.data.size() + j]));
+      EXPECT_LE(max_diff, 1e-6) << name << " image " << k;
+      worst = std::max(worst, max_diff);
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 9);
+  std::printf("[ dataset ] %d images, max |diff| %.3g\n", checked, worst);
+}
+
+// Non-square PNG/JPEG through decode, plain and pad preprocessing (Pillow BICUBIC resize).
+TEST(ImageFixtures, PreprocessCases) {
+  LLAVA_REQUIRE_FIXTURES();
+  auto cfg = llava::ImageProcessorConfig::from_json_file(fixture(kTiny + "preprocessor_config.json"));
+  auto expected = llava::SafetensorsFile::open(fixture(kTiny + "expected/preprocess.safetensors"));
+  auto cases = nlohmann::json::parse(llava::testing::read_file(fixture(kTiny + "expected/preprocess.json")))["cases"];
+  ASSERT_EQ(cases.size(), 4u);
+  for (const auto& c : cases) {
+    const std::string file = c["file"].get<std::string>();
+    const std::string key = file.substr(file.rfind('/') + 1);
+    const bool jpeg = c["format"] == "jpeg";
+    SCOPED_TRACE(file);
+    RgbImage im = llava::load_image_file(fixture(kTiny + file));
+    ASSERT_EQ(im.width, c["width"].get<int>());
+    ASSERT_EQ(im.height, c["height"].get<int>());
+    const auto bg = c["pad_background_rgb"].get<std::array<uint8_t, 3>>();
+    EXPECT_EQ(cfg.pad_background(), bg);
+
+    const auto rgb = expected->to_float(expected->at(key + ".decoded_rgb_uint8"));
+    ASSERT_EQ(rgb.size(), im.pixels.size());
+    int max_level = 0;
+    for (size_t j = 0; j < rgb.size(); ++j) max_level = std::max(max_level, std::abs(int(rgb[j]) - int(im.pixels[j])));
+    EXPECT_LE(max_level, jpeg ? 3 : 0);
+
+    for (bool pad : {false, true}) {
+      const auto t = llava::clip_preprocess(im, cfg, pad);
+      const auto ref = expected->to_float(expected->at(key + (pad ? ".pad" : ".plain")));
+      ASSERT_EQ(t.channels * t.height * t.width, 3 * 56 * 56);
+      ASSERT_EQ(t.data.size(), ref.size());
+      double sum = 0, max_diff = 0;
+      for (size_t j = 0; j < ref.size(); ++j) {
+        const double d = std::fabs(double(t.data[j]) - ref[j]);
+        sum += d;
+        max_diff = std::max(max_diff, d);
+      }
+      const double mean_diff = sum / ref.size();
+      std::printf("[ preprocess ] %-20s decode max %d levels, %-5s mean |diff| %.3g max |diff| %.3g\n", key.c_str(),
+                  max_level, pad ? "pad" : "plain", mean_diff, max_diff);
+      EXPECT_LE(mean_diff, 0.01) << (pad ? "pad" : "plain");
+      EXPECT_LE(max_diff, 0.15) << (pad ? "pad" : "plain");
+    }
+  }
+}
+
+// ---- config -------------------------------------------------------------------------------------
+
+std::string write_temp(const std::string& name, const std::string& text) {
+  const std::string path = llava::testing::temp_dir("image_cfg") + "/" + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+TEST(ImageConfig, IntSizesScalarMeanAndDefaults) {
+  auto c = llava::ImageProcessorConfig::from_json_file(
+      write_temp("a.json", R"({"size": 336, "crop_size": 320, "image_mean": 0.5, "image_std": [0.5, 0.25, 0.125],
+                              "do_center_crop": false, "rescale_factor": 0.5})"));
+  EXPECT_EQ(c.shortest_edge, 336);
+  EXPECT_EQ(c.crop_height, 320);
+  EXPECT_EQ(c.crop_width, 320);
+  EXPECT_FALSE(c.do_center_crop);
+  EXPECT_TRUE(c.do_resize);
+  EXPECT_EQ(c.mean, (std::array<float, 3>{0.5f, 0.5f, 0.5f}));
+  EXPECT_EQ(c.std, (std::array<float, 3>{0.5f, 0.25f, 0.125f}));
+  EXPECT_DOUBLE_EQ(c.rescale_factor, 0.5);
+  EXPECT_EQ(c.pad_background(), (std::array<uint8_t, 3>{127, 127, 127}));
+
+  // Absent keys: CLIPImageProcessor's defaults (224, OpenAI CLIP statistics).
+  auto d = llava::ImageProcessorConfig::from_json_file(write_temp("b.json", "{}"));
+  EXPECT_EQ(d.shortest_edge, 224);
+  EXPECT_EQ(d.crop_width, 224);
+  EXPECT_EQ(d.pad_background(), (std::array<uint8_t, 3>{122, 116, 104}));
+
+  auto e = llava::ImageProcessorConfig::clip_defaults(336);
+  EXPECT_EQ(e.shortest_edge, 336);
+  EXPECT_EQ(e.crop_height, 336);
+  EXPECT_EQ(e.crop_width, 336);
+  EXPECT_THROW(llava::ImageProcessorConfig::clip_defaults(0), Error);
+}
+
+TEST(ImageConfig, BadConfigsThrowNamingTheFile) {
+  for (const auto& [name, text] : std::vector<std::pair<std::string, std::string>>{
+           {"json.json", "{not json"},
+           {"hw.json", R"({"size": {"height": 384, "width": 384}})"},
+           {"mean.json", R"({"image_mean": [0.5, 0.5]})"},
+           {"std.json", R"({"image_std": [0.5, 0.0, 0.5]})"},
+           {"type.json", R"({"do_resize": "yes"})"},
+           {"resample.json", R"({"resample": 2})"},
+           {"neg.json", R"({"size": {"shortest_edge": -1}})"}}) {
+    const std::string path = write_temp(name, text);
+    try {
+      llava::ImageProcessorConfig::from_json_file(path);
+      ADD_FAILURE() << name << " accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_THROW(llava::ImageProcessorConfig::from_json_file("/nonexistent/preprocessor_config.json"), Error);
+}
+
+// ---- decoding -----------------------------------------------------------------------------------
+
+TEST(ImageDecode, PngChannelLayoutsBecomeRgb) {
+  const int w = 7, h = 5;
+  const auto gray = gradient(w, h, 1);
+  RgbImage g = decode(encode_png(gray, w, h, 1));
+  ASSERT_EQ(g.width, w);
+  ASSERT_EQ(g.height, h);
+  for (int i = 0; i < w * h; ++i)
+    for (int c = 0; c < 3; ++c) ASSERT_EQ(g.pixels[3 * i + c], gray[i]);
+
+  auto ga = gradient(w, h, 2);
+  RgbImage g2 = decode(encode_png(ga, w, h, 2));
+  for (int i = 0; i < w * h; ++i)
+    for (int c = 0; c < 3; ++c) ASSERT_EQ(g2.pixels[3 * i + c], ga[2 * i]);
+
+  // RGBA: alpha dropped, colour kept as stored (PIL's convert("RGB") does not composite).
+  auto rgba = gradient(w, h, 4);
+  for (int i = 0; i < w * h; ++i) rgba[4 * i + 3] = static_cast<uint8_t>(i % 2 ? 0 : 128);
+  RgbImage c4 = decode(encode_png(rgba, w, h, 4));
+  for (int i = 0; i < w * h; ++i)
+    for (int c = 0; c < 3; ++c) ASSERT_EQ(c4.pixels[3 * i + c], rgba[4 * i + c]);
+
+  auto rgb = gradient(w, h, 3);
+  EXPECT_EQ(decode(encode_png(rgb, w, h, 3)).pixels, rgb);
+}
+
+// stb_image_write's zlib compressor (exported by libstb) for hand-built PNGs: it writes neither
+// palette nor 16-bit images itself.
+extern "C" unsigned char* stbi_zlib_compress(unsigned char* data, int data_len, int* out_len, int quality);
+
+uint32_t crc32(const uint8_t* p, size_t n, uint32_t crc = 0xFFFFFFFFu) {
+  for (size_t i = 0; i < n; ++i) {
+    crc ^= p[i];
+    for (int k = 0; k < 8; ++k) crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
+  }
+  return crc;
+}
+
+void put_be32(std::vector<uint8_t>& out, uint32_t v) {
+  for (int i = 0; i < 4; ++i) out.push_back(static_cast<uint8_t>(v >> (24 - 8 * i)));
+}
+
+void png_chunk(std::vector<uint8_t>& out, const char* type, const std::vector<uint8_t>& body) {
+  put_be32(out, static_cast<uint32_t>(body.size()));
+  const size_t start = out.size();
+  out.insert(out.end(), type, type + 4);
+  out.insert(out.end(), body.begin(), body.end());
+  put_be32(out, crc32(&out[start], out.size() - start) ^ 0xFFFFFFFFu);
+}
+
+// rows: already-serialised scanlines without the filter byte.
+std::vector<uint8_t> build_png(int w, int h, int bit_depth, int color_type, const std::vector<uint8_t>& rows,
+                               const std::vector<std::pair<const char*, std::vector<uint8_t>>>& extra = {}) {
+  std::vector<uint8_t> out = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  std::vector<uint8_t> ihdr;
+  put_be32(ihdr, w);
+  put_be32(ihdr, h);
+  ihdr.insert(ihdr.end(), {static_cast<uint8_t>(bit_depth), static_cast<uint8_t>(color_type), 0, 0, 0});
+  png_chunk(out, "IHDR", ihdr);
+  for (const auto& [type, body] : extra) png_chunk(out, type, body);
+  const size_t row_bytes = rows.size() / h;
+  std::vector<uint8_t> filtered;
+  for (int y = 0; y < h; ++y) {
+    filtered.push_back(0);
+    filtered.insert(filtered.end(), rows.begin() + y * row_bytes, rows.begin() + (y + 1) * row_bytes);
+  }
+  int zlen = 0;
+  unsigned char* z = stbi_zlib_compress(filtered.data(), static_cast<int>(filtered.size()), &zlen, 8);
+  png_chunk(out, "IDAT", std::vector<uint8_t>(z, z + zlen));
+  std::free(z);
+  png_chunk(out, "IEND", {});
+  return out;
+}
+
+// Palette PNG with per-entry alpha (tRNS): PIL's convert("RGB") expands the palette, ignores alpha.
+TEST(ImageDecode, PalettePngExpanded) {
+  const std::vector<uint8_t> palette = {255, 0, 0, 0, 255, 0, 0, 0, 255, 10, 20, 30};
+  const int w = 5, h = 3;
+  std::vector<uint8_t> idx;
+  for (int i = 0; i < w * h; ++i) idx.push_back(static_cast<uint8_t>(i % 4));
+  RgbImage im = decode(build_png(w, h, 8, 3, idx, {{"PLTE", palette}, {"tRNS", {255, 0, 128, 7}}}));
+  ASSERT_EQ(im.width, w);
+  ASSERT_EQ(im.height, h);
+  for (int i = 0; i < w * h; ++i)
+    for (int c = 0; c < 3; ++c) ASSERT_EQ(im.pixels[3 * i + c], palette[3 * idx[i] + c]) << i;
+}
+
+// 16-bit RGB PNG: the high byte of each sample, as Pillow's "RGB;16B" unpacker keeps.
+TEST(ImageDecode, Png16BitKeepsHighByte) {
+  const int w = 3, h = 2;
+  std::vector<uint8_t> rows;
+  std::vector<uint8_t> high;
+  for (int i = 0; i < w * h * 3; ++i) {
+    const uint16_t v = static_cast<uint16_t>(i * 3000 + 0x7F);
+    rows.insert(rows.end(), {static_cast<uint8_t>(v >> 8), static_cast<uint8_t>(v & 0xFF)});
+    high.push_back(static_cast<uint8_t>(v >> 8));
+  }
+  EXPECT_EQ(decode(build_png(w, h, 16, 2, rows)).pixels, high);
+}
+
+TEST(ImageDecode, BmpViaStb) {
+  const int w = 6, h = 4;
+  auto rgb = gradient(w, h, 3);
+  std::vector<uint8_t> out;
+  auto sink = [](void* ctx, void* data, int size) {
+    auto* v = static_cast<std::vector<uint8_t>*>(ctx);
+    v->insert(v->end(), static_cast<uint8_t*>(data), static_cast<uint8_t*>(data) + size);
+  };
+  ASSERT_NE(stbi_write_bmp_to_func(sink, &out, w, h, 3, rgb.data()), 0);
+  EXPECT_EQ(decode(out).pixels, rgb);
+}
+
+TEST(ImageDecode, JpegRoundTrip) {
+  const int w = 64, h = 48;
+  const auto rgb = gradient(w, h, 3);
+  RgbImage im = decode(encode_jpeg(rgb, w, h, TJPF_RGB, TJSAMP_444, 98));
+  ASSERT_EQ(im.width, w);
+  ASSERT_EQ(im.height, h);
+  double sum = 0;
+  for (size_t i = 0; i < rgb.size(); ++i) sum += std::abs(int(im.pixels[i]) - int(rgb[i]));
+  EXPECT_LT(sum / rgb.size(), 3.0);
+
+  // Grayscale JPEG: grey replicated into R, G, B.
+  const auto gray = gradient(w, h, 1);
+  RgbImage g = decode(encode_jpeg(gray, w, h, TJPF_GRAY, TJSAMP_GRAY));
+  for (int i = 0; i < w * h; ++i) {
+    ASSERT_EQ(g.pixels[3 * i], g.pixels[3 * i + 1]);
+    ASSERT_EQ(g.pixels[3 * i], g.pixels[3 * i + 2]);
+    ASSERT_LE(std::abs(int(g.pixels[3 * i]) - int(gray[i])), 8);
+  }
+
+  // Trailing bytes after EOI are ignored (Pillow too).
+  auto jpeg = encode_jpeg(rgb, w, h, TJPF_RGB, TJSAMP_420);
+  const RgbImage ref = decode(jpeg);
+  jpeg.insert(jpeg.end(), {0x00, 0x12, 0x34, 0x56});
+  EXPECT_EQ(decode(jpeg).pixels, ref.pixels);
+}
+
+// 4-component JPEGs: Pillow treats the stored values as Adobe-inverted CMYK, so with k = 255
+// (no black) a stored value s reads back as RGB s.
+TEST(ImageDecode, CmykJpegConvertedLikePillow) {
+  const int w = 16, h = 16;
+  std::vector<uint8_t> cmyk;
+  for (int i = 0; i < w * h; ++i) cmyk.insert(cmyk.end(), {200, 100, 50, 255});
+  RgbImage im = decode(encode_jpeg(cmyk, w, h, TJPF_CMYK, TJSAMP_444));
+  ASSERT_EQ(im.width, w);
+  for (int i = 0; i < w * h; ++i) {
+    EXPECT_NEAR(im.pixels[3 * i], 200, 3);
+    EXPECT_NEAR(im.pixels[3 * i + 1], 100, 3);
+    EXPECT_NEAR(im.pixels[3 * i + 2], 50, 3);
+  }
+  // Half black: stored k = 128 halves every channel.
+  cmyk.clear();
+  for (int i = 0; i < w * h; ++i) cmyk.insert(cmyk.end(), {200, 100, 50, 128});
+  RgbImage half = decode(encode_jpeg(cmyk, w, h, TJPF_CMYK, TJSAMP_444));
+  EXPECT_NEAR(half.pixels[0], 200 * 128 / 255, 3);
+  EXPECT_NEAR(half.pixels[1], 100 * 128 / 255, 3);
+}
+
+TEST(ImageDecode, DctScaledDecodeOfLargeJpeg) {
+  const int w = 2000, h = 1500;
+  const auto jpeg = encode_jpeg(gradient(w, h, 3), w, h, TJPF_RGB, TJSAMP_420, 80);
+  RgbImage full = decode(jpeg);
+  EXPECT_EQ(full.width, w);
+  EXPECT_EQ(full.height, h);
+  RgbImage scaled = decode(jpeg, 336);
+  EXPECT_GE(std::min(scaled.width, scaled.height), 2 * 336);
+  EXPECT_LT(scaled.height, h);  // 1500 * 1/2 = 750 >= 672; 3/8 would give 563
+  EXPECT_EQ(scaled.width, 1000);
+  EXPECT_EQ(scaled.height, 750);
+  EXPECT_EQ(scaled.pixels.size(), size_t{1000} * 750 * 3);
+  // Not far larger than the target: no scaling.
+  RgbImage near = decode(jpeg, 500);
+  EXPECT_EQ(near.width, w);
+  // The preprocessed result stays close to the full decode's.
+  auto cfg = llava::ImageProcessorConfig::clip_defaults(336);
+  auto a = llava::clip_preprocess(full, cfg, false), b = llava::clip_preprocess(scaled, cfg, false);
+  double sum = 0;
+  for (size_t i = 0; i < a.data.size(); ++i) sum += std::fabs(a.data[i] - b.data[i]);
+  EXPECT_LT(sum / a.data.size(), 0.02);
+}
+
+TEST(ImageDecode, BadInputsThrow) {
+  EXPECT_THROW(llava::decode_image(nullptr, 0), Error);
+  const uint8_t one = 0;
+  EXPECT_THROW(llava::decode_image(&one, 0), Error);
+  EXPECT_THROW(decode(bytes_of("hello, this is not an image at all")), Error);
+  EXPECT_THROW(decode(bytes_of("\x89PNG\r\n\x1a\n")), Error);
+  EXPECT_THROW(decode(bytes_of(std::string("\xFF\xD8\xFF", 3))), Error);
+
+  std::mt19937 rng(1234);
+  for (int n : {1, 2, 7, 64, 1000, 100000}) {
+    std::vector<uint8_t> random(n);
+    for (auto& b : random) b = static_cast<uint8_t>(rng());
+    EXPECT_THROW(decode(random), Error) << n << " random bytes";
+  }
+
+  const auto png = encode_png(gradient(40, 30, 3), 40, 30, 3);
+  for (size_t cut : {png.size() / 3, png.size() / 2, png.size() - 20}) {
+    std::vector<uint8_t> t(png.begin(), png.begin() + cut);
+    EXPECT_THROW(decode(t), Error) << "PNG cut at " << cut;
+  }
+  const auto jpeg = encode_jpeg(gradient(64, 64, 3), 64, 64, TJPF_RGB, TJSAMP_420);
+  for (size_t cut : {size_t{100}, jpeg.size() / 2, jpeg.size() - 2}) {
+    std::vector<uint8_t> t(jpeg.begin(), jpeg.begin() + cut);
+    try {
+      decode(t);
+      ADD_FAILURE() << "JPEG cut at " << cut << " of " << jpeg.size() << " accepted";
+    } catch (const Error& e) {
+      std::printf("[ truncated JPEG at %zu ] %s\n", cut, e.what());
+    }
+  }
+
+  try {
+    decode(bytes_of(std::string("RIFF\x10\0\0\0WEBPVP8 ", 16)));
+    ADD_FAILURE() << "WebP accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("WebP"), std::string::npos) << e.what();
+  }
+
+  try {
+    llava::load_image_file("/nonexistent/x.png");
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/x.png"), std::string::npos);
+  }
+}
+
+// Header dimensions are checked before any pixel buffer is allocated.
+TEST(ImageDecode, HugeDimensionsRejected) {
+  auto png = encode_png(gradient(4, 4, 3), 4, 4, 3);
+  // IHDR data starts at byte 16: width, height big-endian (stb does not verify CRCs).
+  auto set_be32 = [](std::vector<uint8_t>& b, size_t at, uint32_t v) {
+    for (int i = 0; i < 4; ++i) b[at + i] = static_cast<uint8_t>(v >> (24 - 8 * i));
+  };
+  // Over the per-side limit, over the pixel limit, and over stb's own limit.
+  for (auto [w, h] : {std::pair{20000u, 100u}, std::pair{12000u, 12000u}, std::pair{100000u, 100000u}}) {
+    set_be32(png, 16, w);
+    set_be32(png, 20, h);
+    try {
+      decode(png);
+      ADD_FAILURE() << "huge PNG accepted";
+    } catch (const Error& e) {
+      std::printf("[ huge PNG %ux%u ] %s\n", w, h, e.what());
+      EXPECT_NE(std::string(e.what()).find("too large"), std::string::npos);
+    }
+  }
+
+  auto jpeg = encode_jpeg(gradient(8, 8, 3), 8, 8, TJPF_RGB, TJSAMP_444);
+  bool patched = false;
+  for (size_t i = 2; i + 9 < jpeg.size(); ++i)
+    if (jpeg[i] == 0xFF && jpeg[i + 1] == 0xC0) {  // SOF0: len(2) precision(1) height(2) width(2)
+      jpeg[i + 5] = 0xEA, jpeg[i + 6] = 0x60, jpeg[i + 7] = 0xEA, jpeg[i + 8] = 0x60;  // 60000 x 60000
+      patched = true;
+      break;
+    }
+  ASSERT_TRUE(patched);
+  try {
+    decode(jpeg);
+    ADD_FAILURE() << "huge JPEG accepted";
+  } catch (const Error& e) {
+    std::printf("[ huge JPEG ] %s\n", e.what());
+    EXPECT_NE(std::string(e.what()).find("too large"), std::string::npos);
+  }
+}
+
+// Mutated valid files: decode or throw llava::Error, never crash (run under ASan to be sure).
+TEST(ImageDecode, CorruptedBytesNeverCrash) {
+  const auto png = encode_png(gradient(24, 16, 3), 24, 16, 3);
+  const auto jpeg = encode_jpeg(gradient(24, 16, 3), 24, 16, TJPF_RGB, TJSAMP_420);
+  std::mt19937 rng(42);
+  int decoded = 0, rejected = 0;
+  for (const auto* base : {&png, &jpeg})
+    for (int iter = 0; iter < 300; ++iter) {
+      auto b = *base;
+      const int flips = 1 + static_cast<int>(rng() % 8);
+      for (int f = 0; f < flips; ++f) b[rng() % b.size()] = static_cast<uint8_t>(rng());
+      if (rng() % 4 == 0) b.resize(rng() % b.size() + 1);
+      try {
+        RgbImage im = decode(b);
+        ASSERT_EQ(im.pixels.size(), static_cast<size_t>(im.width) * im.height * 3);
+        ++decoded;
+      } catch (const Error&) {
+        ++rejected;
+      }
+    }
+  std::printf("[ corrupted ] %d decoded, %d rejected\n", decoded, rejected);
+}
+
+// ---- geometry and pipeline ----------------------------------------------------------------------
+
+TEST(ImagePreprocess, ExpandToSquareGeometry) {
+  const std::array<uint8_t, 3> bg{122, 116, 104};
+  // Wide 4x2: pasted at (0, (4-2)/2 = 1).
+  RgbImage wide = solid(4, 2, {1, 2, 3});
+  RgbImage sq = llava::expand_to_square(wide, bg);
+  ASSERT_EQ(sq.width, 4);
+  ASSERT_EQ(sq.height, 4);
+  for (int y = 0; y < 4; ++y)
+    for (int x = 0; x < 4; ++x) {
+      const uint8_t* p = &sq.pixels[(y * 4 + x) * 3];
+      const bool inside = y == 1 || y == 2;
+      EXPECT_EQ(p[0], inside ? 1 : 122) << x << "," << y;
+      EXPECT_EQ(p[2], inside ? 3 : 104) << x << "," << y;
+    }
+  // Tall 2x5: pasted at ((5-2)/2 = 1, 0).
+  RgbImage tall = solid(2, 5, {9, 9, 9});
+  RgbImage sq2 = llava::expand_to_square(tall, bg);
+  ASSERT_EQ(sq2.width, 5);
+  for (int y = 0; y < 5; ++y)
+    for (int x = 0; x < 5; ++x) EXPECT_EQ(sq2.pixels[(y * 5 + x) * 3], (x == 1 || x == 2) ? 9 : 122);
+  // Square: unchanged.
+  RgbImage s = solid(3, 3, {5, 6, 7});
+  EXPECT_EQ(llava::expand_to_square(s, bg).pixels, s.pixels);
+}
+
+TEST(ImagePreprocess, CenterCropOffsets) {
+  RgbImage im;
+  im.width = 5;
+  im.height = 4;
+  for (int i = 0; i < 20; ++i) im.pixels.insert(im.pixels.end(), {uint8_t(10 + i), 0, 0});
+  // top = (4-2)/2 = 1, left = (5-2)/2 = 1
+  RgbImage c = llava::center_crop(im, 2, 2);
+  ASSERT_EQ(c.width, 2);
+  ASSERT_EQ(c.height, 2);
+  EXPECT_EQ(c.pixels[0], 16);
+  EXPECT_EQ(c.pixels[3], 17);
+  EXPECT_EQ(c.pixels[6], 21);
+  EXPECT_EQ(c.pixels[9], 22);
+  // Larger than the image: zero padding, full crop size; left = (5-7)/2 = -1.
+  RgbImage big = llava::center_crop(im, 7, 4);
+  ASSERT_EQ(big.width, 7);
+  ASSERT_EQ(big.height, 4);
+  EXPECT_EQ(big.pixels[0 * 3], 0);
+  EXPECT_EQ(big.pixels[1 * 3], 10);
+  EXPECT_EQ(big.pixels[5 * 3], 14);
+  EXPECT_EQ(big.pixels[6 * 3], 0);
+}
+
+TEST(ImagePreprocess, ResizeIdentityAndConstant) {
+  RgbImage im;
+  im.width = 9;
+  im.height = 6;
+  im.pixels = gradient(9, 6, 3);
+  EXPECT_EQ(llava::resize_bicubic(im, 9, 6).pixels, im.pixels);
+  // Normalised coefficients keep a constant image constant, up and down, one axis or both.
+  RgbImage c = solid(37, 23, {200, 10, 255});
+  for (auto [w, h] : {std::pair{11, 7}, std::pair{37, 50}, std::pair{80, 23}, std::pair{5, 5}, std::pair{1, 1}}) {
+    RgbImage r = llava::resize_bicubic(c, w, h);
+    ASSERT_EQ(r.width, w);
+    ASSERT_EQ(r.height, h);
+    for (int i = 0; i < w * h; ++i) {
+      ASSERT_EQ(r.pixels[3 * i], 200);
+      ASSERT_EQ(r.pixels[3 * i + 1], 10);
+      ASSERT_EQ(r.pixels[3 * i + 2], 255);
+    }
+  }
+  EXPECT_THROW(llava::resize_bicubic(im, 0, 5), Error);
+  // 1x20000 strip to a 336 short side would be 336 x 6.7M pixels.
+  const auto clip336 = llava::ImageProcessorConfig::clip_defaults(336);
+  EXPECT_THROW(llava::clip_preprocess(solid(1, 20000, {1, 2, 3}), clip336, false), Error);
+  RgbImage bad;
+  bad.width = 3;
+  bad.height = 3;
+  EXPECT_THROW(llava::resize_bicubic(bad, 2, 2), Error);
+}
+
+// Pillow's 2x bicubic downscale of a 1-D step 0,0,0,0,255,255,255,255: the antialiased kernel
+// (support 4) spreads the edge over the middle outputs, symmetrically (clamped at the borders).
+TEST(ImagePreprocess, ResizeAntialiasesOnDownscale) {
+  RgbImage step;
+  step.width = 8;
+  step.height = 1;
+  for (int x = 0; x < 8; ++x) step.pixels.insert(step.pixels.end(), 3, uint8_t(x < 4 ? 0 : 255));
+  RgbImage r = llava::resize_bicubic(step, 4, 1);
+  ASSERT_EQ(r.width, 4);
+  EXPECT_EQ(r.pixels[0 * 3], 0);
+  EXPECT_EQ(r.pixels[3 * 3], 255);
+  EXPECT_GT(r.pixels[1 * 3], 0);
+  EXPECT_LT(r.pixels[1 * 3], 128);
+  EXPECT_NEAR(int(r.pixels[1 * 3]) + int(r.pixels[2 * 3]), 255, 1);  // mirror taps, fixed-point rounding
+}
+
+TEST(ImagePreprocess, PipelineShapesAndValues) {
+  auto cfg = llava::ImageProcessorConfig::clip_defaults(56);
+  RgbImage im;
+  im.width = 120;
+  im.height = 80;
+  im.pixels = gradient(120, 80, 3);
+  auto plain = llava::clip_preprocess(im, cfg, false);
+  EXPECT_EQ(plain.channels, 3);
+  EXPECT_EQ(plain.height, 56);
+  EXPECT_EQ(plain.width, 56);
+  EXPECT_EQ(plain.data.size(), size_t{3 * 56 * 56});
+
+  auto no_crop = cfg;
+  no_crop.do_center_crop = false;
+  auto t = llava::clip_preprocess(im, no_crop, false);
+  EXPECT_EQ(t.width, 84);  // int(56 * 120 / 80)
+  EXPECT_EQ(t.height, 56);
+  RgbImage tall;
+  tall.width = 70;
+  tall.height = 150;
+  tall.pixels = gradient(70, 150, 3);
+  auto tt = llava::clip_preprocess(tall, no_crop, false);
+  EXPECT_EQ(tt.width, 56);
+  EXPECT_EQ(tt.height, 120);  // int(56 * 150 / 70) = int(120.0)
+
+  // Pad: a solid image padded with the background is uniform after normalisation where the
+  // background shows; value = (float32(122/255) - mean) / std.
+  auto pad = llava::clip_preprocess(solid(120, 40, {122, 116, 104}), cfg, true);
+  const float expected_r = (float(122 * (1.0 / 255.0)) - cfg.mean[0]) / cfg.std[0];
+  EXPECT_EQ(pad.height, 56);
+  for (int i = 0; i < 56 * 56; ++i) ASSERT_EQ(pad.data[i], expected_r);
+
+  // CHW layout and the exact float32 formula.
+  RgbImage px = solid(56, 56, {0, 128, 255});
+  auto v = llava::clip_preprocess(px, cfg, false);
+  for (int c = 0; c < 3; ++c) {
+    const int u8 = c == 0 ? 0 : c == 1 ? 128 : 255;
+    const float want = (static_cast<float>(u8 * cfg.rescale_factor) - cfg.mean[c]) / cfg.std[c];
+    EXPECT_EQ(v.data[c * 56 * 56 + 100], want);
+  }
+  EXPECT_THROW(llava::clip_preprocess(RgbImage{}, cfg, false), Error);
+}
+
+}  // namespace
