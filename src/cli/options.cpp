@@ -181,9 +181,12 @@ Command parse_command_line(int argc, char** argv) {
   try {
     result = parser.parse(static_cast<int>(cargv.size()), cargv.data());
   } catch (const cxxopts::exceptions::no_such_option& e) {
-    std::string what = e.what();  // "Option 'x' does not exist"
-    size_t a = what.find('\''), b = what.rfind('\'');
-    std::string key = a != std::string::npos && b > a ? what.substr(a + 1, b - a - 1) : what;
+    // cxxopts says "Option ‘x’ does not exist" (typographic quotes); the key is between them.
+    std::string what = e.what();
+    const std::string open = "\xE2\x80\x98", close = "\xE2\x80\x99";
+    size_t a = what.find(open), b = what.find(close, a == std::string::npos ? 0 : a);
+    std::string key = a != std::string::npos && b != std::string::npos ? what.substr(a + open.size(), b - a - open.size()) : what;
+    if (key.rfind("--", 0) == 0) key = key.substr(2);
     throw Error(unknown_key_message(key, "command line"));
   } catch (const cxxopts::exceptions::exception& e) {
     throw Error(std::string("command line: ") + e.what());

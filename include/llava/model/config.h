@@ -1,0 +1,110 @@
+#pragma once
+// Typed model configurations read from (and written to) HF-style config.json files:
+//   clip_vision_model / clip        -> ClipVisionConfig
+//   llama                           -> LlamaConfig
+//   llava (HF LlavaConfig layout)   -> LlavaConfig (text_config + vision_config)
+//   llava_llama (original LLaVA)    -> LlavaConfig (LLaMA keys at top level + mm_* keys)
+// Defaults of missing keys are transformers 4.37.2's (CLIPVisionConfig, LlamaConfig, LlavaConfig).
+// No torch here.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace llava {
+
+struct ClipVisionConfig {
+  int64_t hidden_size = 768;
+  int64_t intermediate_size = 3072;
+  int64_t num_hidden_layers = 12;
+  int64_t num_attention_heads = 12;
+  int64_t num_channels = 3;
+  int64_t image_size = 224;
+  int64_t patch_size = 32;
+  int64_t projection_dim = 512;  // unused by the vision tower; kept so configs round-trip
+  double layer_norm_eps = 1e-5;
+  double initializer_range = 0.02;
+  std::string hidden_act = "quick_gelu";  // quick_gelu | gelu
+
+  int64_t head_dim() const { return hidden_size / num_attention_heads; }
+  int64_t grid_size() const { return image_size / patch_size; }
+  int64_t num_patches() const { return grid_size() * grid_size(); }  // without CLS
+  // CLIP ViT-L/14-336, LlavaConfig's default vision tower.
+  static ClipVisionConfig clip_vit_large_336();
+  // config.json of a CLIPVisionModel (model_type clip_vision_model) or a full CLIPModel (model_type clip,
+  // vision_config nested). Throws llava::Error naming the file.
+  static ClipVisionConfig from_json_file(const std::string& path);
+  std::string to_json_string() const;  // a clip_vision_model config.json
+  void validate(const std::string& where) const;
+};
+
+struct RopeScaling {
+  std::string type;  // "" (none) | linear | dynamic | llama3
+  double factor = 1.0;
+  double low_freq_factor = 1.0, high_freq_factor = 4.0;   // llama3
+  int64_t original_max_position_embeddings = 8192;         // llama3
+};
+
+struct LlamaConfig {
+  int64_t vocab_size = 32000;
+  int64_t hidden_size = 4096;
+  int64_t intermediate_size = 11008;
+  int64_t num_hidden_layers = 32;
+  int64_t num_attention_heads = 32;
+  int64_t num_key_value_heads = 32;
+  int64_t head_dim_override = 0;  // config "head_dim" when present; 0 = hidden_size / num_attention_heads
+  int64_t max_position_embeddings = 2048;
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  RopeScaling rope_scaling;
+  double initializer_range = 0.02;
+  std::string hidden_act = "silu";
+  bool tie_word_embeddings = false;
+  bool attention_bias = false;
+  int64_t bos_token_id = 1, eos_token_id = 2;
+  int64_t pad_token_id = -1;  // -1 = none (embedding without padding_idx)
+
+  int64_t head_dim() const { return head_dim_override > 0 ? head_dim_override : hidden_size / num_attention_heads; }
+  static LlamaConfig from_json_file(const std::string& path);
+  std::string to_json_string() const;  // a llama config.json (LlamaForCausalLM)
+  void validate(const std::string& where) const;
+};
+
+struct LlavaConfig {
+  ClipVisionConfig vision = ClipVisionConfig::clip_vit_large_336();
+  LlamaConfig text;
+  // LLaVA's builder names: linear | mlp{N}x_gelu | identity. HF LlavaConfig (projector_hidden_act gelu)
+  // is mlp2x_gelu.
+  std::string projector_type = "mlp2x_gelu";
+  int64_t vision_feature_layer = -2;  // index into hidden_states (0 = embeddings, k = after layer k)
+  // HF "default" / LLaVA "patch": drop CLS; HF "full" / LLaVA "cls_patch": keep it.
+  std::string vision_feature_select_strategy = "default";
+  int64_t image_token_index = 32000;        // HF's in-vocab id (unused: we splice at -200)
+  int64_t tokenizer_model_max_length = 0;   // original LLaVA config key; 0 = not given
+  std::string mm_vision_tower;              // original LLaVA: where the tower came from (written back)
+
+  bool keeps_cls() const;                   // "full" / "cls_patch"
+  int64_t num_image_tokens() const;         // feature rows per image (patches, +1 with CLS)
+  int64_t projector_num_linears() const;    // 0 identity, 1 linear, N mlpNx_gelu
+  int64_t vision_layers_needed() const;     // encoder layers that must run for vision_feature_layer
+
+  // HF llava or original llava config.json. For original LLaVA the vision config comes from an embedded
+  // "vision_config" object, else from vision_tower_dir/config.json (or mm_vision_tower when it is a local
+  // directory, absolute or relative to the config's folder). Throws llava::Error naming the file.
+  static LlavaConfig from_json_file(const std::string& path, const std::string& vision_tower_dir = "");
+  // Builds a LLaVA config from an LLM config, a CLIP config and LLaVA's model flags.
+  static LlavaConfig from_parts(const LlamaConfig& text, const ClipVisionConfig& vision,
+                                const std::string& projector_type, int64_t vision_feature_layer,
+                                const std::string& select_feature);
+  std::string to_hf_json_string(const std::string& torch_dtype = "float32") const;        // model_type llava
+  std::string to_original_json_string(const std::string& torch_dtype = "float32") const;  // llava_llama
+  void validate(const std::string& where) const;
+};
+
+// "linear" -> 1, "mlp3x_gelu" -> 3, "identity" -> 0; anything else throws llava::Error naming `where`.
+int64_t parse_projector_type(const std::string& type, const std::string& where);
+
+// What kind of model directory `dir` is, from its config.json: "llava" (HF LlavaForConditionalGeneration),
+// "llava_llama" (original LLaVA), "llama" (an LLM directory), "clip" (CLIPVisionModel/CLIPModel).
+std::string detect_model_dir_kind(const std::string& dir);
+
+}  // namespace llava

@@ -1,0 +1,112 @@
+#pragma once
+// LLaMA decoder as transformers' LlamaForCausalLM (v4.37.2, eager attention): RMSNorm in fp32, rotate-half
+// RoPE (rope_theta, optional linear/dynamic/llama3 scaling), GQA, SwiGLU MLP, final norm, lm_head (tied or not).
+// named_parameters() of LlamaForCausalLM are the HF names: "model.embed_tokens.weight", ..., "lm_head.weight".
+#include <torch/torch.h>
+
+#include <utility>
+#include <vector>
+
+#include "llava/model/config.h"
+
+namespace llava {
+
+// cos/sin tables [L, head_dim] for positions 0..L-1, computed in fp32 and returned in `dtype` (as HF does).
+std::pair<torch::Tensor, torch::Tensor> rotary_cos_sin(const LlamaConfig& config, int64_t seq_len,
+                                                       torch::Device device, torch::Dtype dtype);
+// Additive attention mask [B or 1, 1, L, L] in `dtype`: 0 where a query may attend (causal, key not padding),
+// dtype's lowest value elsewhere. key_mask: [B, L] (bool/int, nonzero = real token) or undefined (no padding).
+torch::Tensor causal_attention_mask(const torch::Tensor& key_mask, int64_t seq_len, torch::Device device,
+                                    torch::Dtype dtype);
+
+class LlamaRMSNormImpl : public torch::nn::Module {
+ public:
+  LlamaRMSNormImpl(int64_t hidden, double eps);
+  torch::Tensor forward(const torch::Tensor& x);  // w * (x * rsqrt(mean(x^2) + eps)) with the norm in fp32
+  torch::Tensor weight;
+
+ private:
+  double eps_;
+};
+TORCH_MODULE(LlamaRMSNorm);
+
+class LlamaAttentionImpl : public torch::nn::Module {
+ public:
+  explicit LlamaAttentionImpl(const LlamaConfig& config);
+  // x [B,L,D]; mask additive [B|1,1,L,L]; cos/sin [L,hd]
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask, const torch::Tensor& cos,
+                        const torch::Tensor& sin);
+
+  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  bool use_fused_attention = true;  // compat::scaled_dot_product_attention: fused where LibTorch has it
+
+ private:
+  int64_t heads_, kv_heads_, head_dim_;
+};
+TORCH_MODULE(LlamaAttention);
+
+class LlamaMLPImpl : public torch::nn::Module {
+ public:
+  explicit LlamaMLPImpl(const LlamaConfig& config);
+  torch::Tensor forward(const torch::Tensor& x);  // down(act(gate(x)) * up(x))
+
+  torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+
+ private:
+  bool silu_;
+};
+TORCH_MODULE(LlamaMLP);
+
+class LlamaDecoderLayerImpl : public torch::nn::Module {
+ public:
+  explicit LlamaDecoderLayerImpl(const LlamaConfig& config);
+  torch::Tensor forward(const torch::Tensor& h, const torch::Tensor& mask, const torch::Tensor& cos,
+                        const torch::Tensor& sin);
+
+  LlamaAttention self_attn{nullptr};
+  LlamaMLP mlp{nullptr};
+  LlamaRMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+};
+TORCH_MODULE(LlamaDecoderLayer);
+
+class LlamaModelImpl : public torch::nn::Module {
+ public:
+  explicit LlamaModelImpl(const LlamaConfig& config);
+  torch::Tensor embed(const torch::Tensor& input_ids);  // ids must be in [0, vocab)
+  // inputs_embeds [B,L,D], attention_mask [B,L] (nonzero = real token; undefined = no padding) -> final-normed
+  // hidden states [B,L,D]. Positions are 0..L-1 for every row (right padding).
+  torch::Tensor forward(const torch::Tensor& inputs_embeds, const torch::Tensor& attention_mask);
+  // Recompute each decoder layer in backward instead of keeping its activations (only while grad is on).
+  void set_gradient_checkpointing(bool on) { gradient_checkpointing_ = on; }
+  bool gradient_checkpointing() const { return gradient_checkpointing_; }
+  void set_fused_attention(bool on);
+  const LlamaConfig& config() const { return config_; }
+
+  torch::nn::Embedding embed_tokens{nullptr};
+  std::vector<LlamaDecoderLayer> layers;  // registered as "layers.0", ...
+  LlamaRMSNorm norm{nullptr};
+
+ private:
+  LlamaConfig config_;
+  bool gradient_checkpointing_ = false;
+};
+TORCH_MODULE(LlamaModel);
+
+class LlamaForCausalLMImpl : public torch::nn::Module {
+ public:
+  explicit LlamaForCausalLMImpl(const LlamaConfig& config);
+  // hidden [.., D] -> logits [.., V] in the parameters' dtype (lm_head, or embed_tokens when tied).
+  torch::Tensor logits(const torch::Tensor& hidden);
+  // ids [B,L] -> logits [B,L,V]
+  torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask = {});
+  const LlamaConfig& config() const { return config_; }
+
+  LlamaModel model{nullptr};
+  torch::nn::Linear lm_head{nullptr};  // null when tie_word_embeddings
+
+ private:
+  LlamaConfig config_;
+};
+TORCH_MODULE(LlamaForCausalLM);
+
+}  // namespace llava

@@ -1,0 +1,272 @@
+// Dataset index, example building (template + tokenizer + masking + images) and the sampler.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "llava/dataset.h"
+#include "llava/error.h"
+#include "llava/example.h"
+#include "llava/safetensors.h"
+#include "llava/sampler.h"
+#include "llava/text_util.h"
+#include "test_data_support.h"
+
+using namespace llava;
+using nlohmann::json;
+
+namespace {
+
+ExampleOptions fixture_options(const LlamaTokenizer& tok) {
+  ExampleOptions o;
+  o.tokenizer = &tok;
+  o.conversation = &ConversationTemplate::get("v1");
+  o.image_feature_positions = 16;
+  o.image_config = ImageProcessorConfig::from_json_file(llava::testing::fixture("llava-tiny/preprocessor_config.json"));
+  return o;
+}
+
+}  // namespace
+
+// Every sample of the fixture: prompt, input_ids, labels exactly; pixels within 1e-6.
+TEST(FixtureData, TokenizationAndPixelsMatchReference) {
+  LLAVA_REQUIRE_FIXTURES();
+  const std::string dir = llava::testing::fixture("llava-tiny");
+  LlamaTokenizer tok = LlamaTokenizer::from_dir(dir);
+  ExampleOptions opt = fixture_options(tok);
+  Dataset ds = Dataset::open(dir + "/data.json", dir + "/images");
+  json expected = json::parse(llava::testing::read_file(dir + "/expected/samples.json"));
+  const json& samples = expected.contains("samples") ? expected["samples"] : expected;
+  auto pixels = SafetensorsFile::open(dir + "/expected/pixel_values.safetensors");
+  ASSERT_EQ(ds.size(), 6u);
+  for (size_t i = 0; i < ds.size(); ++i) {
+    SCOPED_TRACE("sample " + std::to_string(i));
+    const json& e = samples.is_array() ? samples[i] : samples.begin().value()[i];
+    Example ex = build_example(ds.sample(i), opt);
+    EXPECT_EQ(ex.prompt, e["prompt"].get<std::string>());
+    EXPECT_EQ(ex.input_ids, e["input_ids"].get<std::vector<int32_t>>());
+    EXPECT_EQ(ex.labels, e["labels"].get<std::vector<int32_t>>());
+    EXPECT_EQ(ex.length_with_images, e["merged_seq_len"].get<int>());
+    EXPECT_EQ(ex.num_target_tokens, e["num_label_tokens"].get<int>());
+    EXPECT_TRUE(ex.warning.empty()) << ex.warning;
+    const TensorInfo* ref = pixels->find("sample" + std::to_string(i) + ".pixel_values");
+    if (ex.num_images == 0) {
+      EXPECT_EQ(ref, nullptr);
+      continue;
+    }
+    ASSERT_NE(ref, nullptr);
+    std::vector<float> want = pixels->to_float(*ref);
+    std::vector<float> got;
+    for (const auto& p : ex.pixels) got.insert(got.end(), p.data.begin(), p.data.end());
+    ASSERT_EQ(got.size(), want.size());
+    double max_diff = 0;
+    for (size_t k = 0; k < got.size(); ++k) max_diff = std::max(max_diff, double(std::abs(got[k] - want[k])));
+    EXPECT_LE(max_diff, 1e-6);
+    std::printf("sample %zu: %zu ids, %d images, pixel max |diff| %.2e\n", i, ex.input_ids.size(), ex.num_images, max_diff);
+  }
+}
+
+// --- the tiny self-made directory: runs everywhere ---
+
+class TinyData : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    d = &llava::testing::tiny_data_dir();
+    tok = std::make_unique<LlamaTokenizer>(LlamaTokenizer::from_dir(d->model_dir));
+    opt.tokenizer = tok.get();
+    opt.conversation = &ConversationTemplate::get("v1");
+    opt.image_feature_positions = 4;
+    opt.image_config = ImageProcessorConfig::clip_defaults(28);
+    opt.model_max_length = 256;
+  }
+  Dataset data(const std::string& text) { return Dataset::from_text(text, d->image_dir, "test.json"); }
+  // The error building sample i, or "" when it builds.
+  std::string error_of(const std::string& text, size_t i = 0) {
+    try {
+      Dataset ds = data(text);
+      build_example(ds.sample(i), opt);
+      return "";
+    } catch (const Error& e) {
+      return e.what();
+    }
+  }
+  const llava::testing::TinyDataDir* d = nullptr;
+  std::unique_ptr<LlamaTokenizer> tok;
+  ExampleOptions opt;
+};
+
+TEST_F(TinyData, ImagesFromPathsListsAndBase64InOrder) {
+  std::string text = R"([{"id": 7, "image": ["a.png", "b.png"], "conversations": [
+      {"from": "human", "value": "<image> and <image>"}, {"from": "gpt", "value": "red"}]},
+    {"id": "b64", "images": [")" + d->png_base64 + R"(", "data:image/png;base64,)" + d->png_base64 + R"("],
+     "conversations": [{"from": "user", "value": "two <image><image>"}, {"from": "assistant", "value": "blue"}]},
+    {"id": "text", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "circle"}]}])";
+  Dataset ds = data(text);
+  ASSERT_EQ(ds.size(), 3u);
+  EXPECT_EQ(ds.id(0), "7");  // numeric ids are written as JSON
+  Sample s0 = ds.sample(0);
+  ASSERT_EQ(s0.images.size(), 2u);
+  EXPECT_EQ(s0.images[1].path, d->image_dir + "/b.png");
+  Example e0 = build_example(s0, opt);
+  EXPECT_EQ(std::count(e0.input_ids.begin(), e0.input_ids.end(), kImageTokenIndex), 2);
+  ASSERT_EQ(e0.pixels.size(), 2u);
+  EXPECT_EQ(e0.pixels[1].height, 28);  // 40x20 resized and center-cropped
+  EXPECT_EQ(e0.length_with_images, static_cast<int>(e0.input_ids.size()) + 2 * 3);
+  Example e1 = build_example(ds.sample(1), opt);
+  EXPECT_EQ(e1.num_images, 2);
+  EXPECT_EQ(ds.sample(1).images[0].kind, ImageRef::Kind::kInline);
+  Example e2 = build_example(ds.sample(2), opt);
+  EXPECT_EQ(e2.num_images, 0);
+  EXPECT_EQ(std::count(e2.input_ids.begin(), e2.input_ids.end(), kImageTokenIndex), 0);
+  EXPECT_GT(ds.modality_length(0), 0);
+  EXPECT_LT(ds.modality_length(2), 0);
+}
+
+// Labels: only the answers and their </s> are supervised (v1), for every round.
+TEST_F(TinyData, VicunaMaskingSupervisesAnswersOnly) {
+  Dataset ds = data(R"([{"id": "m", "conversations": [
+      {"from": "human", "value": "what shape"}, {"from": "gpt", "value": "red circle"},
+      {"from": "human", "value": "what colour"}, {"from": "gpt", "value": "blue square"}]}])");
+  Example e = build_example(ds.sample(0), opt);
+  ASSERT_TRUE(e.warning.empty()) << e.warning;
+  // The supervised tokens spell exactly the two answers, each with its </s>.
+  std::string supervised;
+  for (size_t k = 0; k < e.labels.size(); ++k)
+    if (e.labels[k] != kIgnoreIndex) {
+      EXPECT_EQ(e.labels[k], e.input_ids[k]);
+      supervised += tok->id_to_piece(e.labels[k]);
+    }
+  // (the space after "ASSISTANT:" is fused into the first answer piece, as with LLaMA's "▁A")
+  EXPECT_EQ(replace_all(supervised, "\xE2\x96\x81", " "), " red circle</s> blue square</s>");
+}
+
+TEST_F(TinyData, PlainTemplateSupervisesCaption) {
+  opt.conversation = &ConversationTemplate::get("plain");
+  Dataset ds = data(R"([{"id": "p", "image": "a.png", "conversations": [
+      {"from": "human", "value": "<image>\nDescribe."}, {"from": "gpt", "value": "a red circle"}]}])");
+  Example e = build_example(ds.sample(0), opt);
+  EXPECT_EQ(e.prompt, "<image>a red circle\n");
+  EXPECT_EQ(e.input_ids[0], tok->bos_id());
+  EXPECT_EQ(e.input_ids[1], kImageTokenIndex);
+  EXPECT_EQ(e.labels[0], kIgnoreIndex);
+  EXPECT_EQ(e.labels[1], kIgnoreIndex);
+  for (size_t k = 2; k < e.labels.size(); ++k) EXPECT_EQ(e.labels[k], e.input_ids[k]);
+}
+
+TEST_F(TinyData, Llama2MaskingSupervisesAnswers) {
+  opt.conversation = &ConversationTemplate::get("llava_llama_2");
+  Dataset ds = data(R"([{"id": "l", "conversations": [
+      {"from": "human", "value": "what shape"}, {"from": "gpt", "value": "red circle"}]}])");
+  Example e = build_example(ds.sample(0), opt);
+  EXPECT_TRUE(e.warning.empty()) << e.warning;
+  EXPECT_GT(e.num_target_tokens, 0);
+  EXPECT_EQ(e.labels.back(), tok->eos_id());
+}
+
+TEST_F(TinyData, TokenizationMismatchMasksWholeSample) {
+  // A literal <unk> is id 0 = the pad id: LLaVA's total_len does not count it, so the round arithmetic
+  // disagrees and the sample is kept with every label masked (and a warning naming it).
+  Dataset ds = data(R"([{"id": "mm", "conversations": [
+      {"from": "human", "value": "what <unk> shape"}, {"from": "gpt", "value": "red"}]}])");
+  Example e = build_example(ds.sample(0), opt);
+  EXPECT_NE(e.warning.find("tokenization mismatch"), std::string::npos);
+  EXPECT_NE(e.warning.find("id 'mm'"), std::string::npos);
+  EXPECT_EQ(e.num_target_tokens, 0);
+}
+
+TEST_F(TinyData, BadSamplesNameIndexIdAndReason) {
+  const std::string good = R"({"id": "ok", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "red"}]})";
+  auto expect_bad = [&](const std::string& sample, const std::string& reason) {
+    std::string err = error_of("[" + good + ", " + sample + "]", 1);
+    EXPECT_NE(err.find("sample 1 (id 'bad')"), std::string::npos) << err;
+    EXPECT_NE(err.find(reason), std::string::npos) << "want '" << reason << "' in: " << err;
+  };
+  const std::string conv = R"("conversations": [{"from": "human", "value": "<image> hi"}, {"from": "gpt", "value": "x"}])";
+  expect_bad(R"({"id": "bad", "image": "missing.png", )" + conv + "}", "cannot read image file");
+  expect_bad(R"({"id": "bad", "images": ["!!!!not-base64!!!!"], )" + conv + "}", "neither base64 image data nor a readable file");
+  expect_bad(R"({"id": "bad", "images": ["data:image/png;base64,@@@"], )" + conv + "}", "data: URL is not base64");
+  expect_bad(R"({"id": "bad", "image": "not_an_image.png", )" + conv + "}", "not_an_image.png");
+  expect_bad(R"({"id": "bad", "image": ["a.png", "b.png"], )" + conv + "}", "1 <image> marker(s) but the sample has 2");
+  expect_bad(R"({"id": "bad", "conversations": []})", "empty conversation");
+  expect_bad(R"({"id": "bad", "conversations": "hello"})", "'conversations' must be a list");
+  expect_bad(R"({"id": "bad"})", "no 'conversations'");
+  expect_bad(R"({"id": "bad", "conversations": [{"from": "human", "value": 3}, {"from": "gpt", "value": "x"}]})",
+             "'value' must be a string");
+  expect_bad(R"({"id": "bad", "conversations": [{"from": "human", "value": "a"}, {"from": "human", "value": "b"}]})",
+             "wrong role order");
+  expect_bad(R"({"id": "bad", "conversations": [{"from": "robot", "value": "a"}]})", "unknown role 'robot'");
+  std::string long_text(2000, 'a');
+  for (size_t k = 1; k < long_text.size(); k += 2) long_text[k] = ' ';
+  expect_bad(R"({"id": "bad", "conversations": [{"from": "human", "value": ")" + long_text +
+                 R"("}, {"from": "gpt", "value": "x"}]})",
+             "too long");
+  // truncated image bytes (first half of a PNG) as base64
+  auto png = llava::testing::make_png(28, 28, 3, 9);
+  std::string half = base64_encode(png.data(), png.size() / 2);
+  expect_bad(R"({"id": "bad", "images": [")" + half + R"("], )" + conv + "}", "images[0]");
+}
+
+TEST_F(TinyData, InvalidJsonGivesLineAndColumn) {
+  try {
+    data("[\n  {\"id\": 1, \"conversations\": []},\n  {\"id\": 2,, }\n]");
+    FAIL();
+  } catch (const Error& e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find("test.json: invalid JSON at line 3"), std::string::npos) << m;
+    EXPECT_NE(m.find("sample 1"), std::string::npos) << m;
+  }
+  EXPECT_THROW(data("{\"not\": \"a list\"}"), Error);
+  EXPECT_THROW(data("[{\"id\": 1}"), Error);
+  EXPECT_THROW(data("[{\"id\": 1}] trailing"), Error);
+  EXPECT_EQ(data("[]").size(), 0u);
+}
+
+// --- sampler ---
+
+TEST(Sampler, SequentialAndShardedBatches) {
+  SamplerOptions o;
+  o.shuffle = false;
+  o.batch_size = 2;
+  Sampler one(std::vector<int32_t>(6, 1), o);
+  EXPECT_EQ(one.rank_batches(0), (std::vector<std::vector<int64_t>>{{0, 1}, {2, 3}, {4, 5}}));
+  // 2 ranks x batch 1 see, step by step, the samples of 1 rank x batch 2
+  o.batch_size = 1;
+  o.world_size = 2;
+  o.rank = 1;
+  Sampler r1(std::vector<int32_t>(6, 1), o);
+  EXPECT_EQ(r1.rank_batches(0), (std::vector<std::vector<int64_t>>{{1}, {3}, {5}}));
+  // uneven: 5 samples on 2 ranks, the last global batch is padded from the start
+  Sampler r1b(std::vector<int32_t>(5, 1), o);
+  EXPECT_EQ(r1b.rank_batches(0), (std::vector<std::vector<int64_t>>{{1}, {3}, {0}}));
+}
+
+TEST(Sampler, ShuffleIsSeededAndPerEpoch) {
+  SamplerOptions o;
+  o.seed = 7;
+  Sampler a(std::vector<int32_t>(50, 1), o), b(std::vector<int32_t>(50, 1), o);
+  EXPECT_EQ(a.epoch_order(0), b.epoch_order(0));
+  EXPECT_NE(a.epoch_order(0), a.epoch_order(1));
+  auto order = a.epoch_order(3);
+  std::sort(order.begin(), order.end());
+  for (int64_t i = 0; i < 50; ++i) EXPECT_EQ(order[i], i);
+}
+
+TEST(Sampler, ModalityGroupingKeepsBatchesSingleModality) {
+  std::vector<int32_t> lengths;
+  for (int i = 0; i < 103; ++i) lengths.push_back(i % 3 == 0 ? -(5 + i) : (10 + i % 17));
+  SamplerOptions o;
+  o.group_by_modality_length = true;
+  o.batch_size = 4;
+  o.world_size = 2;
+  Sampler s(lengths, o);
+  auto order = s.epoch_order(0);
+  ASSERT_EQ(order.size(), 103u);
+  auto sorted = order;
+  std::sort(sorted.begin(), sorted.end());
+  for (int64_t i = 0; i < 103; ++i) ASSERT_EQ(sorted[i], i);
+  // every full megabatch (4 x 2 = 8) but the trailing mixed one is one modality
+  size_t full = (order.size() / 8) - 1;
+  for (size_t m = 0; m < full; ++m) {
+    bool first_image = lengths[order[m * 8]] > 0;
+    for (size_t k = 0; k < 8; ++k) EXPECT_EQ(lengths[order[m * 8 + k]] > 0, first_image) << "megabatch " << m;
+  }
+}
