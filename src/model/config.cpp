@@ -1,0 +1,434 @@
+#include "llava/model/config.h"
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <regex>
+
+#include "llava/error.h"
+#include "model/config_json.h"
+
+namespace llava {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+template <typename T>
+T get_or(const json& j, const char* key, T fallback, const std::string& where) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  try {
+    return it->get<T>();
+  } catch (const json::exception& e) {
+    throw Error(where + ": key '" + key + "' has the wrong type (" + it->dump() + ")");
+  }
+}
+
+std::string normalize_act(const std::string& act, const std::string& where, bool clip) {
+  if (act == "quick_gelu" || act == "gelu" || act == "silu") return act;
+  if (act == "swish") return "silu";
+  throw Error(where + ": unsupported hidden_act '" + act + "' (supported: " +
+              (clip ? "quick_gelu, gelu" : "silu, gelu") + ")");
+}
+
+}  // namespace
+
+json read_json_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw Error(path + ": cannot open");
+  try {
+    return json::parse(in);
+  } catch (const json::exception& e) {
+    throw Error(path + ": bad JSON: " + e.what());
+  }
+}
+
+void write_text_file_atomic(const std::string& path, const std::string& text) {
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary);
+    out << text;
+    out.flush();
+    if (!out) throw Error(tmp + ": write failed");
+  }
+  fs::rename(tmp, path);
+}
+
+// ---------------------------------------------------------------- CLIP
+
+ClipVisionConfig ClipVisionConfig::clip_vit_large_336() {
+  ClipVisionConfig c;
+  c.hidden_size = 1024;
+  c.intermediate_size = 4096;
+  c.num_hidden_layers = 24;
+  c.num_attention_heads = 16;
+  c.image_size = 336;
+  c.patch_size = 14;
+  c.projection_dim = 768;
+  return c;
+}
+
+ClipVisionConfig clip_vision_config_from_json(const json& j, const std::string& where) {
+  if (!j.is_object()) throw Error(where + ": vision config is not a JSON object");
+  ClipVisionConfig c;  // CLIPVisionConfig defaults
+  c.hidden_size = get_or<int64_t>(j, "hidden_size", c.hidden_size, where);
+  c.intermediate_size = get_or<int64_t>(j, "intermediate_size", c.intermediate_size, where);
+  c.num_hidden_layers = get_or<int64_t>(j, "num_hidden_layers", c.num_hidden_layers, where);
+  c.num_attention_heads = get_or<int64_t>(j, "num_attention_heads", c.num_attention_heads, where);
+  c.num_channels = get_or<int64_t>(j, "num_channels", c.num_channels, where);
+  c.image_size = get_or<int64_t>(j, "image_size", c.image_size, where);
+  c.patch_size = get_or<int64_t>(j, "patch_size", c.patch_size, where);
+  c.projection_dim = get_or<int64_t>(j, "projection_dim", c.projection_dim, where);
+  c.layer_norm_eps = get_or<double>(j, "layer_norm_eps", c.layer_norm_eps, where);
+  c.initializer_range = get_or<double>(j, "initializer_range", c.initializer_range, where);
+  c.hidden_act = normalize_act(get_or<std::string>(j, "hidden_act", c.hidden_act, where), where, true);
+  c.validate(where);
+  return c;
+}
+
+json clip_vision_config_to_json(const ClipVisionConfig& c) {
+  return json{{"hidden_size", c.hidden_size},
+              {"intermediate_size", c.intermediate_size},
+              {"num_hidden_layers", c.num_hidden_layers},
+              {"num_attention_heads", c.num_attention_heads},
+              {"num_channels", c.num_channels},
+              {"image_size", c.image_size},
+              {"patch_size", c.patch_size},
+              {"projection_dim", c.projection_dim},
+              {"layer_norm_eps", c.layer_norm_eps},
+              {"initializer_range", c.initializer_range},
+              {"initializer_factor", 1.0},
+              {"attention_dropout", 0.0},
+              {"hidden_act", c.hidden_act},
+              {"model_type", "clip_vision_model"}};
+}
+
+ClipVisionConfig ClipVisionConfig::from_json_file(const std::string& path) {
+  json j = read_json_file(path);
+  std::string type = get_or<std::string>(j, "model_type", "", path);
+  if (type == "clip" || (j.contains("vision_config") && j["vision_config"].is_object()))
+    return clip_vision_config_from_json(j.value("vision_config", json::object()), path + " (vision_config)");
+  if (!type.empty() && type != "clip_vision_model")
+    throw Error(path + ": model_type '" + type + "' is not a CLIP vision model (clip_vision_model or clip)");
+  return clip_vision_config_from_json(j, path);
+}
+
+std::string ClipVisionConfig::to_json_string() const {
+  json j = clip_vision_config_to_json(*this);
+  j["architectures"] = {"CLIPVisionModel"};
+  j["torch_dtype"] = "float32";
+  return j.dump(2) + "\n";
+}
+
+void ClipVisionConfig::validate(const std::string& where) const {
+  if (hidden_size <= 0 || num_attention_heads <= 0 || hidden_size % num_attention_heads != 0)
+    throw Error(where + ": vision hidden_size " + std::to_string(hidden_size) +
+                " is not a positive multiple of num_attention_heads " + std::to_string(num_attention_heads));
+  if (patch_size <= 0 || image_size <= 0 || image_size % patch_size != 0)
+    throw Error(where + ": vision image_size " + std::to_string(image_size) + " is not a multiple of patch_size " +
+                std::to_string(patch_size));
+  if (num_hidden_layers < 0 || intermediate_size <= 0 || num_channels <= 0)
+    throw Error(where + ": bad vision config sizes");
+}
+
+// ---------------------------------------------------------------- LLaMA
+
+LlamaConfig llama_config_from_json(const json& j, const std::string& where) {
+  if (!j.is_object()) throw Error(where + ": text config is not a JSON object");
+  LlamaConfig c;  // transformers 4.37 LlamaConfig defaults
+  c.vocab_size = get_or<int64_t>(j, "vocab_size", c.vocab_size, where);
+  c.hidden_size = get_or<int64_t>(j, "hidden_size", c.hidden_size, where);
+  c.intermediate_size = get_or<int64_t>(j, "intermediate_size", c.intermediate_size, where);
+  c.num_hidden_layers = get_or<int64_t>(j, "num_hidden_layers", c.num_hidden_layers, where);
+  c.num_attention_heads = get_or<int64_t>(j, "num_attention_heads", c.num_attention_heads, where);
+  c.num_key_value_heads = get_or<int64_t>(j, "num_key_value_heads", c.num_attention_heads, where);
+  c.head_dim_override = get_or<int64_t>(j, "head_dim", 0, where);
+  if (c.head_dim_override == c.hidden_size / std::max<int64_t>(c.num_attention_heads, 1)) c.head_dim_override = 0;
+  c.max_position_embeddings = get_or<int64_t>(j, "max_position_embeddings", c.max_position_embeddings, where);
+  c.rms_norm_eps = get_or<double>(j, "rms_norm_eps", c.rms_norm_eps, where);
+  c.rope_theta = get_or<double>(j, "rope_theta", c.rope_theta, where);
+  c.initializer_range = get_or<double>(j, "initializer_range", c.initializer_range, where);
+  c.hidden_act = normalize_act(get_or<std::string>(j, "hidden_act", c.hidden_act, where), where, false);
+  c.tie_word_embeddings = get_or<bool>(j, "tie_word_embeddings", c.tie_word_embeddings, where);
+  c.attention_bias = get_or<bool>(j, "attention_bias", c.attention_bias, where);
+  c.bos_token_id = get_or<int64_t>(j, "bos_token_id", c.bos_token_id, where);
+  c.eos_token_id = get_or<int64_t>(j, "eos_token_id", c.eos_token_id, where);
+  c.pad_token_id = get_or<int64_t>(j, "pad_token_id", -1, where);
+  auto rs = j.find("rope_scaling");
+  if (rs != j.end() && !rs->is_null()) {
+    if (!rs->is_object()) throw Error(where + ": rope_scaling must be an object or null");
+    std::string type = get_or<std::string>(*rs, "rope_type", get_or<std::string>(*rs, "type", "", where), where);
+    if (type == "default") type = "";
+    if (!type.empty() && type != "linear" && type != "dynamic" && type != "llama3")
+      throw Error(where + ": unsupported rope_scaling type '" + type + "' (supported: linear, dynamic, llama3)");
+    c.rope_scaling.type = type;
+    c.rope_scaling.factor = get_or<double>(*rs, "factor", 1.0, where);
+    c.rope_scaling.low_freq_factor = get_or<double>(*rs, "low_freq_factor", 1.0, where);
+    c.rope_scaling.high_freq_factor = get_or<double>(*rs, "high_freq_factor", 4.0, where);
+    c.rope_scaling.original_max_position_embeddings =
+        get_or<int64_t>(*rs, "original_max_position_embeddings", 8192, where);
+  }
+  c.validate(where);
+  return c;
+}
+
+json llama_config_to_json(const LlamaConfig& c) {
+  json j{{"vocab_size", c.vocab_size},
+         {"hidden_size", c.hidden_size},
+         {"intermediate_size", c.intermediate_size},
+         {"num_hidden_layers", c.num_hidden_layers},
+         {"num_attention_heads", c.num_attention_heads},
+         {"num_key_value_heads", c.num_key_value_heads},
+         {"max_position_embeddings", c.max_position_embeddings},
+         {"rms_norm_eps", c.rms_norm_eps},
+         {"rope_theta", c.rope_theta},
+         {"initializer_range", c.initializer_range},
+         {"hidden_act", c.hidden_act},
+         {"tie_word_embeddings", c.tie_word_embeddings},
+         {"attention_bias", c.attention_bias},
+         {"attention_dropout", 0.0},
+         {"pretraining_tp", 1},
+         {"use_cache", true},
+         {"bos_token_id", c.bos_token_id},
+         {"eos_token_id", c.eos_token_id},
+         {"model_type", "llama"}};
+  j["pad_token_id"] = c.pad_token_id >= 0 ? json(c.pad_token_id) : json(nullptr);
+  if (c.head_dim_override > 0) j["head_dim"] = c.head_dim_override;
+  if (c.rope_scaling.type.empty()) {
+    j["rope_scaling"] = nullptr;
+  } else {
+    json rs{{"type", c.rope_scaling.type}, {"factor", c.rope_scaling.factor}};
+    if (c.rope_scaling.type == "llama3") {
+      rs["rope_type"] = "llama3";
+      rs["low_freq_factor"] = c.rope_scaling.low_freq_factor;
+      rs["high_freq_factor"] = c.rope_scaling.high_freq_factor;
+      rs["original_max_position_embeddings"] = c.rope_scaling.original_max_position_embeddings;
+    }
+    j["rope_scaling"] = rs;
+  }
+  return j;
+}
+
+LlamaConfig LlamaConfig::from_json_file(const std::string& path) {
+  json j = read_json_file(path);
+  std::string type = get_or<std::string>(j, "model_type", "llama", path);
+  if (type != "llama")
+    throw Error(path + ": model_type '" + type + "' is not a LLaMA language model (model_type llama)");
+  return llama_config_from_json(j, path);
+}
+
+std::string LlamaConfig::to_json_string() const {
+  json j = llama_config_to_json(*this);
+  j["architectures"] = {"LlamaForCausalLM"};
+  j["torch_dtype"] = "float32";
+  return j.dump(2) + "\n";
+}
+
+void LlamaConfig::validate(const std::string& where) const {
+  if (hidden_size <= 0 || num_attention_heads <= 0 || num_key_value_heads <= 0)
+    throw Error(where + ": bad LLaMA sizes (hidden_size, num_attention_heads, num_key_value_heads must be > 0)");
+  if (head_dim_override == 0 && hidden_size % num_attention_heads != 0)
+    throw Error(where + ": hidden_size " + std::to_string(hidden_size) + " is not a multiple of num_attention_heads " +
+                std::to_string(num_attention_heads));
+  if (num_attention_heads % num_key_value_heads != 0)
+    throw Error(where + ": num_attention_heads " + std::to_string(num_attention_heads) +
+                " is not a multiple of num_key_value_heads " + std::to_string(num_key_value_heads));
+  if (head_dim() % 2 != 0) throw Error(where + ": head_dim must be even for rotary embeddings");
+  if (vocab_size <= 0 || intermediate_size <= 0 || num_hidden_layers < 0) throw Error(where + ": bad LLaMA sizes");
+  if (!rope_scaling.type.empty() && rope_scaling.factor <= 0)
+    throw Error(where + ": rope_scaling factor must be > 0");
+}
+
+// ---------------------------------------------------------------- LLaVA
+
+int64_t parse_projector_type(const std::string& type, const std::string& where) {
+  if (type == "linear") return 1;
+  if (type == "identity") return 0;
+  static const std::regex kMlp("^mlp([0-9]+)x_gelu$");
+  std::smatch m;
+  if (std::regex_match(type, m, kMlp)) {
+    int64_t n = std::stoll(m[1].str());
+    if (n >= 1 && n <= 64) return n;
+  }
+  throw Error(where + ": unknown projector type '" + type + "' (linear, mlp{N}x_gelu or identity)");
+}
+
+bool LlavaConfig::keeps_cls() const {
+  return vision_feature_select_strategy == "full" || vision_feature_select_strategy == "cls_patch";
+}
+
+int64_t LlavaConfig::num_image_tokens() const { return vision.num_patches() + (keeps_cls() ? 1 : 0); }
+
+int64_t LlavaConfig::projector_num_linears() const { return parse_projector_type(projector_type, "projector"); }
+
+int64_t LlavaConfig::vision_layers_needed() const {
+  const int64_t n = vision.num_hidden_layers;
+  return vision_feature_layer < 0 ? n + 1 + vision_feature_layer : vision_feature_layer;
+}
+
+void LlavaConfig::validate(const std::string& where) const {
+  vision.validate(where);
+  text.validate(where);
+  int64_t n = parse_projector_type(projector_type, where);
+  if (n == 0 && vision.hidden_size != text.hidden_size)
+    throw Error(where + ": identity projector needs vision hidden_size == text hidden_size");
+  const std::string& s = vision_feature_select_strategy;
+  if (s != "default" && s != "patch" && s != "full" && s != "cls_patch")
+    throw Error(where + ": unknown vision feature selection '" + s + "' (patch/default or cls_patch/full)");
+  int64_t idx = vision_layers_needed();
+  if (idx < 0 || idx > vision.num_hidden_layers)
+    throw Error(where + ": vision_feature_layer " + std::to_string(vision_feature_layer) + " is outside the " +
+                std::to_string(vision.num_hidden_layers + 1) + " hidden states of the vision tower");
+}
+
+LlavaConfig LlavaConfig::from_parts(const LlamaConfig& text, const ClipVisionConfig& vision,
+                                    const std::string& projector_type, int64_t vision_feature_layer,
+                                    const std::string& select_feature) {
+  LlavaConfig c;
+  c.text = text;
+  c.vision = vision;
+  c.projector_type = projector_type;
+  c.vision_feature_layer = vision_feature_layer;
+  c.vision_feature_select_strategy = select_feature;
+  c.validate("model configuration");
+  return c;
+}
+
+namespace {
+
+bool is_original_llava(const json& j) {
+  std::string type = j.value("model_type", "");
+  if (type == "llava_llama") return true;
+  if (j.contains("text_config")) return false;
+  return j.contains("mm_vision_tower") || j.contains("mm_projector_type") || j.contains("mm_hidden_size");
+}
+
+std::string resolve_dir(const std::string& name, const fs::path& base) {
+  if (name.empty()) return "";
+  fs::path p(name);
+  if (p.is_relative() && fs::is_directory(base / p)) return (base / p).string();
+  if (fs::is_directory(p)) return p.string();
+  return "";
+}
+
+}  // namespace
+
+std::string resolve_vision_tower_dir(const std::string& mm_vision_tower, const std::string& config_dir) {
+  return resolve_dir(mm_vision_tower, fs::path(config_dir));
+}
+
+LlavaConfig llava_config_from_json(const json& j, const std::string& where, const std::string& config_dir,
+                                   const std::string& vision_tower_dir) {
+  LlavaConfig c;
+  if (!is_original_llava(j)) {
+    // HF LlavaConfig: missing sub-configs take LlavaConfig's defaults.
+    if (j.contains("text_config") && !j["text_config"].is_null()) {
+      c.text = llama_config_from_json(j["text_config"], where + " (text_config)");
+    } else {
+      c.text = LlamaConfig();
+    }
+    if (j.contains("vision_config") && !j["vision_config"].is_null()) {
+      c.vision = clip_vision_config_from_json(j["vision_config"], where + " (vision_config)");
+    } else {
+      c.vision = ClipVisionConfig::clip_vit_large_336();
+    }
+    std::string act = get_or<std::string>(j, "projector_hidden_act", "gelu", where);
+    if (act != "gelu")
+      throw Error(where + ": projector_hidden_act '" + act + "' is not supported (only gelu, exact erf)");
+    c.projector_type = get_or<std::string>(j, "mm_projector_type", "mlp2x_gelu", where);  // our extension
+    c.vision_feature_layer = get_or<int64_t>(j, "vision_feature_layer", -2, where);
+    c.vision_feature_select_strategy = get_or<std::string>(j, "vision_feature_select_strategy", "default", where);
+    c.image_token_index = get_or<int64_t>(j, "image_token_index", 32000, where);
+    c.tokenizer_model_max_length = get_or<int64_t>(j, "tokenizer_model_max_length", 0, where);
+  } else {
+    // original LLaVA: the LLaMA keys are at top level.
+    c.text = llama_config_from_json(j, where);
+    c.projector_type = get_or<std::string>(j, "mm_projector_type", "linear", where);
+    c.vision_feature_layer = get_or<int64_t>(j, "mm_vision_select_layer", -2, where);
+    c.vision_feature_select_strategy = get_or<std::string>(j, "mm_vision_select_feature", "patch", where);
+    c.tokenizer_model_max_length = get_or<int64_t>(j, "tokenizer_model_max_length", 0, where);
+    c.mm_vision_tower = get_or<std::string>(j, "mm_vision_tower", "", where);
+    std::string dir = !vision_tower_dir.empty() ? vision_tower_dir : resolve_dir(c.mm_vision_tower, config_dir);
+    if (!vision_tower_dir.empty() || (!dir.empty() && !j.contains("vision_config"))) {
+      if (!fs::exists(fs::path(dir) / "config.json"))
+        throw Error(where + ": vision tower directory '" + dir + "' has no config.json");
+      c.vision = ClipVisionConfig::from_json_file((fs::path(dir) / "config.json").string());
+    } else if (j.contains("vision_config") && j["vision_config"].is_object()) {
+      c.vision = clip_vision_config_from_json(j["vision_config"], where + " (vision_config)");
+    } else {
+      throw Error(where + ": no vision tower config: no embedded vision_config and mm_vision_tower '" +
+                  c.mm_vision_tower + "' is not a local directory (pass --vision_tower DIR)");
+    }
+    int64_t mm_hidden = get_or<int64_t>(j, "mm_hidden_size", c.vision.hidden_size, where);
+    if (mm_hidden != c.vision.hidden_size)
+      throw Error(where + ": mm_hidden_size " + std::to_string(mm_hidden) + " != vision tower hidden_size " +
+                  std::to_string(c.vision.hidden_size));
+  }
+  c.validate(where);
+  return c;
+}
+
+LlavaConfig LlavaConfig::from_json_file(const std::string& path, const std::string& vision_tower_dir) {
+  json j = read_json_file(path);
+  std::string type = j.value("model_type", "");
+  if (type != "llava" && type != "llava_llama")
+    throw Error(path + ": model_type '" + type + "' is not a LLaVA model (llava or llava_llama)");
+  return llava_config_from_json(j, path, fs::path(path).parent_path().string(), vision_tower_dir);
+}
+
+std::string LlavaConfig::to_hf_json_string(const std::string& torch_dtype) const {
+  json text_j = llama_config_to_json(text);
+  json vision_j = clip_vision_config_to_json(vision);
+  json j{{"architectures", {"LlavaForConditionalGeneration"}},
+         {"model_type", "llava"},
+         {"ignore_index", -100},
+         {"image_token_index", image_token_index},
+         {"projector_hidden_act", "gelu"},
+         {"vision_feature_layer", vision_feature_layer},
+         {"vision_feature_select_strategy", keeps_cls() ? "full" : "default"},
+         {"vocab_size", text.vocab_size},
+         {"tie_word_embeddings", text.tie_word_embeddings},
+         {"torch_dtype", torch_dtype},
+         {"transformers_version", "4.37.2"},
+         {"text_config", text_j},
+         {"vision_config", vision_j}};
+  j["pad_token_id"] = text.pad_token_id >= 0 ? json(text.pad_token_id) : json(nullptr);
+  if (projector_type != "mlp2x_gelu") j["mm_projector_type"] = projector_type;  // not representable in stock HF
+  if (tokenizer_model_max_length > 0) j["tokenizer_model_max_length"] = tokenizer_model_max_length;
+  return j.dump(2) + "\n";
+}
+
+std::string LlavaConfig::to_original_json_string(const std::string& torch_dtype) const {
+  json j = llama_config_to_json(text);
+  j["architectures"] = {"LlavaLlamaForCausalLM"};
+  j["model_type"] = "llava_llama";
+  j["torch_dtype"] = torch_dtype;
+  j["mm_vision_tower"] = mm_vision_tower;
+  j["mm_hidden_size"] = vision.hidden_size;
+  j["mm_projector_type"] = projector_type;
+  j["mm_vision_select_layer"] = vision_feature_layer;
+  j["mm_vision_select_feature"] = keeps_cls() ? "cls_patch" : "patch";
+  j["mm_patch_merge_type"] = "flat";
+  j["mm_use_im_start_end"] = false;
+  j["mm_use_im_patch_token"] = false;
+  j["use_mm_proj"] = true;
+  j["tokenizer_padding_side"] = "right";
+  if (tokenizer_model_max_length > 0) j["tokenizer_model_max_length"] = tokenizer_model_max_length;
+  j["vision_config"] = clip_vision_config_to_json(vision);  // our extension: the tower travels with the model
+  j["transformers_version"] = "4.37.2";
+  return j.dump(2) + "\n";
+}
+
+std::string detect_model_dir_kind(const std::string& dir) {
+  fs::path cfg = fs::path(dir) / "config.json";
+  if (!fs::exists(cfg)) throw Error(dir + ": not a model directory (no config.json)");
+  json j = read_json_file(cfg.string());
+  std::string type = j.value("model_type", "");
+  if (type == "llava" || type == "llava_llama") return is_original_llava(j) ? "llava_llama" : "llava";
+  if (type == "llama") return "llama";
+  if (type == "clip" || type == "clip_vision_model") return "clip";
+  throw Error(cfg.string() + ": unsupported model_type '" + type + "' (llava, llava_llama, llama, clip)");
+}
+
+}  // namespace llava

@@ -1,0 +1,252 @@
+#include "llava/model/llama.h"
+
+#include <cmath>
+#include <limits>
+
+#include "llava/error.h"
+#include "llava/torch_compat.h"
+
+namespace llava {
+
+namespace {
+
+torch::Tensor rotate_half(const torch::Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+// [B, kvH, L, hd] -> [B, kvH * n_rep, L, hd]; query head h reads kv head h / n_rep (HF repeat_kv).
+torch::Tensor repeat_kv(const torch::Tensor& x, int64_t n_rep) {
+  if (n_rep == 1) return x;
+  const int64_t b = x.size(0), kvh = x.size(1), l = x.size(2), d = x.size(3);
+  return x.unsqueeze(2).expand({b, kvh, n_rep, l, d}).reshape({b, kvh * n_rep, l, d});
+}
+
+torch::Tensor inv_freq_for(const LlamaConfig& c, int64_t seq_len, torch::Device device) {
+  const int64_t d = c.head_dim();
+  auto fopt = torch::TensorOptions().dtype(torch::kFloat).device(device);
+  double base = c.rope_theta;
+  const RopeScaling& rs = c.rope_scaling;
+  if (rs.type == "dynamic" && seq_len > c.max_position_embeddings) {
+    base = base * std::pow(rs.factor * seq_len / c.max_position_embeddings - (rs.factor - 1.0),
+                           static_cast<double>(d) / (d - 2));
+  }
+  // 1 / base^(arange(0, d, 2) / d), in fp32 like HF
+  torch::Tensor inv = torch::pow(base, torch::arange(0, d, 2, fopt) / static_cast<double>(d)).reciprocal();
+  if (rs.type == "llama3") {
+    const double old_len = static_cast<double>(rs.original_max_position_embeddings);
+    const double low_wavelen = old_len / rs.low_freq_factor, high_wavelen = old_len / rs.high_freq_factor;
+    torch::Tensor wavelen = 2 * M_PI / inv;
+    torch::Tensor scaled = torch::where(wavelen > low_wavelen, inv / rs.factor, inv);
+    torch::Tensor smooth = (old_len / wavelen - rs.low_freq_factor) / (rs.high_freq_factor - rs.low_freq_factor);
+    torch::Tensor smoothed = (1 - smooth) * scaled / rs.factor + smooth * scaled;
+    torch::Tensor medium = (wavelen >= high_wavelen).logical_and(wavelen <= low_wavelen);
+    inv = torch::where(medium, smoothed, scaled);
+  }
+  return inv;
+}
+
+// Gradient checkpointing for one decoder layer: forward runs without building a graph (custom Functions
+// run their forward under no-grad); backward recomputes the layer with grad on and differentiates it.
+// The layer's parameters are inputs of the Function, so the output requires grad whenever any of them
+// does (even when the hidden state does not) and their gradients flow through normal AccumulateGrad
+// nodes (DDP hooks see them). No dropout in LLaMA, so no RNG state needs restoring.
+struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
+  // inputs = {hidden, mask, cos, sin, params...}
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, at::TensorList inputs, int64_t layer_address) {
+    auto* layer = reinterpret_cast<LlamaDecoderLayerImpl*>(static_cast<intptr_t>(layer_address));
+    ctx->saved_data["layer"] = layer_address;
+    ctx->save_for_backward({inputs[0], inputs[1], inputs[2], inputs[3]});
+    return layer->forward(inputs[0], inputs[1], inputs[2], inputs[3]);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    auto* layer = reinterpret_cast<LlamaDecoderLayerImpl*>(static_cast<intptr_t>(ctx->saved_data["layer"].toInt()));
+    auto saved = ctx->get_saved_variables();
+    std::vector<torch::Tensor> params = layer->parameters();
+    const size_t n_fixed = 4;
+    torch::autograd::variable_list result(n_fixed + params.size() + 1);  // + the non-tensor layer_address
+
+    torch::AutoGradMode enable_grad(true);
+    const bool want_input = ctx->needs_input_grad(0);
+    torch::Tensor h = saved[0].detach().requires_grad_(want_input);
+    torch::Tensor out = layer->forward(h, saved[1], saved[2], saved[3]);
+    std::vector<torch::Tensor> wrt;
+    std::vector<size_t> slot;
+    if (want_input) {
+      wrt.push_back(h);
+      slot.push_back(0);
+    }
+    for (size_t i = 0; i < params.size(); ++i) {
+      if (params[i].requires_grad() && ctx->needs_input_grad(n_fixed + i)) {
+        wrt.push_back(params[i]);
+        slot.push_back(n_fixed + i);
+      }
+    }
+    if (wrt.empty() || !out.requires_grad()) return result;
+    auto grads = torch::autograd::grad({out}, wrt, {grad_outputs[0]}, /*retain_graph=*/false,
+                                       /*create_graph=*/false, /*allow_unused=*/true);
+    for (size_t i = 0; i < grads.size(); ++i) result[slot[i]] = grads[i];
+    return result;
+  }
+};
+
+}  // namespace
+
+std::pair<torch::Tensor, torch::Tensor> rotary_cos_sin(const LlamaConfig& c, int64_t seq_len, torch::Device device,
+                                                       torch::Dtype dtype) {
+  torch::Tensor inv = inv_freq_for(c, seq_len, device);
+  torch::Tensor t = torch::arange(seq_len, torch::TensorOptions().dtype(torch::kLong).device(device)).to(torch::kFloat);
+  if (c.rope_scaling.type == "linear") t = t / c.rope_scaling.factor;
+  torch::Tensor freqs = torch::outer(t, inv);
+  torch::Tensor emb = torch::cat({freqs, freqs}, -1);  // [L, hd]
+  return {emb.cos().to(dtype), emb.sin().to(dtype)};
+}
+
+torch::Tensor causal_attention_mask(const torch::Tensor& key_mask, int64_t seq_len, torch::Device device,
+                                    torch::Dtype dtype) {
+  auto bopt = torch::TensorOptions().dtype(torch::kBool).device(device);
+  torch::Tensor allowed = torch::ones({seq_len, seq_len}, bopt).tril().view({1, 1, seq_len, seq_len});
+  if (key_mask.defined()) {
+    torch::Tensor keys = key_mask.to(device).ne(0).view({key_mask.size(0), 1, 1, seq_len});
+    allowed = allowed.logical_and(keys);
+  }
+  torch::Tensor mask = torch::zeros(allowed.sizes(), torch::TensorOptions().dtype(dtype).device(device));
+  // the dtype's lowest finite value, like HF's torch.finfo(dtype).min (a row always keeps key 0, so no NaN)
+  double lowest = std::numeric_limits<float>::lowest();
+  if (dtype == torch::kDouble) lowest = std::numeric_limits<double>::lowest();
+  if (dtype == torch::kHalf) lowest = -65504.0;
+  if (dtype == torch::kBFloat16) lowest = -3.3895313892515355e38;
+  return mask.masked_fill(allowed.logical_not(), lowest);
+}
+
+LlamaRMSNormImpl::LlamaRMSNormImpl(int64_t hidden, double eps) : eps_(eps) {
+  weight = register_parameter("weight", torch::ones({hidden}));
+}
+
+torch::Tensor LlamaRMSNormImpl::forward(const torch::Tensor& x) {
+  torch::Tensor h = x.to(torch::kFloat);
+  torch::Tensor var = h.pow(2).mean(-1, /*keepdim=*/true);
+  h = h * torch::rsqrt(var + eps_);
+  return weight * h.to(x.scalar_type());
+}
+
+LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& c)
+    : heads_(c.num_attention_heads), kv_heads_(c.num_key_value_heads), head_dim_(c.head_dim()) {
+  auto lin = [&](int64_t in, int64_t out) {
+    return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(c.attention_bias));
+  };
+  q_proj = register_module("q_proj", lin(c.hidden_size, heads_ * head_dim_));
+  k_proj = register_module("k_proj", lin(c.hidden_size, kv_heads_ * head_dim_));
+  v_proj = register_module("v_proj", lin(c.hidden_size, kv_heads_ * head_dim_));
+  o_proj = register_module("o_proj", lin(heads_ * head_dim_, c.hidden_size));
+}
+
+torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& mask, const torch::Tensor& cos,
+                                          const torch::Tensor& sin) {
+  const int64_t b = x.size(0), l = x.size(1);
+  torch::Tensor q = q_proj(x).view({b, l, heads_, head_dim_}).transpose(1, 2);     // [B,H,L,hd]
+  torch::Tensor k = k_proj(x).view({b, l, kv_heads_, head_dim_}).transpose(1, 2);  // [B,kvH,L,hd]
+  torch::Tensor v = v_proj(x).view({b, l, kv_heads_, head_dim_}).transpose(1, 2);
+  torch::Tensor c = cos.view({1, 1, l, head_dim_}), s = sin.view({1, 1, l, head_dim_});
+  q = q * c + rotate_half(q) * s;
+  k = k * c + rotate_half(k) * s;
+  const int64_t n_rep = heads_ / kv_heads_;
+  torch::Tensor o = compat::scaled_dot_product_attention(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), mask,
+                                                         use_fused_attention);  // [B,H,L,hd]
+  return o_proj(o.transpose(1, 2).reshape({b, l, heads_ * head_dim_}));
+}
+
+LlamaMLPImpl::LlamaMLPImpl(const LlamaConfig& c) : silu_(c.hidden_act == "silu") {
+  auto lin = [&](int64_t in, int64_t out) { return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false)); };
+  gate_proj = register_module("gate_proj", lin(c.hidden_size, c.intermediate_size));
+  up_proj = register_module("up_proj", lin(c.hidden_size, c.intermediate_size));
+  down_proj = register_module("down_proj", lin(c.intermediate_size, c.hidden_size));
+}
+
+torch::Tensor LlamaMLPImpl::forward(const torch::Tensor& x) {
+  torch::Tensor g = gate_proj(x);
+  g = silu_ ? torch::silu(g) : torch::gelu(g);
+  return down_proj(g * up_proj(x));
+}
+
+LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlamaConfig& c) {
+  self_attn = register_module("self_attn", LlamaAttention(c));
+  mlp = register_module("mlp", LlamaMLP(c));
+  input_layernorm = register_module("input_layernorm", LlamaRMSNorm(c.hidden_size, c.rms_norm_eps));
+  post_attention_layernorm = register_module("post_attention_layernorm", LlamaRMSNorm(c.hidden_size, c.rms_norm_eps));
+}
+
+torch::Tensor LlamaDecoderLayerImpl::forward(const torch::Tensor& h, const torch::Tensor& mask,
+                                             const torch::Tensor& cos, const torch::Tensor& sin) {
+  torch::Tensor x = h + self_attn(input_layernorm(h), mask, cos, sin);
+  return x + mlp(post_attention_layernorm(x));
+}
+
+LlamaModelImpl::LlamaModelImpl(const LlamaConfig& c) : config_(c) {
+  auto opts = torch::nn::EmbeddingOptions(c.vocab_size, c.hidden_size);
+  if (c.pad_token_id >= 0 && c.pad_token_id < c.vocab_size) opts.padding_idx(c.pad_token_id);  // as HF
+  embed_tokens = register_module("embed_tokens", torch::nn::Embedding(opts));
+  auto list = register_module("layers", torch::nn::ModuleList());
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    layers.push_back(LlamaDecoderLayer(c));
+    list->push_back(layers.back());
+  }
+  norm = register_module("norm", LlamaRMSNorm(c.hidden_size, c.rms_norm_eps));
+}
+
+torch::Tensor LlamaModelImpl::embed(const torch::Tensor& input_ids) {
+  return embed_tokens(input_ids.to(embed_tokens->weight.device()));
+}
+
+void LlamaModelImpl::set_fused_attention(bool on) {
+  for (auto& l : layers) l->self_attn->use_fused_attention = on;
+}
+
+torch::Tensor LlamaModelImpl::forward(const torch::Tensor& inputs_embeds, const torch::Tensor& attention_mask) {
+  const int64_t l = inputs_embeds.size(1);
+  const auto device = inputs_embeds.device();
+  const auto dtype = inputs_embeds.scalar_type();
+  torch::Tensor key_mask;
+  if (attention_mask.defined() && !attention_mask.ne(0).all().item<bool>()) key_mask = attention_mask;
+  torch::Tensor mask = causal_attention_mask(key_mask, l, device, dtype);
+  auto [cos, sin] = rotary_cos_sin(config_, l, device, dtype);
+  torch::Tensor h = inputs_embeds;
+  for (auto& layer : layers) {
+    bool checkpoint = gradient_checkpointing_ && torch::GradMode::is_enabled();
+    if (checkpoint) {
+      std::vector<torch::Tensor> inputs = {h, mask, cos, sin};
+      bool any_grad = h.requires_grad();
+      for (auto& p : layer->parameters()) {
+        inputs.push_back(p);
+        any_grad = any_grad || p.requires_grad();
+      }
+      if (any_grad) {
+        h = CheckpointedLayer::apply(at::TensorList(inputs),
+                                     static_cast<int64_t>(reinterpret_cast<intptr_t>(layer.get())));
+        continue;
+      }
+    }
+    h = layer->forward(h, mask, cos, sin);
+  }
+  return norm(h);
+}
+
+LlamaForCausalLMImpl::LlamaForCausalLMImpl(const LlamaConfig& c) : config_(c) {
+  model = register_module("model", LlamaModel(c));
+  if (!c.tie_word_embeddings)
+    lm_head = register_module("lm_head",
+                              torch::nn::Linear(torch::nn::LinearOptions(c.hidden_size, c.vocab_size).bias(false)));
+}
+
+torch::Tensor LlamaForCausalLMImpl::logits(const torch::Tensor& hidden) {
+  if (lm_head) return lm_head(hidden);
+  return torch::matmul(hidden, model->embed_tokens->weight.t());
+}
+
+torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask) {
+  return logits(model->forward(model->embed(input_ids), attention_mask));
+}
+
+}  // namespace llava
