@@ -81,6 +81,18 @@ TEST(Options, UnknownKeysNameTheClosestKnownKey) {
   EXPECT_THROW(parse({"frobnicate"}), Error);
 }
 
+// Every shipped recipe must load: a typo in a config would otherwise only show at launch time.
+TEST(Options, ShippedConfigsParse) {
+  int n = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(std::string(LLAVA_SOURCE_DIR) + "/configs")) {
+    if (entry.path().extension() != ".yaml") continue;
+    Options o;
+    EXPECT_NO_THROW(apply_yaml(o, entry.path().string())) << entry.path();
+    ++n;
+  }
+  EXPECT_GE(n, 7);
+}
+
 TEST(Cli, VersionHelpAndErrors) {
   RunResult v = run("--version");
   EXPECT_EQ(v.code, 0);

@@ -30,6 +30,7 @@ int run(int argc, char** argv) {
     if (cmd.name == "preprocess") return cmd_preprocess(o);
     if (cmd.name == "check-data") return cmd_check_data(o);
     if (cmd.name == "bench-data") return cmd_bench_data(o);
+    if (cmd.name == "demo-data") return cmd_demo_data(o);
     std::cerr << "llava-train " << cmd.name << ": not available in this build yet\n";
     return 1;
   } catch (const Error& e) {

@@ -8,5 +8,6 @@ int cmd_tokenize(const Options& o);
 int cmd_preprocess(const Options& o);
 int cmd_check_data(const Options& o);
 int cmd_bench_data(const Options& o);
+int cmd_demo_data(const Options& o);
 
 }  // namespace llava::cli

@@ -13,7 +13,7 @@ namespace llava {
 namespace {
 
 const std::vector<std::string> kSubcommands = {"train",      "preprocess", "eval", "tokenize",
-                                               "check-data", "init-model", "plan", "bench-data"};
+                                               "check-data", "init-model", "plan", "bench-data", "demo-data"};
 
 bool parse_bool(const std::string& v, bool& out) {
   if (v == "true" || v == "True" || v == "TRUE" || v == "1" || v == "yes") return out = true, true;
@@ -214,7 +214,8 @@ std::string help_text() {
      << "  check-data   validate every sample and print a report (exit 1 if any is bad)\n"
      << "  init-model   write a randomly initialised model directory (--config, --output_dir)\n"
      << "  plan         per-rank memory estimate for a config and --world_size\n"
-     << "  bench-data   time the data pipeline without the model\n\n"
+     << "  bench-data   time the data pipeline without the model\n"
+     << "  demo-data    write the built-in multi-image demo's data and tokenizer (--output_dir)\n\n"
      << "every flag is also a key of the YAML file given by --config (defaults < YAML < command line);\n"
      << "booleans accept --flag, --flag true|false|True|False. `llava-train --version` alone prints versions.\n\n"
      << "options:\n";
