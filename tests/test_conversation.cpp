@@ -35,10 +35,10 @@ TEST(Conversation, Llama2UsesMetaSystemPrompt) {
 }
 
 TEST(Conversation, MmtagSystemAndWrapping) {
-  const auto& t = ConversationTemplate::get("mmtag");
-  EXPECT_NE(t.system.find("natural language.The visual content"), std::string::npos);
+  const ConversationTemplate* t = &ConversationTemplate::get("mmtag");
+  EXPECT_NE(t->system.find("natural language.The visual content"), std::string::npos);
   std::vector<Turn> turns = {{true, "Look: <image> and <image>"}, {false, "ok"}};
-  EXPECT_EQ(place_image_markers(turns, 2, ImagePlacement::kFront, t.wraps_image_tags()), "");
+  EXPECT_EQ(place_image_markers(turns, 2, ImagePlacement::kFront, t->wraps_image_tags()), "");
   EXPECT_EQ(turns[0].value, "<Image><image></Image>\n<Image><image></Image>\nLook:  and");
 }
 

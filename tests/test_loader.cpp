@@ -96,7 +96,9 @@ TEST(Loader, SameBatchesWhateverTheWorkerCount) {
       EXPECT_TRUE(torch::equal(got[k].input_ids, ref[k].input_ids));
       EXPECT_TRUE(torch::equal(got[k].labels, ref[k].labels));
       EXPECT_EQ(got[k].pixel_values.defined(), ref[k].pixel_values.defined());
-      if (ref[k].pixel_values.defined()) EXPECT_TRUE(torch::equal(got[k].pixel_values, ref[k].pixel_values));
+      if (ref[k].pixel_values.defined()) {
+        EXPECT_TRUE(torch::equal(got[k].pixel_values, ref[k].pixel_values));
+      }
     }
   }
 }

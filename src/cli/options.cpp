@@ -181,11 +181,15 @@ Command parse_command_line(int argc, char** argv) {
   try {
     result = parser.parse(static_cast<int>(cargv.size()), cargv.data());
   } catch (const cxxopts::exceptions::no_such_option& e) {
-    // cxxopts says "Option ‘x’ does not exist" (typographic quotes); the key is between them.
-    std::string what = e.what();
-    const std::string open = "\xE2\x80\x98", close = "\xE2\x80\x99";
-    size_t a = what.find(open), b = what.find(close, a == std::string::npos ? 0 : a);
-    std::string key = a != std::string::npos && b != std::string::npos ? what.substr(a + open.size(), b - a - open.size()) : what;
+    // cxxopts says "Option ‘x’ does not exist" (3.1: typographic quotes) or "Option 'x' ..." (3.2).
+    std::string what = e.what(), key = what;
+    for (auto [open, close] : {std::pair<std::string, std::string>{"\xE2\x80\x98", "\xE2\x80\x99"}, {"'", "'"}}) {
+      size_t a = what.find(open), b = a == std::string::npos ? a : what.find(close, a + open.size());
+      if (b != std::string::npos) {
+        key = what.substr(a + open.size(), b - a - open.size());
+        break;
+      }
+    }
     if (key.rfind("--", 0) == 0) key = key.substr(2);
     throw Error(unknown_key_message(key, "command line"));
   } catch (const cxxopts::exceptions::exception& e) {
