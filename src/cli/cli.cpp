@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "commands.h"
+#include "llava/dist/process_group.h"
 #include "llava/error.h"
 #include "llava/options.h"
 #include "llava/torch_compat.h"
@@ -31,8 +32,15 @@ int run(int argc, char** argv) {
     if (cmd.name == "check-data") return cmd_check_data(o);
     if (cmd.name == "bench-data") return cmd_bench_data(o);
     if (cmd.name == "demo-data") return cmd_demo_data(o);
-    std::cerr << "llava-train " << cmd.name << ": not available in this build yet\n";
+    if (cmd.name == "train") return cmd_train(o);
+    if (cmd.name == "eval") return cmd_eval(o);
+    if (cmd.name == "init-model") return cmd_init_model(o);
+    if (cmd.name == "plan") return cmd_plan(o);
+    std::cerr << "llava-train " << cmd.name << ": unknown subcommand\n";
     return 1;
+  } catch (const dist::PeerError& e) {  // design.md §6: 3 = a peer failed or timed out
+    std::cerr << "error: " << e.what() << "\n";
+    return dist::kPeerFailureExitCode;
   } catch (const Error& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 1;

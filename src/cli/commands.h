@@ -9,5 +9,9 @@ int cmd_preprocess(const Options& o);
 int cmd_check_data(const Options& o);
 int cmd_bench_data(const Options& o);
 int cmd_demo_data(const Options& o);
+int cmd_train(const Options& o);
+int cmd_eval(const Options& o);
+int cmd_init_model(const Options& o);
+int cmd_plan(const Options& o);
 
 }  // namespace llava::cli

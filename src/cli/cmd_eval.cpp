@@ -1,0 +1,90 @@
+// `llava-train eval`: per-sample loss and token accuracy, then the summary line (design.md §4.2).
+#include <cmath>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "llava/error.h"
+#include "llava/model/checkpoint.h"
+#include "llava/pipeline.h"
+#include "llava/train/evaluate.h"
+
+namespace llava::cli {
+using json = nlohmann::ordered_json;
+
+namespace {
+int run_eval(const Options& o);
+}
+
+int cmd_eval(const Options& o) {
+  try {
+    return run_eval(o);
+  } catch (const c10::Error& e) {  // e.g. out of memory: a message, not an abort
+    std::cerr << "error: " << e.what_without_backtrace() << "\n";
+    return 1;
+  }
+}
+
+namespace {
+
+int run_eval(const Options& o) {
+  auto data = make_data_pipeline(o, /*needs_dataset=*/true);
+  LoadOptions lo;
+  lo.vision_tower = o.vision_tower;
+  lo.pretrain_mm_mlp_adapter = o.pretrain_mm_mlp_adapter;
+  if (o.set_keys.count("mm_projector_type")) lo.mm_projector_type = o.mm_projector_type;
+  if (o.set_keys.count("mm_vision_select_layer")) lo.mm_vision_select_layer = o.mm_vision_select_layer;
+  if (o.set_keys.count("mm_vision_select_feature")) lo.mm_vision_select_feature = o.mm_vision_select_feature;
+  lo.dtype = o.bf16 ? torch::kBFloat16 : torch::kFloat32;
+  if (o.device == "cuda") {
+    if (!torch::cuda::is_available()) throw Error("--device cuda: no CUDA device is visible (or LibTorch is CPU-only)");
+    lo.device = torch::Device(torch::kCUDA, 0);
+  } else if (o.device != "cpu") {
+    throw Error("--device must be cpu or cuda, got '" + o.device + "'");
+  }
+  lo.seed = static_cast<uint64_t>(o.seed);
+  LoadedLlava loaded = load_llava(o.model_name_or_path, lo);
+  for (const auto& note : loaded.notes) std::cerr << "model: " << note << "\n";
+
+  std::ofstream file;
+  if (!o.output.empty()) {
+    file.open(o.output);
+    if (!file) throw Error(o.output + ": cannot write");
+  }
+  std::ostream& lines = file.is_open() ? static_cast<std::ostream&>(file) : std::cout;
+  auto dump = [](const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); };
+  auto num = [](double v) { return std::isfinite(v) ? json(v) : json(nullptr); };
+
+  EvalOptions eo;
+  eo.batch_size = o.per_device_eval_batch_size;
+  eo.max_samples = o.max_samples;
+  eo.num_workers = o.dataloader_num_workers;
+  eo.pad_id = data->tokenizer.pad_id();
+  eo.max_length = o.model_max_length;
+  EvalSummary s = evaluate(*loaded.model, *data->dataset, data->example, eo, [&](const EvalSample& r) {
+    if (!r.ok) {
+      std::cerr << "warning: skipping bad sample: " << r.error << "\n";
+      lines << dump({{"index", r.index}, {"id", r.id}, {"status", "error"}, {"error", r.error}}) << "\n";
+      return;
+    }
+    const double n = static_cast<double>(r.num_target_tokens);
+    lines << dump({{"index", r.index},
+                   {"id", r.id},
+                   {"loss", num(r.num_target_tokens ? r.loss_sum / n : NAN)},
+                   {"num_target_tokens", r.num_target_tokens},
+                   {"token_accuracy", num(r.num_target_tokens ? r.num_correct / n : NAN)}})
+          << "\n";
+  });
+  lines.flush();
+  std::cout << dump({{"eval_loss", num(s.loss())},
+                     {"eval_token_accuracy", num(s.accuracy())},
+                     {"eval_samples", s.samples},
+                     {"eval_skipped", s.skipped}})
+            << "\n";
+  return 0;
+}
+
+}  // namespace
+
+}  // namespace llava::cli

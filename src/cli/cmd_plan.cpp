@@ -1,0 +1,200 @@
+// llava-train plan: per-rank memory estimate for a config and --world_size, for ZeRO stages 0/1/2 with and
+// without gradient checkpointing (formulas: src/dist/plan.cpp).
+//
+// Model sizes come from --model_config (an HF LlavaConfig in JSON or YAML, as for init-model: text_config,
+// vision_config, mm_projector_type; transformers' defaults fill the rest), else from --model_name_or_path:
+//   a directory   its config.json: HF llava or original llava_llama (vision tower from vision_config, or from
+//                 --vision_tower / mm_vision_tower), or an LLM (llama) + --vision_tower (a CLIP directory;
+//                 default CLIP ViT-L/14-336) + --mm_projector_type;
+//   a preset name llava-v1.5-7b, llava-v1.5-13b (whole LLaVA-1.5), vicuna-7b-v1.5, vicuna-13b-v1.5, llama-2-7b,
+//                 llama-2-13b (LLM; tower and projector as for a directory); an "owner/" prefix is ignored,
+//                 so liuhaotian/llava-v1.5-7b works without a download.
+// The rest from the options (YAML and command line): world_size, per_device_train_batch_size,
+// model_max_length, gradient_accumulation_steps, bf16, the tune/freeze/lora flags, ddp_bucket_cap_mb.
+#include <unistd.h>
+#include <yaml-cpp/yaml.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "llava/dist/plan.h"
+#include "llava/error.h"
+#include "llava/model/config.h"
+#include "llava/torch_compat.h"
+
+namespace llava::cli {
+namespace fs = std::filesystem;
+
+namespace {
+
+ClipVisionConfig vision_from_option(const std::string& vision_tower) {
+  if (!vision_tower.empty() && fs::exists(fs::path(vision_tower) / "config.json"))
+    return ClipVisionConfig::from_json_file((fs::path(vision_tower) / "config.json").string());
+  ClipVisionConfig v = ClipVisionConfig::clip_vit_large_336();
+  if (vision_tower.empty() || vision_tower.find("336") != std::string::npos) return v;
+  if (vision_tower.find("clip-vit-large-patch14") != std::string::npos) {
+    v.image_size = 224;
+    return v;
+  }
+  throw Error("plan: --vision_tower '" + vision_tower +
+              "' is neither a CLIP directory (with config.json) nor openai/clip-vit-large-patch14[-336]");
+}
+
+void set_llm(dist::PlanModel& m, const LlamaConfig& t) {
+  m.vocab = t.vocab_size;
+  m.hidden = t.hidden_size;
+  m.intermediate = t.intermediate_size;
+  m.layers = t.num_hidden_layers;
+  m.heads = t.num_attention_heads;
+  m.kv_heads = t.num_key_value_heads;
+  m.head_dim = t.head_dim();
+  m.tie_embeddings = t.tie_word_embeddings;
+}
+
+void set_vision(dist::PlanModel& m, const ClipVisionConfig& v) {
+  m.v_hidden = v.hidden_size;
+  m.v_intermediate = v.intermediate_size;
+  m.v_layers = v.num_hidden_layers;
+  m.v_heads = v.num_attention_heads;
+  m.image_size = v.image_size;
+  m.patch_size = v.patch_size;
+}
+
+// YAML (a superset of JSON) -> JSON, for --model_config.
+nlohmann::json to_json(const YAML::Node& n) {
+  if (n.IsMap()) {
+    nlohmann::json j = nlohmann::json::object();
+    for (const auto& kv : n) j[kv.first.as<std::string>()] = to_json(kv.second);
+    return j;
+  }
+  if (n.IsSequence()) {
+    nlohmann::json j = nlohmann::json::array();
+    for (const auto& x : n) j.push_back(to_json(x));
+    return j;
+  }
+  if (!n.IsScalar()) return nullptr;
+  const std::string s = n.Scalar();
+  if (n.Tag() != "!") {
+    size_t used = 0;
+    try {
+      long long v = std::stoll(s, &used);
+      if (used == s.size()) return v;
+    } catch (...) {
+    }
+    try {
+      double v = std::stod(s, &used);
+      if (used == s.size()) return v;
+    } catch (...) {
+    }
+    if (s == "true" || s == "True") return true;
+    if (s == "false" || s == "False") return false;
+  }
+  return s;
+}
+
+LlavaConfig config_from_spec(const Options& o) {
+  nlohmann::json spec;
+  try {
+    spec = to_json(YAML::LoadFile(o.model_config));
+  } catch (const YAML::Exception& e) {
+    throw Error(o.model_config + ": cannot read as JSON/YAML: " + e.what());
+  }
+  if (!spec.is_object()) throw Error(o.model_config + ": expected an object with text_config and vision_config");
+  if (!spec.contains("model_type")) spec["model_type"] = "llava";
+  if (o.set_keys.count("mm_projector_type")) spec["mm_projector_type"] = o.mm_projector_type;
+  const fs::path tmp = fs::temp_directory_path() / ("llava_plan_" + std::to_string(::getpid()) + ".json");
+  std::ofstream(tmp) << spec.dump(2);
+  try {
+    LlavaConfig c = LlavaConfig::from_json_file(tmp.string());
+    fs::remove(tmp);
+    return c;
+  } catch (const Error& e) {
+    fs::remove(tmp);
+    throw Error(std::string(e.what()) + " (from " + o.model_config + ")");
+  }
+}
+
+dist::PlanModel plan_model(const Options& o) {
+  dist::PlanModel m;
+  if (!o.model_config.empty()) {
+    LlavaConfig c = config_from_spec(o);
+    m.name = o.model_config;
+    set_llm(m, c.text);
+    set_vision(m, c.vision);
+    m.projector_linears = c.projector_num_linears();
+    return m;
+  }
+  const std::string& path = o.model_name_or_path;
+  if (path.empty()) {
+    std::string names;
+    for (const auto& n : dist::plan_preset_names()) names += (names.empty() ? "" : ", ") + n;
+    throw Error("plan: --model_config FILE or --model_name_or_path (a model directory or a preset: " + names +
+                ") is required");
+  }
+  if (fs::is_directory(path)) {
+    const std::string config = (fs::path(path) / "config.json").string();
+    const std::string kind = detect_model_dir_kind(path);
+    m.name = path;
+    if (kind == "llava" || kind == "llava_llama") {
+      LlavaConfig c = LlavaConfig::from_json_file(config, o.vision_tower);
+      set_llm(m, c.text);
+      set_vision(m, c.vision);
+      m.projector_linears = c.projector_num_linears();
+      return m;
+    }
+    if (kind == "llama") {
+      set_llm(m, LlamaConfig::from_json_file(config));
+      set_vision(m, vision_from_option(o.vision_tower));
+      m.projector_linears = parse_projector_type(o.mm_projector_type, "--mm_projector_type");
+      return m;
+    }
+    throw Error("plan: " + path + " is a " + kind + " directory; expected a LLaVA or LLaMA model");
+  }
+  if (!dist::plan_preset(path, m)) {
+    std::string names;
+    for (const auto& n : dist::plan_preset_names()) names += (names.empty() ? "" : ", ") + n;
+    throw Error("plan: --model_name_or_path '" + path + "' is neither a directory nor a preset (" + names + ")");
+  }
+  m.name = path + " (preset)";
+  if (path.find("llava") == std::string::npos) {  // an LLM preset: tower and projector from the options
+    set_vision(m, vision_from_option(o.vision_tower));
+    m.projector_linears = parse_projector_type(o.mm_projector_type, "--mm_projector_type");
+  }
+  return m;
+}
+
+}  // namespace
+
+int cmd_plan(const Options& o) {
+  if (o.world_size < 1) throw Error("plan: --world_size must be >= 1");
+  if (o.per_device_train_batch_size < 1 || o.model_max_length < 1)
+    throw Error("plan: per_device_train_batch_size and model_max_length must be >= 1");
+  dist::PlanModel m = plan_model(o);
+  dist::PlanSettings s;
+  s.world_size = o.world_size;
+  s.batch = o.per_device_train_batch_size;
+  s.seq = o.model_max_length;
+  s.gradient_accumulation_steps = o.gradient_accumulation_steps;
+  s.bf16 = o.bf16;
+  s.fused_attention = compat::has_fused_attention();
+  s.tune_mm_mlp_adapter = o.tune_mm_mlp_adapter;
+  s.freeze_backbone = o.freeze_backbone;
+  s.freeze_mm_mlp_adapter = o.freeze_mm_mlp_adapter;
+  s.unfreeze_mm_vision_tower = o.unfreeze_mm_vision_tower;
+  s.lora_enable = o.lora_enable;
+  s.lora_r = o.lora_r;
+  s.bucket_bytes = static_cast<int64_t>(o.ddp_bucket_cap_mb) << 20;
+  std::cout << dist::plan_report(m, s);
+  if (o.zero_stage >= 0 && o.zero_stage <= 2) {
+    dist::MemoryEstimate e = dist::estimate_memory(m, s, o.zero_stage, o.gradient_checkpointing);
+    std::printf("this config: zero_stage %d, gradient_checkpointing %s -> %.1f GiB per rank\n", o.zero_stage,
+                o.gradient_checkpointing ? "true" : "false", e.total() / (1024.0 * 1024 * 1024));
+  }
+  return 0;
+}
+
+}  // namespace llava::cli

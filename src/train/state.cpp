@@ -1,0 +1,200 @@
+#include "llava/train/state.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+
+#include "llava/error.h"
+#include "llava/safetensors.h"
+
+namespace llava {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+json TrainerState::to_json() const {
+  // HF TrainerState's keys (json.dumps(sort_keys=True) order), then ours.
+  json j = json::object();
+  j["best_metric"] = nullptr;
+  j["best_model_checkpoint"] = nullptr;
+  j["epoch"] = epoch;
+  j["eval_steps"] = 500;
+  j["global_step"] = global_step;
+  j["is_hyper_param_search"] = false;
+  j["is_local_process_zero"] = true;
+  j["is_world_process_zero"] = true;
+  j["log_history"] = log_history;
+  j["logging_steps"] = logging_steps;
+  j["max_steps"] = max_steps;
+  j["num_input_tokens_seen"] = 0;
+  j["num_train_epochs"] = num_train_epochs;
+  j["save_steps"] = save_steps;
+  j["total_flos"] = 0;
+  j["train_batch_size"] = train_batch_size;
+  j["trial_name"] = nullptr;
+  j["trial_params"] = nullptr;
+  j["llava_train"] = {{"next_epoch", next_epoch},
+                      {"next_batch", next_batch},
+                      {"loss_total", loss_total},
+                      {"loss_steps", loss_steps},
+                      {"window_loss", window_loss},
+                      {"window_steps", window_steps},
+                      {"consecutive_bad_steps", consecutive_bad_steps},
+                      {"skipped_samples", skipped_samples},
+                      {"run", run.is_null() ? json::object() : run}};
+  return j;
+}
+
+TrainerState TrainerState::from_json(const json& j, const std::string& where) {
+  TrainerState s;
+  try {
+    s.global_step = j.at("global_step").get<int64_t>();
+    s.epoch = j.value("epoch", 0.0);
+    s.max_steps = j.value("max_steps", int64_t{0});
+    s.num_train_epochs = j.value("num_train_epochs", 0.0);
+    s.logging_steps = j.value("logging_steps", int64_t{0});
+    s.save_steps = j.value("save_steps", int64_t{0});
+    s.train_batch_size = j.value("train_batch_size", int64_t{0});
+    s.log_history = j.value("log_history", json::array());
+    const json& l = j.at("llava_train");
+    s.next_epoch = l.at("next_epoch").get<int64_t>();
+    s.next_batch = l.at("next_batch").get<int64_t>();
+    s.loss_total = l.at("loss_total").get<double>();
+    s.loss_steps = l.at("loss_steps").get<int64_t>();
+    s.window_loss = l.at("window_loss").get<double>();
+    s.window_steps = l.at("window_steps").get<int64_t>();
+    s.consecutive_bad_steps = l.value("consecutive_bad_steps", int64_t{0});
+    s.skipped_samples = l.value("skipped_samples", int64_t{0});
+    s.run = l.value("run", json::object());
+  } catch (const json::exception& e) {
+    throw Error(where + ": not a llava-train trainer_state.json (" + e.what() + ")");
+  }
+  return s;
+}
+
+TrainerState TrainerState::read(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw Error(path + ": cannot open");
+  try {
+    return from_json(json::parse(in), path);
+  } catch (const json::parse_error& e) {
+    throw Error(path + ": bad JSON: " + e.what());
+  }
+}
+
+void TrainerState::write(const std::string& path) const {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    if (!out) throw Error(tmp + ": cannot write");
+    out << to_json().dump(2) << "\n";
+    if (!out) throw Error(tmp + ": write failed");
+  }
+  fs::rename(tmp, path);
+}
+
+std::string checkpoint_dir_name(int64_t step) { return "checkpoint-" + std::to_string(step); }
+
+std::string save_checkpoint_atomic(const std::string& output_dir, int64_t step,
+                                   const std::function<void(const std::string&)>& fill) {
+  const fs::path final_dir = fs::path(output_dir) / checkpoint_dir_name(step);
+  fs::path tmp = final_dir;
+  tmp += ".tmp";
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  try {
+    fill(tmp.string());
+  } catch (...) {
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+  // An older checkpoint of the same step (a run resumed before it) is replaced; between the two renames
+  // neither exists, which a resume treats as "not there" (never as complete).
+  if (fs::exists(final_dir)) {
+    fs::path old = final_dir;
+    old += ".old.tmp";
+    fs::remove_all(old);
+    fs::rename(final_dir, old);
+    fs::rename(tmp, final_dir);
+    fs::remove_all(old);
+  } else {
+    fs::rename(tmp, final_dir);
+  }
+  return final_dir.string();
+}
+
+std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& output_dir) {
+  std::vector<std::pair<int64_t, std::string>> out;
+  if (output_dir.empty() || !fs::is_directory(output_dir)) return out;
+  static const std::regex kName(R"(checkpoint-(\d+))");
+  for (const auto& entry : fs::directory_iterator(output_dir)) {
+    std::smatch m;
+    const std::string name = entry.path().filename().string();
+    if (!entry.is_directory() || !std::regex_match(name, m, kName)) continue;
+    if (!fs::exists(entry.path() / "trainer_state.json")) continue;
+    out.emplace_back(std::stoll(m[1].str()), entry.path().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::string find_latest_checkpoint(const std::string& output_dir) {
+  auto all = list_checkpoints(output_dir);
+  return all.empty() ? std::string() : all.back().second;
+}
+
+void rotate_checkpoints(const std::string& output_dir, int limit) {
+  if (limit <= 0) return;
+  auto all = list_checkpoints(output_dir);
+  for (size_t i = 0; i + static_cast<size_t>(limit) < all.size(); ++i) fs::remove_all(all[i].second);
+}
+
+void remove_partial_checkpoints(const std::string& output_dir) {
+  if (output_dir.empty() || !fs::is_directory(output_dir)) return;
+  static const std::regex kTmp(R"(checkpoint-\d+(\.old)?\.tmp)");
+  std::vector<fs::path> stale;
+  for (const auto& entry : fs::directory_iterator(output_dir))
+    if (std::regex_match(entry.path().filename().string(), kTmp)) stale.push_back(entry.path());
+  for (const auto& p : stale) fs::remove_all(p);
+}
+
+void save_rng_state(const std::string& dir) {
+  std::vector<torch::Tensor> host;
+  std::vector<TensorToWrite> items;
+  auto add = [&](const std::string& name, const at::Generator& gen) {
+    host.push_back(gen.get_state().contiguous());
+    items.push_back({name, DType::U8, host.back().sizes().vec(), host.back().data_ptr(),
+                     static_cast<size_t>(host.back().nbytes())});
+  };
+  add("cpu", at::detail::getDefaultCPUGenerator());
+  if (torch::cuda::is_available()) {
+    for (int64_t i = 0; i < static_cast<int64_t>(torch::cuda::device_count()); ++i)
+      add("cuda:" + std::to_string(i), at::globalContext().defaultGenerator(at::Device(at::kCUDA, i)));
+  }
+  write_safetensors((fs::path(dir) / "rng_state.safetensors").string(), std::move(items));
+}
+
+void load_rng_state(const std::string& dir) {
+  const std::string path = (fs::path(dir) / "rng_state.safetensors").string();
+  auto file = SafetensorsFile::open(path);
+  for (const auto& info : file->tensors()) {
+    torch::Tensor state = torch::from_blob(const_cast<uint8_t*>(file->data(info)), info.shape, torch::kUInt8).clone();
+    if (info.name == "cpu") {
+      auto gen = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      gen.set_state(state);
+    } else if (info.name.rfind("cuda:", 0) == 0 && torch::cuda::is_available()) {
+      const int64_t i = std::stoll(info.name.substr(5));
+      if (i < static_cast<int64_t>(torch::cuda::device_count())) {
+        auto gen = at::globalContext().defaultGenerator(at::Device(at::kCUDA, i));
+        std::lock_guard<std::mutex> lock(gen.mutex());
+        gen.set_state(state);
+      }
+    }
+  }
+}
+
+}  // namespace llava

@@ -1,0 +1,201 @@
+#pragma once
+// Helpers for the trainer/eval tests: a tiny random LLaVA model over the self-made tokenizer of
+// test_data_support.h (runs without ../shared), small data sets, fixture options, running the binary.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "llava/model/checkpoint.h"
+#include "llava/model/config.h"
+#include "llava/options.h"
+#include "llava/safetensors.h"
+#include "test_data_support.h"
+
+namespace llava::testing {
+
+// Temporary directories of this run, removed when all tests are done (LLAVA_KEEP_TEST_DIRS=1 keeps them).
+inline std::vector<std::string>& train_temp_dirs() {
+  static std::vector<std::string> dirs;
+  return dirs;
+}
+inline std::string train_tmp(const std::string& name) {
+  train_temp_dirs().push_back(temp_dir(name));
+  return train_temp_dirs().back();
+}
+class RemoveTrainTempDirs : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    if (std::getenv("LLAVA_KEEP_TEST_DIRS")) return;
+    for (const auto& d : train_temp_dirs()) std::filesystem::remove_all(d);
+    // tiny_data_dir()'s folder (test_data_support.h does not remove it)
+    std::filesystem::remove_all(std::filesystem::temp_directory_path() /
+                                ("llava_test_tiny_data_" + std::to_string(::getpid())));
+  }
+};
+[[maybe_unused]] inline ::testing::Environment* const kRemoveTrainTempDirs =
+    ::testing::AddGlobalTestEnvironment(new RemoveTrainTempDirs);
+
+// A ~60k-parameter LLaVA: CLIP 2x16 over 28 px images (4 patches), LLaMA 2x32 (GQA 4/2) over the 300-piece
+// tokenizer, mlp2x_gelu projector. Written once per test binary.
+inline LlavaConfig tiny_config() {
+  LlavaConfig c;
+  c.vision.hidden_size = 16;
+  c.vision.intermediate_size = 32;
+  c.vision.num_hidden_layers = 2;
+  c.vision.num_attention_heads = 2;
+  c.vision.image_size = 28;
+  c.vision.patch_size = 14;
+  c.vision.projection_dim = 16;
+  c.text.vocab_size = 300;
+  c.text.hidden_size = 32;
+  c.text.intermediate_size = 64;
+  c.text.num_hidden_layers = 2;
+  c.text.num_attention_heads = 4;
+  c.text.num_key_value_heads = 2;
+  c.text.max_position_embeddings = 256;
+  c.text.rms_norm_eps = 1e-5;
+  c.text.initializer_range = 0.2;  // logits of O(1): gradients with some structure
+  c.text.pad_token_id = 0;
+  c.projector_type = "mlp2x_gelu";
+  c.vision_feature_layer = -2;
+  c.image_token_index = 299;
+  return c;
+}
+
+inline const std::string& tiny_model_dir() {
+  static std::string dir = [] {
+    std::string d = train_tmp("tiny_model") + "/model";
+    SaveOptions so;
+    so.tokenizer_source_dir = tiny_data_dir().model_dir;
+    write_random_model_dir(tiny_config(), d, 7, so);
+    return d;
+  }();
+  return dir;
+}
+
+// kind per sample: 'i' one image, 'I' two images, 't' text only, 'x' an unreadable image (a bad sample).
+inline std::string write_tiny_data(const std::string& dir, const std::string& kinds) {
+  const char* colours[] = {"red", "green", "blue"};
+  const char* shapes[] = {"circle", "square", "triangle"};
+  nlohmann::json data = nlohmann::json::array();
+  for (size_t i = 0; i < kinds.size(); ++i) {
+    const char k = kinds[i];
+    nlohmann::json s = {{"id", "t" + std::to_string(i)}};
+    std::string q = std::string("what colour is the ") + shapes[i % 3] + "?";
+    if (k == 'i') {
+      s["image"] = i % 2 ? "a.png" : "b.png";
+      q = "<image>\n" + q;
+    } else if (k == 'I') {
+      s["image"] = {"a.png", "b.png"};
+      q = "<image>\n<image>\nwhat is the first image and the second image?";
+    } else if (k == 'x') {
+      s["image"] = "not_an_image.png";
+      q = "<image>\n" + q;
+    }
+    std::string a = std::string("the ") + shapes[(i + 1) % 3] + " is " + colours[i % 3] + ".";
+    if (i % 3 == 2) a += " the square is green and the circle is blue.";
+    s["conversations"] = {{{"from", "human"}, {"value", q}}, {{"from", "gpt"}, {"value", a}}};
+    data.push_back(s);
+  }
+  const std::string path = dir + "/data.json";
+  std::ofstream(path) << data.dump(1);
+  return path;
+}
+
+// Options for a tiny-model run: batch 2, file order, constant lr, logging every step, no checkpoints.
+inline Options tiny_options_for(const std::string& data_path, const std::string& output_dir,
+                                const std::string& model_dir, const std::string& image_dir) {
+  Options o;
+  o.model_name_or_path = model_dir;
+  o.data_path = data_path;
+  o.image_folder = image_dir;
+  o.output_dir = output_dir;
+  o.per_device_train_batch_size = 2;
+  o.shuffle = false;
+  o.max_steps = 4;
+  o.learning_rate = 1e-2;
+  o.lr_scheduler_type = "constant";
+  o.logging_steps = 1;
+  o.save_steps = 0;
+  o.model_max_length = 256;
+  o.seed = 3;
+  return o;
+}
+inline Options tiny_options(const std::string& data_path, const std::string& output_dir) {
+  return tiny_options_for(data_path, output_dir, tiny_model_dir(), tiny_data_dir().image_dir);
+}
+
+inline std::string fixture_dir() { return fixture("llava-tiny"); }
+
+// README item 10's hyper-parameters.
+inline Options fixture_options(const std::string& output_dir, bool pretrain) {
+  Options o;
+  o.model_name_or_path = fixture_dir();
+  o.data_path = fixture_dir() + "/data.json";
+  o.image_folder = fixture_dir() + "/images";
+  o.output_dir = output_dir;
+  o.per_device_train_batch_size = 2;
+  o.shuffle = false;
+  o.max_steps = 6;
+  o.learning_rate = 1e-3;
+  o.lr_scheduler_type = "cosine";
+  o.warmup_steps = 1;
+  o.max_grad_norm = 1.0;
+  o.weight_decay = 0.0;
+  o.logging_steps = 1;
+  o.save_steps = 0;
+  o.tune_mm_mlp_adapter = pretrain;
+  return o;
+}
+
+// All tensors of a safetensors file or model directory as fp32 CPU tensors.
+inline std::map<std::string, torch::Tensor> read_tensors(const std::string& path_or_dir) {
+  SafetensorsCheckpoint ck = std::filesystem::is_directory(path_or_dir) ? SafetensorsCheckpoint::open_dir(path_or_dir)
+                                                                        : SafetensorsCheckpoint::open_file(path_or_dir);
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& name : ck.names()) {
+    const auto* e = ck.find(name);
+    std::vector<float> v = e->file->to_float(*e->info);
+    out[name] = torch::from_blob(v.data(), e->info->shape, torch::kFloat).clone();
+  }
+  return out;
+}
+
+struct RunResult {
+  int code = -1;
+  std::string out, err;
+};
+
+// Runs the built llava-train with args; stdout and stderr separately.
+inline RunResult run_binary(const std::string& args, const std::string& env = "") {
+  static int n = 0;
+  static const std::string dir = train_tmp("run_err");
+  const std::string err_file = dir + "/err" + std::to_string(++n) + ".txt";
+  const std::string cmd = env + " " + std::string(LLAVA_BINARY) + " " + args + " 2>" + err_file;
+  FILE* p = popen(cmd.c_str(), "r");
+  RunResult r;
+  char buf[4096];
+  size_t k;
+  while ((k = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, k);
+  const int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.err = read_file(err_file);
+  return r;
+}
+
+inline std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream ss(text);
+  std::string line;
+  while (std::getline(ss, line))
+    if (!line.empty()) out.push_back(line);
+  return out;
+}
+
+}  // namespace llava::testing

@@ -1,0 +1,313 @@
+// The trainer's small components: schedules against transformers' closed forms, Python-style number
+// formatting and the tqdm bar, AdamW against torch's, checkpoint directories, LoRA's merge.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "llava/error.h"
+#include "llava/model/checkpoint.h"
+#include "llava/train/log.h"
+#include "llava/train/lora.h"
+#include "llava/train/optimizer.h"
+#include "llava/train/schedule.h"
+#include "llava/train/state.h"
+#include "test_train_support.h"
+
+using namespace llava;
+using namespace llava::testing;
+namespace fs = std::filesystem;
+
+// ------------------------------------------------------------------------------------------ schedules
+
+TEST(Schedule, CosineWithWarmupIsTransformersClosedForm) {
+  // the fixture's run: T = 6, warmup 1 (the applied lr of steps 1..6 and HF's logged lr after step 6)
+  Schedule s("cosine", 6, 1);
+  const double expected[] = {0.0, 1.0, 0.9045084971874737, 0.6545084971874737, 0.34549150281252633,
+                             0.09549150281252633, 0.0};
+  for (int i = 0; i <= 6; ++i) EXPECT_NEAR(s.lr_multiplier(i), expected[i], 1e-15) << "s=" << i;
+  // general T, warmup: 0.5 * (1 + cos(pi * (s - w) / (T - w)))
+  Schedule c("cosine", 100, 10);
+  for (int i : {0, 5, 10, 37, 99, 100, 120}) {
+    const double want = i < 10 ? i / 10.0 : std::max(0.0, 0.5 * (1 + std::cos(M_PI * (i - 10) / 90.0)));
+    EXPECT_NEAR(c.lr_multiplier(i), want, 1e-15) << "s=" << i;
+  }
+}
+
+TEST(Schedule, LinearConstantAndConstantWithWarmup) {
+  Schedule lin("linear", 10, 2);
+  EXPECT_DOUBLE_EQ(lin.lr_multiplier(0), 0.0);
+  EXPECT_DOUBLE_EQ(lin.lr_multiplier(1), 0.5);
+  EXPECT_DOUBLE_EQ(lin.lr_multiplier(2), 1.0);
+  EXPECT_DOUBLE_EQ(lin.lr_multiplier(6), 0.5);  // (10 - 6) / (10 - 2)
+  EXPECT_DOUBLE_EQ(lin.lr_multiplier(10), 0.0);
+  EXPECT_DOUBLE_EQ(lin.lr_multiplier(12), 0.0);
+  Schedule con("constant", 10, 5);
+  EXPECT_DOUBLE_EQ(con.lr_multiplier(0), 1.0);
+  Schedule cw("constant_with_warmup", 10, 4);
+  EXPECT_DOUBLE_EQ(cw.lr_multiplier(1), 0.25);
+  EXPECT_DOUBLE_EQ(cw.lr_multiplier(4), 1.0);
+  EXPECT_DOUBLE_EQ(cw.lr_multiplier(9), 1.0);
+  Schedule nowarm("linear", 4, 0);
+  EXPECT_DOUBLE_EQ(nowarm.lr_multiplier(0), 1.0);
+  EXPECT_THROW(Schedule("polynomial", 10, 0), Error);
+}
+
+TEST(Schedule, WarmupRatioRoundsUp) {
+  EXPECT_EQ(warmup_steps_for(0, 0.03, 5198), 156);  // LLaVA-1.5 fine-tune: ceil(155.94)
+  EXPECT_EQ(warmup_steps_for(0, 0.03, 2181), 66);   // pretrain: ceil(65.43)
+  EXPECT_EQ(warmup_steps_for(7, 0.03, 2181), 7);    // warmup_steps wins
+  EXPECT_EQ(warmup_steps_for(0, 0.0, 100), 0);
+}
+
+// ------------------------------------------------------------------------------------------ log formats
+
+TEST(LogFormat, PythonReprOfFloats) {
+  EXPECT_EQ(py_repr(5.882352941176471e-07), "5.882352941176471e-07");
+  EXPECT_EQ(py_repr(58.519387034620586), "58.519387034620586");
+  EXPECT_EQ(py_repr(0.0), "0.0");
+  EXPECT_EQ(py_repr(2.0), "2.0");
+  EXPECT_EQ(py_repr(10.9488), "10.9488");
+  EXPECT_EQ(py_repr(0.001), "0.001");
+  EXPECT_EQ(py_repr(0.0001), "0.0001");
+  EXPECT_EQ(py_repr(1e-05), "1e-05");
+  EXPECT_EQ(py_repr(2e-05), "2e-05");
+  EXPECT_EQ(py_repr(0.0009045084971874737), "0.0009045084971874737");
+  EXPECT_EQ(py_repr(9.549150281252633e-05), "9.549150281252633e-05");
+  EXPECT_EQ(py_repr(1e16), "1e+16");
+  EXPECT_EQ(py_repr(1234567890123456.0), "1234567890123456.0");
+  EXPECT_EQ(py_repr(123.0), "123.0");
+  EXPECT_EQ(py_repr(-0.5), "-0.5");
+  EXPECT_EQ(py_repr(1.5e300), "1.5e+300");
+  EXPECT_EQ(py_repr(0.1 + 0.2), "0.30000000000000004");
+  EXPECT_EQ(py_repr(std::nan("")), "nan");
+  EXPECT_EQ(py_repr(INFINITY), "inf");
+}
+
+TEST(LogFormat, PythonRound) {
+  EXPECT_EQ(py_round(10.948846817016602, 4), 10.9488);
+  EXPECT_EQ(py_round(11.106451034545898, 4), 11.1065);
+  EXPECT_EQ(py_round(10.804996490478516, 4), 10.805);  // the fixture's hf_logged_loss
+  EXPECT_EQ(py_round(0.125, 2), 0.12);                 // an exact tie goes to even
+  EXPECT_EQ(py_round(2.675, 2), 2.67);                 // 2.675 is 2.67499999... in binary
+  EXPECT_EQ(py_round(1.0 / 3.0, 2), 0.33);
+  EXPECT_EQ(py_round(2.0 / 3.0, 2), 0.67);
+}
+
+TEST(LogFormat, HfDictLine) {
+  LogDict d;
+  d.add("loss", 2.3617).add("grad_norm", 58.519387034620586).add("learning_rate", 5.882352941176471e-07).add("epoch", 0.0);
+  EXPECT_EQ(d.to_python(),
+            "{'loss': 2.3617, 'grad_norm': 58.519387034620586, 'learning_rate': 5.882352941176471e-07, 'epoch': 0.0}");
+}
+
+TEST(LogFormat, TqdmBar) {
+  // 150 of 5198 at 6.93 s/it after 17:20 (tqdm: 10-cell bar without a known width)
+  EXPECT_EQ(Progress::format_bar(150, 5198, 1040.5, 1.0 / 6.93, -1),
+            "  3%|\u258E         | 150/5198 [17:20<9:43:02,  6.93s/it]");
+  EXPECT_EQ(Progress::format_bar(1, 1110, 8.74, 1.0 / 8.74, -1),
+            "  0%|          | 1/1110 [00:08<2:41:32,  8.74s/it]");
+  EXPECT_EQ(Progress::format_bar(6, 6, 1.5, 4.0, -1), "100%|\u2588\u2588\u2588\u2588\u2588\u2588\u2588\u2588\u2588\u2588| 6/6 [00:01<00:00,  4.00it/s]");
+  EXPECT_EQ(Progress::format_bar(0, 6, 0.0, 0.0, 0), "  0% 0/6 [00:00<?, ?it/s]");  // no bar (plain lines)
+  // the bar fills a terminal's width
+  const std::string wide = Progress::format_bar(3, 6, 1.0, 3.0, 60);
+  size_t cells = 0;
+  for (unsigned char ch : wide) cells += (ch & 0xC0) != 0x80;
+  EXPECT_EQ(cells, 60u) << wide;
+  EXPECT_EQ(format_interval(3723), "1:02:03");
+  EXPECT_EQ(format_interval(59.9), "00:59");
+}
+
+// ------------------------------------------------------------------------------------------ optimizer
+
+TEST(Optimizer, AdamWMatchesTorchAdamW) {
+  torch::manual_seed(0);
+  torch::Tensor w1 = torch::randn({5, 3}).requires_grad_(), b1 = torch::randn({5}).requires_grad_();
+  torch::Tensor w2 = w1.detach().clone().requires_grad_(), b2 = b1.detach().clone().requires_grad_();
+  AdamW mine({0.9, 0.999, 1e-8});
+  mine.add_param("w", w1, 1e-2, 0.1);
+  mine.add_param("b", b1, 1e-2, 0.0);
+  torch::optim::AdamW theirs({torch::optim::OptimizerParamGroup({w2}, std::make_unique<torch::optim::AdamWOptions>(
+                                                                         torch::optim::AdamWOptions(1e-2).weight_decay(0.1))),
+                              torch::optim::OptimizerParamGroup({b2}, std::make_unique<torch::optim::AdamWOptions>(
+                                                                         torch::optim::AdamWOptions(1e-2).weight_decay(0.0)))});
+  for (int step = 0; step < 5; ++step) {
+    torch::Tensor x = torch::randn({4, 3});
+    ((x.matmul(w1.t()) + b1).pow(2).sum()).backward();
+    ((x.matmul(w2.t()) + b2).pow(2).sum()).backward();
+    mine.step(1.0);
+    theirs.step();
+    mine.zero_grad();
+    theirs.zero_grad();
+  }
+  EXPECT_LE((w1 - w2).abs().max().item<double>(), 1e-6);
+  EXPECT_LE((b1 - b2).abs().max().item<double>(), 1e-6);
+  EXPECT_EQ(mine.step_count(), 5);
+}
+
+TEST(Optimizer, Bf16ParametersUseFp32MastersAndGradients) {
+  torch::manual_seed(1);
+  torch::Tensor ref = torch::randn({64}).requires_grad_();
+  torch::Tensor low = ref.detach().to(torch::kBFloat16).requires_grad_();
+  torch::Tensor ref_copy = low.detach().to(torch::kFloat).requires_grad_();  // same start as the bf16 one
+  AdamW a({}), b({});
+  a.add_param("p", low, 1e-3, 0.0);
+  b.add_param("p", ref_copy, 1e-3, 0.0);
+  EXPECT_EQ(a.master_numel(), 64);
+  EXPECT_EQ(b.master_numel(), 0);
+  // two micro-batches accumulated in fp32, many tiny steps: the bf16 weights follow the fp32 master
+  for (int step = 0; step < 20; ++step) {
+    for (int m = 0; m < 2; ++m) {
+      torch::Tensor g = torch::full({64}, 1e-3 * (m + 1));
+      (low * g.to(torch::kBFloat16)).sum().backward();
+      a.accumulate_grads();
+      (ref_copy * g).sum().backward();
+    }
+    EXPECT_FALSE(low.grad().defined());  // moved into the fp32 buffer
+    EXPECT_EQ(a.grads()[0].scalar_type(), torch::kFloat);
+    a.step(1.0);
+    b.step(1.0);
+    a.zero_grad();
+    b.zero_grad();
+  }
+  // 20 steps of lr 1e-3 move each weight by ~0.02: far below bf16's resolution near 1, yet the master tracks it
+  const std::string dir = train_tmp("adamw_state");
+  a.save(dir);
+  auto masters = read_tensors(dir + "/optimizer.master.safetensors");
+  EXPECT_LE((masters.at("p") - ref_copy.detach()).abs().max().item<double>(), 1e-6);
+  EXPECT_LE((low.detach().to(torch::kFloat) - ref_copy.detach()).abs().max().item<double>(), 0.02);
+  // state round trip
+  torch::Tensor other = ref.detach().to(torch::kBFloat16).requires_grad_();
+  AdamW c({});
+  c.add_param("p", other, 1e-3, 0.0);
+  c.load(dir);
+  EXPECT_EQ(c.step_count(), 20);
+  EXPECT_TRUE(torch::equal(other, low));
+  AdamW wrong({});
+  wrong.add_param("q", torch::zeros({64}).requires_grad_(), 1e-3, 0.0);
+  EXPECT_THROW(wrong.load(dir), Error);
+}
+
+TEST(Optimizer, GradNormAndScaling) {
+  std::vector<torch::Tensor> g = {torch::full({4}, 3.0), torch::Tensor(), torch::full({1}, 4.0)};
+  EXPECT_NEAR(global_grad_norm(g), std::sqrt(4 * 9.0 + 16.0), 1e-5);
+  scale_grads(g, 0.5);
+  EXPECT_FLOAT_EQ(g[2].item<float>(), 2.0f);
+  EXPECT_EQ(global_grad_norm({torch::Tensor()}), 0.0);
+}
+
+// ------------------------------------------------------------------------------------------ state
+
+TEST(State, TrainerStateRoundTrip) {
+  TrainerState s;
+  s.global_step = 12;
+  s.epoch = 1.5;
+  s.next_epoch = 1;
+  s.next_batch = 3;
+  s.loss_total = 0.1 + 0.2;
+  s.loss_steps = 11;
+  s.window_loss = 1.0 / 3.0;
+  s.window_steps = 1;
+  s.log_history.push_back({{"loss", 2.5}, {"step", 1}});
+  const std::string dir = train_tmp("state");
+  s.write(dir + "/trainer_state.json");
+  TrainerState r = TrainerState::read(dir + "/trainer_state.json");
+  EXPECT_EQ(r.global_step, 12);
+  EXPECT_EQ(r.next_batch, 3);
+  EXPECT_EQ(r.loss_total, 0.1 + 0.2);  // doubles survive exactly
+  EXPECT_EQ(r.window_loss, 1.0 / 3.0);
+  EXPECT_EQ(r.log_history.size(), 1u);
+  auto j = nlohmann::json::parse(read_file(dir + "/trainer_state.json"));
+  for (const char* key : {"best_metric", "epoch", "global_step", "log_history", "max_steps", "train_batch_size"})
+    EXPECT_TRUE(j.contains(key)) << key;
+}
+
+TEST(State, AtomicCheckpointDirectories) {
+  const std::string out = train_tmp("ckpt_dirs");
+  auto complete = [](const std::string& tmp) { std::ofstream(tmp + "/trainer_state.json") << "{}"; };
+  EXPECT_EQ(save_checkpoint_atomic(out, 10, complete), out + "/checkpoint-10");
+  EXPECT_THROW(save_checkpoint_atomic(out, 20,
+                                      [](const std::string& tmp) {
+                                        std::ofstream(tmp + "/model.safetensors") << "half";
+                                        throw std::runtime_error("crash");
+                                      }),
+               std::runtime_error);
+  EXPECT_FALSE(fs::exists(out + "/checkpoint-20"));
+  EXPECT_FALSE(fs::exists(out + "/checkpoint-20.tmp"));
+  // a directory without trainer_state.json (e.g. copied by hand, half done) never counts as a checkpoint
+  fs::create_directories(out + "/checkpoint-30");
+  fs::create_directories(out + "/checkpoint-40.tmp");
+  EXPECT_EQ(find_latest_checkpoint(out), out + "/checkpoint-10");
+  remove_partial_checkpoints(out);
+  EXPECT_FALSE(fs::exists(out + "/checkpoint-40.tmp"));
+  save_checkpoint_atomic(out, 11, complete);
+  save_checkpoint_atomic(out, 12, complete);
+  save_checkpoint_atomic(out, 12, complete);  // the same step again replaces it
+  rotate_checkpoints(out, 2);
+  auto all = list_checkpoints(out);
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(all[0].first, 11);
+  EXPECT_EQ(all[1].first, 12);
+}
+
+TEST(State, RngStateRoundTrip) {
+  const std::string dir = train_tmp("rng");
+  torch::manual_seed(123);
+  torch::rand({3});
+  save_rng_state(dir);
+  torch::Tensor a = torch::rand({5});
+  torch::manual_seed(999);
+  load_rng_state(dir);
+  torch::Tensor b = torch::rand({5});
+  EXPECT_TRUE(torch::equal(a, b));
+}
+
+// ------------------------------------------------------------------------------------------ LoRA
+
+TEST(Lora, StartsAsTheBaseModelAndMergesExactly) {
+  LoadedLlava l = load_llava(tiny_model_dir());
+  auto& m = *l.model;
+  torch::manual_seed(0);
+  torch::Tensor ids = torch::randint(3, 299, {2, 12});
+  torch::Tensor labels = ids.clone();
+  labels.narrow(1, 0, 4).fill_(-100);
+  auto loss = [&] {
+    torch::NoGradGuard ng;
+    return m.forward(ids, labels, {}, {}, {}, 0).loss().item<double>();
+  };
+  const double base = loss();
+  const size_t n_params = m.named_parameters().size();
+  Lora lora(m, LoraOptions{4, 8, 0.0});
+  EXPECT_EQ(m.named_parameters().size(), n_params + 2 * 7 * 2);  // A, B for 7 projections x 2 layers
+  lora.apply();
+  EXPECT_NEAR(loss(), base, 1e-7);  // B = 0
+  {
+    torch::NoGradGuard ng;
+    for (auto& p : m.named_parameters())
+      if (p.key().find(".lora.") != std::string::npos) p.value().normal_(0, 0.05);
+  }
+  lora.apply();
+  const double with_lora = loss();
+  EXPECT_GT(std::abs(with_lora - base), 1e-3);
+  {
+    Lora::Detached plain(lora);
+    EXPECT_EQ(m.named_parameters().size(), n_params);  // what a save sees
+  }
+  EXPECT_EQ(m.named_parameters().size(), n_params + 28);
+  lora.merge();
+  EXPECT_EQ(m.named_parameters().size(), n_params);
+  EXPECT_NEAR(loss(), with_lora, 1e-5);
+  // gradients reach the adapters through the reparametrised weight
+  LoadedLlava l2 = load_llava(tiny_model_dir());
+  Lora lora2(*l2.model, LoraOptions{4, 8, 0.0});
+  for (auto& p : l2.model->named_parameters())
+    if (p.key().find(".lora.") == std::string::npos) p.value().set_requires_grad(false);
+  lora2.apply();
+  l2.model->forward(ids, labels, {}, {}, {}, 0).loss().backward();
+  int with_grad = 0;
+  for (auto& p : l2.model->named_parameters())
+    if (p.key().find("lora_A") != std::string::npos || p.key().find("lora_B") != std::string::npos)
+      with_grad += p.value().grad().defined() && p.value().grad().abs().sum().item<double>() > 0;
+  EXPECT_EQ(with_grad, 14);  // B gets a gradient (A's is 0 while B = 0)
+}
