@@ -4,12 +4,18 @@
 #include <iostream>
 
 #include "commands.h"
+#include "llava/dist/process_group.h"
 #include "llava/train/trainer.h"
 
 namespace llava::cli {
 
 int cmd_train(const Options& o) {
-  std::cerr << options_table(o) << std::flush;  // every resolved setting, like llm.c's startup table
+  bool main_rank = true;  // several processes: rank 0 prints what all of them would (train() reports a bad environment)
+  try {
+    main_rank = dist::DistEnv::from_environment().rank == 0;
+  } catch (const Error&) {
+  }
+  if (main_rank) std::cerr << options_table(o) << std::flush;  // every resolved setting, like llm.c's startup table
   TrainResult r;
   try {
     r = train(o);
@@ -18,7 +24,7 @@ int cmd_train(const Options& o) {
     return 1;
   }
   if (r.exit_code == 1) std::cerr << "error: " << r.message << "\n";
-  if (r.exit_code == 2) std::cerr << r.message << "\n";
+  if (r.exit_code == 2 && main_rank) std::cerr << r.message << "\n";
   return r.exit_code;
 }
 

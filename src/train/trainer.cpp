@@ -15,10 +15,15 @@
 #include <limits>
 #include <memory>
 #include <optional>
+#include <regex>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "llava/dist/ddp.h"
+#include "llava/dist/process_group.h"
+#include "llava/dist/zero.h"
 #include "llava/error.h"
+#include "llava/safetensors.h"
 #include "llava/model/checkpoint.h"
 #include "llava/model/llava.h"
 #include "llava/pipeline.h"
@@ -101,10 +106,9 @@ void check_options(const Options& o) {
   if (o.on_bad_sample != "skip" && o.on_bad_sample != "fail")
     throw Error("--on_bad_sample must be skip or fail, got '" + o.on_bad_sample + "'");
   if (o.max_bad_steps < 1) throw Error("--max_bad_steps must be >= 1");
-  if (o.zero_stage != 0) throw Error("--zero_stage " + std::to_string(o.zero_stage) + ": ZeRO sharding is not in this build");
-  const char* world = std::getenv("WORLD_SIZE");
-  if (world && std::atoi(world) > 1)
-    throw Error("WORLD_SIZE=" + std::string(world) + ": multi-process training is not in this build (run one process)");
+  if (o.zero_stage < 0 || o.zero_stage > 2) throw Error("--zero_stage must be 0, 1 or 2, got " + std::to_string(o.zero_stage));
+  if (o.ddp_timeout < 1) throw Error("--ddp_timeout must be >= 1 (seconds)");
+  if (o.ddp_bucket_cap_mb < 1) throw Error("--ddp_bucket_cap_mb must be >= 1");
 }
 
 // LLaVA's train(): what trains in each stage, in its order. Vision tower frozen unless unfrozen; finetune
@@ -234,6 +238,51 @@ void save_final_model(LlavaForCausalLMImpl& model, const Options& o) {
   fs::remove_all(tmp);
 }
 
+// ZeRO optimizer state in checkpoints: DIR/zero_shard_<r>_of_<n>.safetensors, one per shard (stage 0: one).
+std::string zero_shard_file(const std::string& dir, int64_t r, int64_t n) {
+  return (fs::path(dir) / ("zero_shard_" + std::to_string(r) + "_of_" + std::to_string(n) + ".safetensors")).string();
+}
+
+void save_zero_shard(const dist::ZeroShardState& st, const std::string& dir) {
+  const auto tensors = st.to_tensors();
+  std::vector<torch::Tensor> host;
+  std::vector<TensorToWrite> items;
+  for (const auto& [name, t] : tensors) {
+    host.push_back(t.to(torch::kCPU).contiguous());
+    const torch::Tensor& h = host.back();
+    DType dt = DType::F32;
+    if (h.scalar_type() == torch::kLong) dt = DType::I64;
+    else if (h.scalar_type() == torch::kDouble) dt = DType::F64;
+    else if (h.scalar_type() != torch::kFloat) throw Error("zero shard: unexpected dtype of " + name);
+    items.push_back({name, dt, h.sizes().vec(), h.data_ptr(), static_cast<size_t>(h.nbytes())});
+  }
+  write_safetensors(zero_shard_file(dir, st.shard_rank, st.num_shards), std::move(items));
+}
+
+dist::ZeroShardState read_zero_shard(const std::string& path) {
+  auto f = SafetensorsFile::open(path);
+  std::map<std::string, torch::Tensor> t;
+  for (const auto& info : f->tensors()) {
+    torch::ScalarType st = torch::kFloat;
+    if (info.dtype == DType::I64) st = torch::kLong;
+    else if (info.dtype == DType::F64) st = torch::kDouble;
+    else if (info.dtype != DType::F32) throw Error(path + ": unexpected dtype of " + info.name);
+    t[info.name] = torch::from_blob(const_cast<uint8_t*>(f->data(info)), info.shape, st).clone();
+  }
+  return dist::ZeroShardState::from_tensors(t, path);
+}
+
+// The number of shards a checkpoint's ZeRO state was written with (0: none, i.e. a single-process AdamW checkpoint).
+int64_t saved_zero_shards(const std::string& dir) {
+  static const std::regex kName(R"(zero_shard_0_of_(\d+)\.safetensors)");
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    std::smatch m;
+    const std::string name = entry.path().filename().string();
+    if (std::regex_match(name, m, kName)) return std::stoll(m[1].str());
+  }
+  return 0;
+}
+
 }  // namespace
 
 // ------------------------------------------------------------------------------------------ the run
@@ -241,8 +290,21 @@ void save_final_model(LlavaForCausalLMImpl& model, const Options& o) {
 TrainResult train(const Options& o, const TrainHooks& hooks) {
   const auto run_start = Clock::now();
   check_options(o);
-  fs::create_directories(o.output_dir);
-  remove_partial_checkpoints(o.output_dir);
+  // ---- processes: torchrun/SLURM variables -> a process group (Gloo on cpu, NCCL on cuda); none for one process
+  const dist::DistEnv env = dist::DistEnv::from_environment();
+  std::shared_ptr<dist::ProcessGroup> pg;
+  if (env.distributed()) {
+    std::cerr << "distributed: " << env.describe() << ", zero_stage " << o.zero_stage << "\n";
+    pg = dist::ProcessGroup::create(env, dist::resolve_backend(o.ddp_backend, o.device),
+                                    std::chrono::seconds(o.ddp_timeout));
+  }
+  const int rank = pg ? pg->rank() : 0, world = pg ? pg->world_size() : 1;
+  const bool main_rank = rank == 0;  // writes logs, metrics, the model; the other ranks wait at barriers
+  if (main_rank) {
+    fs::create_directories(o.output_dir);
+    remove_partial_checkpoints(o.output_dir);
+  }
+  if (pg) pg->barrier();
   torch::manual_seed(static_cast<uint64_t>(o.seed));
   const torch::Device device = device_of(o);
   if (device.is_cuda()) {
@@ -262,6 +324,8 @@ TrainResult train(const Options& o, const TrainHooks& hooks) {
   so.group_by_modality_length = o.group_by_modality_length;
   so.batch_size = o.per_device_train_batch_size;
   so.gradient_accumulation_steps = o.gradient_accumulation_steps;
+  so.world_size = world;
+  so.rank = rank;
   Sampler sampler(std::move(modality_lengths), so);
   const int64_t batches_per_epoch = sampler.batches_per_epoch();
   const int64_t accum = o.gradient_accumulation_steps;
@@ -276,11 +340,11 @@ TrainResult train(const Options& o, const TrainHooks& hooks) {
   std::string resume_dir = o.resume_from_checkpoint;
   if (resume_dir == "latest") {
     resume_dir = find_latest_checkpoint(o.output_dir);
-    if (resume_dir.empty()) std::cerr << "resume_from_checkpoint latest: no checkpoint in " << o.output_dir << ", starting fresh\n";
+    if (resume_dir.empty() && main_rank) std::cerr << "resume_from_checkpoint latest: no checkpoint in " << o.output_dir << ", starting fresh\n";
   }
   if (!resume_dir.empty() && !fs::exists(fs::path(resume_dir) / "trainer_state.json"))
     throw Error(resume_dir + ": not a complete checkpoint (no trainer_state.json)");
-  if (resume_dir.empty() && !list_checkpoints(o.output_dir).empty())
+  if (resume_dir.empty() && main_rank && !list_checkpoints(o.output_dir).empty())
     std::cerr << "warning: " << o.output_dir << " already holds checkpoints (newest: "
               << find_latest_checkpoint(o.output_dir) << ") of another run; this run starts fresh and its checkpoints "
               << "will sit beside them. To continue that run: --resume_from_checkpoint latest\n";
@@ -314,15 +378,41 @@ TrainResult train(const Options& o, const TrainHooks& hooks) {
   if (hooks.on_model_ready) hooks.on_model_ready(*model);
 
   // ---- optimizer: AdamW over the trainable tensors; no decay on biases and norms; projector lr
+  // Multi-process runs and --zero_stage 1/2 use dist::ZeroOptimizer (the same AdamW with fp32 masters, state
+  // sharded over the ranks, gradients reduced in buckets during backward); one process with stage 0 keeps
+  // `optimizer` (the fixture trajectories are pinned on it), which then holds no tensors otherwise.
+  const bool use_zero = pg || o.zero_stage != 0;
   AdamW optimizer({o.adam_beta1, o.adam_beta2, o.adam_epsilon});
   const double projector_lr = o.mm_projector_lr > 0 ? o.mm_projector_lr : o.learning_rate;
+  int64_t trainable_numel = 0;
   for (auto& item : model->named_parameters()) {
     if (!item.value().requires_grad()) continue;
+    trainable_numel += item.value().numel();
     const bool projector = starts_with(item.key(), "multi_modal_projector.");
-    optimizer.add_param(item.key(), item.value(), projector ? projector_lr : o.learning_rate,
-                        is_no_decay_parameter(item.key()) ? 0.0 : o.weight_decay);
+    if (!use_zero)
+      optimizer.add_param(item.key(), item.value(), projector ? projector_lr : o.learning_rate,
+                          is_no_decay_parameter(item.key()) ? 0.0 : o.weight_decay);
   }
-  if (optimizer.size() == 0) throw Error("nothing to train: every parameter is frozen by the stage flags");
+  if (trainable_numel == 0) throw Error("nothing to train: every parameter is frozen by the stage flags");
+  // ZeRO groups: decay / no decay x LLM / projector.
+  std::unique_ptr<dist::ZeroOptimizer> zopt;
+  const std::vector<double> group_base_lr = {o.learning_rate, o.learning_rate, projector_lr, projector_lr};
+  if (use_zero) {
+    std::vector<torch::Tensor> params;
+    std::vector<int> group_of_param;
+    for (auto& item : model->named_parameters()) {
+      if (!item.value().requires_grad()) continue;
+      const bool projector = starts_with(item.key(), "multi_modal_projector.");
+      params.push_back(item.value());
+      group_of_param.push_back((projector ? 2 : 0) + (is_no_decay_parameter(item.key()) ? 1 : 0));
+    }
+    if (pg) dist::broadcast_parameters(*pg, params);  // rank 0's weights everywhere, before the masters are made
+    std::vector<dist::ParamGroup> groups;
+    for (size_t g = 0; g < group_base_lr.size(); ++g) groups.push_back({group_base_lr[g], g % 2 ? 0.0 : o.weight_decay});
+    zopt = std::make_unique<dist::ZeroOptimizer>(pg, params, group_of_param, groups,
+                                                 dist::AdamWConfig{o.adam_beta1, o.adam_beta2, o.adam_epsilon},
+                                                 o.zero_stage, static_cast<size_t>(o.ddp_bucket_cap_mb) << 20);
+  }
   const Schedule schedule(o.lr_scheduler_type, total_steps,
                           warmup_steps_for(o.warmup_steps, o.warmup_ratio, total_steps));
 
@@ -336,7 +426,7 @@ TrainResult train(const Options& o, const TrainHooks& hooks) {
   state.train_batch_size = o.per_device_train_batch_size;
   const json run_settings = {{"per_device_train_batch_size", o.per_device_train_batch_size},
                              {"gradient_accumulation_steps", o.gradient_accumulation_steps},
-                             {"world_size", 1},
+                             {"world_size", world},
                              {"seed", o.seed},
                              {"shuffle", o.shuffle},
                              {"group_by_modality_length", o.group_by_modality_length},
@@ -345,7 +435,7 @@ TrainResult train(const Options& o, const TrainHooks& hooks) {
   if (!resume_dir.empty()) {
     TrainerState saved = TrainerState::read((fs::path(resume_dir) / "trainer_state.json").string());
     for (const auto& [key, value] : run_settings.items())
-      if (saved.run.contains(key) && saved.run[key] != value)
+      if (main_rank && saved.run.contains(key) && saved.run[key] != value)
         std::cerr << "warning: resuming with " << key << " = " << value.dump() << " but the checkpoint used "
                   << saved.run[key].dump() << ": the data order or the update differs from the interrupted run\n";
     saved.max_steps = state.max_steps;
@@ -354,23 +444,38 @@ TrainResult train(const Options& o, const TrainHooks& hooks) {
     saved.save_steps = state.save_steps;
     saved.train_batch_size = state.train_batch_size;
     state = saved;
-    optimizer.load(resume_dir);
+    const int64_t saved_shards = saved_zero_shards(resume_dir);
+    if (zopt) {
+      // ZeRO state: one file per shard. load_state re-shards for any world size (each rank reads its own file
+      // first, the others only if needed), so the optimizer state resumes exactly on another world size too;
+      // but next_batch counts this rank's micro-batches, so with another world size the data position and
+      // order differ from the interrupted run (the world_size warning above says so).
+      if (saved_shards == 0)
+        throw Error(resume_dir + ": the optimizer state was written by a single-process --zero_stage 0 run "
+                    "(optimizer.*.safetensors); resume it with one process and --zero_stage 0");
+      zopt->load_state(saved_shards, [&](int64_t k) { return read_zero_shard(zero_shard_file(resume_dir, k, saved_shards)); });
+    } else {
+      if (saved_shards > 0)
+        throw Error(resume_dir + ": the optimizer state is ZeRO shards (zero_shard_*_of_" + std::to_string(saved_shards) +
+                    ") of a multi-process or --zero_stage 1/2 run; resume it with --zero_stage 1 or 2, or several processes");
+      optimizer.load(resume_dir);
+    }
     load_rng_state(resume_dir);
-    std::cerr << "resumed from " << resume_dir << " at step " << state.global_step << " (epoch " << state.next_epoch
+    if (main_rank) std::cerr << "resumed from " << resume_dir << " at step " << state.global_step << " (epoch " << state.next_epoch
               << ", batch " << state.next_batch << " of " << batches_per_epoch << ")\n";
   }
   state.run = run_settings;
 
-  std::cerr << "***** Running training *****\n"
+  if (main_rank) std::cerr << "***** Running training *****\n"
             << "  Num examples = " << dataset.size() << "\n"
             << "  Num Epochs = " << state.num_train_epochs << "\n"
             << "  Instantaneous batch size per device = " << o.per_device_train_batch_size << "\n"
             << "  Total train batch size (w. parallel, distributed & accumulation) = "
-            << o.per_device_train_batch_size * accum << "\n"
+            << o.per_device_train_batch_size * accum * world << "\n"
             << "  Gradient Accumulation steps = " << accum << "\n"
             << "  Total optimization steps = " << total_steps << "\n"
             << "  Stage = " << stage << "\n"
-            << "  Number of trainable parameters = " << optimizer.numel()
+            << "  Number of trainable parameters = " << trainable_numel
             << (lora ? " (LoRA adapters: " + std::to_string(lora->numel()) + ")" : std::string()) << "\n"
             << "  Precision = " << (o.bf16 ? "bf16 compute, fp32 master weights and optimizer state" : "fp32")
             << ", device " << device.str() << (o.gradient_checkpointing ? ", gradient checkpointing" : "") << "\n"
@@ -383,16 +488,39 @@ TrainResult train(const Options& o, const TrainHooks& hooks) {
   BatchStream stream(*data, sampler, loader_options, state.next_epoch, state.next_batch);
   SampleProblems problems;
   MetricsWriter metrics;
-  metrics.open((fs::path(o.output_dir) / "metrics.jsonl").string(), resume_dir.empty() ? -1 : state.global_step);
-  Progress progress(total_steps, state.global_step, ::isatty(STDERR_FILENO) != 0);
+  if (main_rank) metrics.open((fs::path(o.output_dir) / "metrics.jsonl").string(), resume_dir.empty() ? -1 : state.global_step);
+  std::optional<Progress> progress_bar;  // rank 0 only
+  if (main_rank) progress_bar.emplace(total_steps, state.global_step, ::isatty(STDERR_FILENO) != 0);
+  struct {
+    std::optional<Progress>* p;
+    void update(int64_t n) { if (*p) (*p)->update(n); }
+    void print_line(const std::string& l) { if (*p) (*p)->print_line(l); }
+    void close() { if (*p) (*p)->close(); }
+  } progress{&progress_bar};
+  auto step_count = [&]() { return zopt ? zopt->step_count() : optimizer.step_count(); };
   StopSignals stop_signals;
   TrainResult result;
   const int64_t first_step = state.global_step;
   const double log_projector_lr = o.mm_projector_lr > 0 ? o.mm_projector_lr : -1.0;
 
   // Saves checkpoint-<global_step>: the model (LoRA: base + adapter files), optimizer, RNG, trainer state.
-  auto save_checkpoint = [&]() {
+  // Several processes (collective): rank 0 writes everything into checkpoint-N.tmp; the other ranks that own a
+  // ZeRO shard write theirs into the same directory between two barriers; rank 0 then adds trainer_state.json
+  // and renames it; a last barrier keeps everyone at the same point.
+  auto save_checkpoint = [&]() -> std::string {
+    if (!main_rank) {
+      fs::path tmp = fs::path(o.output_dir) / checkpoint_dir_name(state.global_step);
+      tmp += ".tmp";
+      pg->barrier();  // rank 0 has created tmp
+      if (rank < zopt->num_shards()) save_zero_shard(zopt->state(), tmp.string());
+      pg->barrier();  // every shard is written
+      pg->barrier();  // rank 0 has renamed it
+      const std::string dir = (fs::path(o.output_dir) / checkpoint_dir_name(state.global_step)).string();
+      result.last_checkpoint = dir;
+      return dir;
+    }
     const std::string dir = save_checkpoint_atomic(o.output_dir, state.global_step, [&](const std::string& tmp) {
+      if (pg) pg->barrier();
       auto part = [&](const std::string& name) {
         if (hooks.on_checkpoint_part) hooks.on_checkpoint_part(name);
       };
@@ -408,13 +536,19 @@ TrainResult train(const Options& o, const TrainHooks& hooks) {
       if (lora) lora->save_adapter(tmp, o.model_name_or_path);
       if (o.tune_mm_mlp_adapter) save_projector(*model, tmp + "/mm_projector.safetensors");
       part("optimizer");
-      optimizer.save(tmp);
+      if (zopt) {
+        if (zopt->num_shards() > 0) save_zero_shard(zopt->state(), tmp);
+      } else {
+        optimizer.save(tmp);
+      }
+      if (pg) pg->barrier();
       part("rng_state");
       save_rng_state(tmp);
       part("trainer_state");
       state.write(tmp + "/trainer_state.json");  // last: a checkpoint with it is complete
     });
     rotate_checkpoints(o.output_dir, o.save_total_limit);
+    if (pg) pg->barrier();
     result.last_checkpoint = dir;
     return dir;
   };
@@ -427,6 +561,30 @@ TrainResult train(const Options& o, const TrainHooks& hooks) {
     double data_wait = 0, loss_sum = 0, mean_of_means = 0;
     int64_t micro_batches = 0;
     std::vector<std::string> step_ids;
+    // Several processes: the step's sums (loss, token and sample counts) are all-reduced once per step, on every
+    // rank at the same point in the order of collectives: before the backward of the step's last micro-batch
+    // (the one whose backward starts the gradient buckets' reductions), or after the micro-batches when this
+    // rank has no such backward. The counts are then those of all ranks.
+    bool sums_reduced = false;
+    auto reduce_step_sums = [&]() {
+      if (!pg || sums_reduced) return;
+      sums_reduced = true;
+      torch::Tensor sums = torch::tensor({loss_sum, mean_of_means, static_cast<double>(rec.num_target_tokens),
+                                          static_cast<double>(micro_batches), static_cast<double>(rec.num_samples),
+                                          static_cast<double>(rec.num_tokens), static_cast<double>(rec.skipped_samples)},
+                                         torch::kDouble)
+                               .to(pg->device());
+      pg->allreduce_sum(sums);
+      sums = sums.cpu();
+      const auto v = [&](int i) { return sums[i].item<double>(); };
+      loss_sum = v(0);
+      mean_of_means = v(1);
+      rec.num_target_tokens = std::llround(v(2));
+      micro_batches = std::llround(v(3));
+      rec.num_samples = std::llround(v(4));
+      rec.num_tokens = std::llround(v(5));
+      rec.skipped_samples = std::llround(v(6));
+    };
 
     // -- micro-batches: forward, backward (gradients accumulate; fp32 buffers for bf16 weights)
     for (int64_t m = 0; m < accum; ++m) {
@@ -439,6 +597,8 @@ TrainResult train(const Options& o, const TrainHooks& hooks) {
       rec.num_tokens += batch.num_tokens;
       rec.sample_indices.insert(rec.sample_indices.end(), batch.sample_indices.begin(), batch.sample_indices.end());
       step_ids.insert(step_ids.end(), batch.sample_ids.begin(), batch.sample_ids.end());
+      const bool last_micro = m == accum - 1 || stream.epoch_done();  // the same on every rank
+      if (zopt) zopt->set_sync(last_micro);  // the step's last micro-batch reduces the gradients
       if (batch.size() > 0) {
         if (lora) lora->apply();  // weights := W0 + scale * B @ A for this forward
         // input_ids/labels/attention_mask [B,T], pixel_values [N,3,H,W] -> summed CE over supervised tokens
@@ -460,52 +620,71 @@ TrainResult train(const Options& o, const TrainHooks& hooks) {
         // count once all micro-batches are in. Otherwise each micro-batch's own mean (LLaVA-1.5 / HF 4.37).
         torch::Tensor objective = o.average_tokens_across_devices ? out.loss_sum
                                                                   : out.loss_sum / static_cast<double>(std::max<int64_t>(n, 1));
-        if (objective.requires_grad()) objective.backward();
-        optimizer.accumulate_grads();
         const double ls = out.loss_sum.item<double>();
         loss_sum += ls;
         mean_of_means += n > 0 ? ls / static_cast<double>(n) : 0.0;
         rec.num_target_tokens += n;
         ++micro_batches;
+        if (last_micro) reduce_step_sums();
+        if (objective.requires_grad()) objective.backward();
+        if (!zopt) optimizer.accumulate_grads();
       }
       if (stream.epoch_done()) break;  // the epoch's last micro-batch ends the step
     }
     state.skipped_samples += rec.skipped_samples;
 
-    // -- the step's loss and gradient normalisation
+    reduce_step_sums();  // (if this rank had no backward on the last micro-batch)
+
+    // -- the step's loss and gradient normalisation (over all ranks)
     const bool by_tokens = o.average_tokens_across_devices;
+    // by tokens: every rank backwarded its summed CE, divided here by the step's tokens on all ranks; otherwise
+    // each micro-batch's mean, averaged over the step's micro-batches on all ranks (micro_batches x world).
     const double divisor = by_tokens ? static_cast<double>(rec.num_target_tokens) : static_cast<double>(micro_batches);
     rec.loss = rec.num_target_tokens == 0 ? std::numeric_limits<double>::quiet_NaN()
                : by_tokens               ? loss_sum / divisor
                                          : mean_of_means / divisor;
-    std::vector<torch::Tensor> grads = optimizer.grads();
-    if (divisor > 0) scale_grads(grads, 1.0 / divisor);
-    rec.grad_norm = global_grad_norm(grads);  // before clipping, as logged by HF
+    std::vector<torch::Tensor> grads;
+    if (zopt) {
+      zopt->finish_gradients(divisor > 0 ? 1.0 / divisor : 1.0);  // waits for every reduction
+      // the global norm before clipping (identical on every rank, so is the NaN guard's decision); clipping
+      // is applied by the optimizer's step when it is needed
+      rec.grad_norm = zopt->clip_grad_norm(o.max_grad_norm);
+    } else {
+      grads = optimizer.grads();
+      if (divisor > 0) scale_grads(grads, 1.0 / divisor);
+      rec.grad_norm = global_grad_norm(grads);  // before clipping, as logged by HF
+    }
     // The schedule follows the updates actually made (HF: the scheduler does not step when the update is skipped).
-    const double lr_multiplier = schedule.lr_multiplier(optimizer.step_count());
+    const double lr_multiplier = schedule.lr_multiplier(step_count());
     rec.learning_rate = o.learning_rate * lr_multiplier;
 
     // -- NaN guard, clipping, update
     const bool finite = std::isfinite(rec.loss) && std::isfinite(rec.grad_norm);
     if (rec.num_target_tokens == 0) {
       rec.update_skipped = true;
-      std::cerr << "warning: step " << rec.step << ": no supervised token in the step (samples: "
+      if (main_rank || !pg) std::cerr << "warning: step " << rec.step << ": no supervised token in the step (samples: "
                 << join_ids(step_ids) << "); no update\n";
     } else if (!finite) {
       rec.update_skipped = true;
       ++state.consecutive_bad_steps;
-      std::cerr << "warning: step " << rec.step << ": non-finite loss (" << py_repr(rec.loss) << ") or grad_norm ("
+      if (main_rank) std::cerr << "warning: step " << rec.step << ": non-finite loss (" << py_repr(rec.loss) << ") or grad_norm ("
                 << py_repr(rec.grad_norm) << "); update skipped (" << state.consecutive_bad_steps << " in a row of at most "
                 << o.max_bad_steps << "); samples: " << join_ids(step_ids) << "\n";
     } else {
       state.consecutive_bad_steps = 0;
-      if (o.max_grad_norm > 0) {
-        const double clip_coef = o.max_grad_norm / (rec.grad_norm + 1e-6);  // torch.nn.utils.clip_grad_norm_
-        if (clip_coef < 1.0) scale_grads(grads, clip_coef);
+      if (zopt) {
+        for (size_t g = 0; g < group_base_lr.size(); ++g) zopt->set_lr(g, group_base_lr[g] * lr_multiplier);
+        zopt->step();
+      } else {
+        if (o.max_grad_norm > 0) {
+          const double clip_coef = o.max_grad_norm / (rec.grad_norm + 1e-6);  // torch.nn.utils.clip_grad_norm_
+          if (clip_coef < 1.0) scale_grads(grads, clip_coef);
+        }
+        optimizer.step(lr_multiplier);
       }
-      optimizer.step(lr_multiplier);
     }
-    optimizer.zero_grad();
+    if (zopt) zopt->zero_grad();
+    else optimizer.zero_grad();
     grads.clear();
 
     // -- bookkeeping: position, epoch, loss sums
@@ -524,14 +703,14 @@ TrainResult train(const Options& o, const TrainHooks& hooks) {
     rec.data_wait_s = data_wait;
 
     // -- logs: metrics.jsonl every step; HF's dict every logging_steps (lr after the scheduler step, as HF)
-    metrics.write(step_json(rec, log_projector_lr >= 0 ? log_projector_lr * lr_multiplier : -1.0).dump());
+    if (main_rank) metrics.write(step_json(rec, log_projector_lr >= 0 ? log_projector_lr * lr_multiplier : -1.0).dump());
     progress.update(state.global_step);
     if (logging_steps > 0 && state.global_step % logging_steps == 0) {
       LogDict d;
       d.add("loss", state.window_steps ? py_round(state.window_loss / state.window_steps, 4)
                                        : std::numeric_limits<double>::quiet_NaN());
       d.add("grad_norm", rec.grad_norm);
-      d.add("learning_rate", o.learning_rate * schedule.lr_multiplier(optimizer.step_count()));
+      d.add("learning_rate", o.learning_rate * schedule.lr_multiplier(step_count()));
       d.add("epoch", py_round(state.epoch, 2));
       progress.print_line(d.to_python());
       json entry = json::object();
@@ -558,11 +737,14 @@ TrainResult train(const Options& o, const TrainHooks& hooks) {
     }
     // -- checkpoints: every save_steps, and when a signal asked us to stop
     bool saved_now = false;
+    // A signal reaches one rank or some: the decision to stop is taken by all together.
+    bool stop_now = g_stop_requested.load();
+    if (pg) stop_now = pg->allreduce_scalar(stop_now ? 1.0 : 0.0) > 0.5;
     if (save_steps > 0 && state.global_step % save_steps == 0 && state.global_step < total_steps) {
       save_checkpoint();
       saved_now = true;
     }
-    if (g_stop_requested.load()) {
+    if (stop_now) {
       const std::string dir = saved_now ? result.last_checkpoint : save_checkpoint();
       progress.close();
       result.exit_code = 2;
@@ -580,40 +762,48 @@ TrainResult train(const Options& o, const TrainHooks& hooks) {
   if (lora) {
     // The adapters alone (PEFT layout) in a subdirectory, then folded in: the saved model is a plain LLaVA model.
     const fs::path dir = fs::path(o.output_dir) / "lora_adapter", tmp = fs::path(o.output_dir) / "lora_adapter.tmp";
-    fs::remove_all(tmp);
-    fs::create_directories(tmp);
-    lora->save_adapter(tmp.string(), o.model_name_or_path);
-    fs::remove_all(dir);
-    fs::rename(tmp, dir);
+    if (main_rank) {
+      fs::remove_all(tmp);
+      fs::create_directories(tmp);
+      lora->save_adapter(tmp.string(), o.model_name_or_path);
+      fs::remove_all(dir);
+      fs::rename(tmp, dir);
+    }
     lora->merge();
   }
-  save_final_model(*model, o);
-  if (o.tune_mm_mlp_adapter)
-    save_projector(*model, (fs::path(o.output_dir) / "mm_projector.safetensors").string());
+  if (main_rank) {
+    save_final_model(*model, o);
+    if (o.tune_mm_mlp_adapter)
+      save_projector(*model, (fs::path(o.output_dir) / "mm_projector.safetensors").string());
+  }
 
   const double runtime = seconds_since(run_start);
   const int64_t steps_run = state.global_step - first_step;
   const double train_loss = state.loss_steps ? state.loss_total / state.loss_steps : 0.0;
   LogDict summary;
   summary.add("train_runtime", py_round(runtime, 4));
-  int64_t samples_run = 0;  // samples actually trained on by this process (HF estimates steps x batch)
+  int64_t samples_run = 0;  // samples actually trained on by all ranks (HF estimates steps x batch)
   for (const auto& s : result.steps) samples_run += s.num_samples;
   summary.add("train_samples_per_second", py_round(static_cast<double>(samples_run) / runtime, 3));
   summary.add("train_steps_per_second", py_round(static_cast<double>(steps_run) / runtime, 3));
   summary.add("train_loss", train_loss);
   summary.add("epoch", py_round(state.epoch, 2));
-  std::cout << summary.to_python() << "\n" << std::flush;
   json entry = json::object();
   for (const auto& [k, v] : summary.items()) entry[k] = std::get<double>(v);
   entry["step"] = state.global_step;
   entry["total_flos"] = 0;
   state.log_history.push_back(entry);
-  state.write((fs::path(o.output_dir) / "trainer_state.json").string());
+  if (main_rank) {
+    std::cout << summary.to_python() << "\n" << std::flush;
+    state.write((fs::path(o.output_dir) / "trainer_state.json").string());
+  }
+  if (pg) pg->barrier();  // the other ranks end once the model is written
 
   result.global_step = state.global_step;
   result.train_loss = train_loss;
-  std::cerr << "saved the final model to " << o.output_dir
-            << (o.tune_mm_mlp_adapter ? " (projector: mm_projector.safetensors)" : "") << "\n";
+  if (main_rank)
+    std::cerr << "saved the final model to " << o.output_dir
+              << (o.tune_mm_mlp_adapter ? " (projector: mm_projector.safetensors)" : "") << "\n";
   return result;
 }
 

@@ -1,0 +1,283 @@
+// Data-parallel `llava-train train` (issue #5, the trainer part), on CPU with Gloo over 127.0.0.1: the
+// llava-tiny fixture on 2 ranks with per-device batch 1 trains exactly as 1 process with batch 2, for
+// --zero_stage 0, 1 and 2 (metrics.jsonl losses and final weights within 1e-5), through scripts/launch.sh and
+// with the variables set by hand; ZeRO shards in checkpoints resume; a killed peer ends the others with exit 3.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "test_support.h"
+#include "test_train_support.h"
+
+extern char** environ;
+
+using namespace llava;
+using namespace llava::testing;
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+// A TCP port nobody listens on now (bind port 0, read it back, close).
+int free_port() {
+  const int s = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  if (::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(s);
+    return 29500 + ::getpid() % 1000;
+  }
+  socklen_t len = sizeof a;
+  ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
+  const int port = ntohs(a.sin_port);
+  ::close(s);
+  return port;
+}
+
+// The fixture's trajectory flags (tests/test_train_support.h fixture_options, finetune) with some decay.
+std::string fixture_args(const std::string& out, int batch, int max_steps = 4) {
+  const std::string f = fixture("llava-tiny");
+  return "train --model_name_or_path " + f + " --data_path " + f + "/data.json --image_folder " + f +
+         "/images --output_dir " + out + " --per_device_train_batch_size " + std::to_string(batch) +
+         " --shuffle false --max_steps " + std::to_string(max_steps) +
+         " --learning_rate 1e-3 --lr_scheduler_type cosine --warmup_steps 1 --max_grad_norm 1.0"
+         " --weight_decay 0.05 --logging_steps 1 --save_steps 0 --dataloader_num_workers 0";
+}
+
+// Runs `launch_llava_train --nproc_per_node n --master_port P -- ARGS` from scripts/launch.sh.
+RunResult launch(int nproc, const std::string& args) {
+  static int n = 0;
+  static const std::string dir = train_tmp("dist_launch");
+  const std::string err_file = dir + "/err" + std::to_string(++n) + ".txt";
+  const std::string cmd = "env -u RANK -u WORLD_SIZE -u SLURM_PROCID OMP_NUM_THREADS=1 LLAVA_TRAIN=" +
+                          std::string(LLAVA_BINARY) + " bash -c 'source " + std::string(LLAVA_SOURCE_DIR) +
+                          "/scripts/launch.sh; launch_llava_train --nproc_per_node " + std::to_string(nproc) +
+                          " --master_port " + std::to_string(free_port()) + " -- " + args + "' 2>" + err_file;
+  FILE* p = popen(cmd.c_str(), "r");
+  RunResult r;
+  char buf[4096];
+  size_t k;
+  while ((k = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, k);
+  const int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.err = read_file(err_file);
+  return r;
+}
+
+// Starts the binary as rank `rank` of `world` by hand (RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT), output to files.
+pid_t spawn_rank(int rank, int world, int port, const std::string& args, const std::string& log_prefix) {
+  std::vector<std::string> argv_s = {LLAVA_BINARY};
+  std::stringstream ss(args);
+  for (std::string w; ss >> w;) argv_s.push_back(w);
+  std::vector<char*> argv;
+  for (auto& a : argv_s) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<std::string> env_s;
+  for (char** e = environ; *e; ++e) {
+    const std::string v = *e;
+    for (const char* k : {"RANK=", "WORLD_SIZE=", "LOCAL_RANK=", "LOCAL_WORLD_SIZE=", "MASTER_ADDR=", "MASTER_PORT=",
+                          "SLURM_PROCID=", "OMP_NUM_THREADS="})
+      if (v.rfind(k, 0) == 0) goto skip;
+    env_s.push_back(v);
+  skip:;
+  }
+  env_s.push_back("RANK=" + std::to_string(rank));
+  env_s.push_back("WORLD_SIZE=" + std::to_string(world));
+  env_s.push_back("LOCAL_RANK=" + std::to_string(rank));
+  env_s.push_back("LOCAL_WORLD_SIZE=" + std::to_string(world));
+  env_s.push_back("MASTER_ADDR=127.0.0.1");
+  env_s.push_back("MASTER_PORT=" + std::to_string(port));
+  env_s.push_back("OMP_NUM_THREADS=1");
+  std::vector<char*> envp;
+  for (auto& e : env_s) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, (log_prefix + ".out").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(&fa, 2, (log_prefix + ".err").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  pid_t pid = -1;
+  const int rc = posix_spawn(&pid, LLAVA_BINARY, &fa, nullptr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&fa);
+  return rc == 0 ? pid : -1;
+}
+
+int wait_code(pid_t pid) {
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+std::vector<double> losses(const std::string& out) {
+  std::vector<double> v;
+  for (const auto& line : lines_of(read_file(out + "/metrics.jsonl"))) v.push_back(json::parse(line)["loss"].get<double>());
+  return v;
+}
+
+// metrics.jsonl losses and the final weights of two runs agree within tol.
+void expect_same_run(const std::string& a, const std::string& b, double tol = 1e-5) {
+  const auto la = losses(a), lb = losses(b);
+  ASSERT_EQ(la.size(), lb.size());
+  ASSERT_FALSE(la.empty());
+  for (size_t i = 0; i < la.size(); ++i) EXPECT_NEAR(la[i], lb[i], tol) << "step " << i + 1;
+  auto wa = read_tensors(a), wb = read_tensors(b);
+  ASSERT_EQ(wa.size(), wb.size());
+  double max_diff = 0;
+  for (const auto& [name, t] : wa) {
+    ASSERT_TRUE(wb.count(name)) << name;
+    max_diff = std::max(max_diff, (t - wb.at(name)).abs().max().item<double>());
+  }
+  std::printf("  %s vs %s: max |weight diff| %.2e\n", fs::path(a).filename().c_str(), fs::path(b).filename().c_str(),
+              max_diff);
+  EXPECT_LE(max_diff, tol);
+  auto initial = read_tensors(fixture("llava-tiny"));
+  EXPECT_FALSE(torch::equal(initial.at("language_model.model.norm.weight"), wa.at("language_model.model.norm.weight")))
+      << "the run did not train";
+}
+
+// The single-process batch-2 reference (the trainer's own AdamW path), made once.
+const std::string& reference_run() {
+  static const std::string out = [] {
+    const std::string o = train_tmp("dist_reference");
+    RunResult r = run_binary(fixture_args(o, 2), "OMP_NUM_THREADS=1");
+    EXPECT_EQ(r.code, 0) << r.err;
+    return o;
+  }();
+  return out;
+}
+
+class TrainDistStages : public ::testing::TestWithParam<int> {};
+
+TEST_P(TrainDistStages, TwoRanksOfBatchOneEqualOneProcessOfBatchTwo) {
+  LLAVA_REQUIRE_FIXTURES();
+  const int stage = GetParam();
+  const std::string out = train_tmp("dist_stage" + std::to_string(stage));
+  RunResult r = launch(2, fixture_args(out, 1) + " --zero_stage " + std::to_string(stage));
+  ASSERT_EQ(r.code, 0) << r.err;
+  // rank 0 alone logs: one HF dict per step and the summary on stdout, one metrics line per step
+  EXPECT_EQ(lines_of(r.out).size(), 5u) << r.out;
+  size_t tables = 0;
+  for (size_t at = r.err.find("| zero_stage "); at != std::string::npos; at = r.err.find("| zero_stage ", at + 1)) ++tables;
+  EXPECT_EQ(tables, 1u) << "the options table is printed by rank 0 only:\n" << r.err;
+  EXPECT_EQ(r.err.find("***** Running training *****"), r.err.rfind("***** Running training *****")) << r.err;
+  auto metrics = lines_of(read_file(out + "/metrics.jsonl"));
+  ASSERT_EQ(metrics.size(), 4u);
+  EXPECT_EQ(json::parse(metrics[0])["num_samples"].get<int64_t>(), 2);  // both ranks' samples
+  json state = json::parse(read_file(out + "/trainer_state.json"));
+  EXPECT_EQ(state["global_step"].get<int64_t>(), 4);
+  expect_same_run(out, reference_run());
+}
+
+INSTANTIATE_TEST_SUITE_P(Stages, TrainDistStages, ::testing::Values(0, 1, 2));
+
+// One process with --zero_stage 2 (ZeroOptimizer without a group) trains as the trainer's own AdamW.
+TEST(TrainDist, OneProcessZeroStageMatchesTheDefaultOptimizer) {
+  LLAVA_REQUIRE_FIXTURES();
+  const std::string out = train_tmp("dist_single_zero");
+  RunResult r = run_binary(fixture_args(out, 2) + " --zero_stage 2", "OMP_NUM_THREADS=1");
+  ASSERT_EQ(r.code, 0) << r.err;
+  expect_same_run(out, reference_run());
+}
+
+// Started by hand with the torchrun variables; ZeRO-2 shards are saved per rank into the checkpoint and a
+// resumed 2-rank run ends where the uninterrupted one did.
+TEST(TrainDist, HandStartedRanksSaveShardsAndResume) {
+  LLAVA_REQUIRE_FIXTURES();
+  const std::string out = train_tmp("dist_by_hand");
+  const std::string args = fixture_args(out, 1) + " --zero_stage 2 --save_steps 2";
+  const int port = free_port();
+  pid_t p0 = spawn_rank(0, 2, port, args, out + "/rank0");
+  pid_t p1 = spawn_rank(1, 2, port, args, out + "/rank1");
+  ASSERT_GT(p0, 0);
+  ASSERT_GT(p1, 0);
+  const int c0 = wait_code(p0), c1 = wait_code(p1);
+  ASSERT_EQ(c0, 0) << read_file(out + "/rank0.err");
+  ASSERT_EQ(c1, 0) << read_file(out + "/rank1.err");
+  EXPECT_TRUE(read_file(out + "/rank1.out").empty()) << "rank 1 printed logs";
+  expect_same_run(out, reference_run());
+  const std::string ck = out + "/checkpoint-2";
+  ASSERT_TRUE(fs::exists(ck + "/trainer_state.json"));
+  EXPECT_TRUE(fs::exists(ck + "/zero_shard_0_of_2.safetensors"));
+  EXPECT_TRUE(fs::exists(ck + "/zero_shard_1_of_2.safetensors"));
+  EXPECT_FALSE(fs::exists(ck + "/optimizer.json"));
+
+  // resume from step 2 in another directory: steps 3-4 and the final model as the uninterrupted run
+  const std::string out2 = train_tmp("dist_resumed");
+  RunResult r = launch(2, fixture_args(out2, 1) + " --zero_stage 2 --resume_from_checkpoint " + ck);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("resumed from"), std::string::npos) << r.err;
+  const auto full = losses(out), resumed = losses(out2);
+  ASSERT_EQ(resumed.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) EXPECT_NEAR(resumed[i], full[i + 2], 1e-6) << "step " << i + 3;
+  auto wa = read_tensors(out), wb = read_tensors(out2);
+  for (const auto& [name, t] : wa) EXPECT_LE((t - wb.at(name)).abs().max().item<double>(), 1e-6) << name;
+
+  // a single-process stage-0 run cannot take the ZeRO state: a clear error, not a silent restart
+  const std::string out3 = train_tmp("dist_resume_single");
+  RunResult bad = run_binary(fixture_args(out3, 2) + " --resume_from_checkpoint " + ck, "OMP_NUM_THREADS=1");
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.err.find("zero_shard"), std::string::npos) << bad.err;
+}
+
+// Rank 1 killed (kill -9: its sockets close) or hung (SIGSTOP: silent) after its first step: rank 0 ends
+// with exit code 3 and says why, within --ddp_timeout (5 s) plus a margin.
+class TrainDistPeerFailure : public ::testing::TestWithParam<int> {};
+
+TEST_P(TrainDistPeerFailure, EndsTheOtherRankWithExitCode3) {
+  LLAVA_REQUIRE_FIXTURES();
+  const int sig = GetParam();
+  const std::string out = train_tmp(sig == SIGKILL ? "dist_kill" : "dist_hang");
+  const std::string args = fixture_args(out, 1, 100000) + " --ddp_timeout 5";
+  const int port = free_port();
+  pid_t p0 = spawn_rank(0, 2, port, args, out + "/rank0");
+  pid_t p1 = spawn_rank(1, 2, port, args, out + "/rank1");
+  ASSERT_GT(p0, 0);
+  ASSERT_GT(p1, 0);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (lines_of(read_file(out + "/metrics.jsonl")).empty() && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_FALSE(lines_of(read_file(out + "/metrics.jsonl")).empty()) << read_file(out + "/rank0.err");
+  kill(p1, sig);
+  const auto killed_at = std::chrono::steady_clock::now();
+  if (sig == SIGKILL) wait_code(p1);
+  // rank 0 must end by itself within the timeout (+ margin); past that it hangs: kill it and fail
+  int status = 0;
+  pid_t done = 0;
+  while ((done = waitpid(p0, &status, WNOHANG)) == 0 &&
+         std::chrono::steady_clock::now() - killed_at < std::chrono::seconds(20))
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - killed_at).count();
+  if (sig != SIGKILL) {  // the hung rank: end it now
+    kill(p1, SIGKILL);
+    wait_code(p1);
+  }
+  if (done == 0) {
+    kill(p0, SIGKILL);
+    waitpid(p0, &status, 0);
+    FAIL() << "rank 0 still running " << seconds << " s after its peer was killed:\n" << read_file(out + "/rank0.err");
+  }
+  const std::string err = read_file(out + "/rank0.err");
+  ASSERT_TRUE(WIFEXITED(status)) << err;
+  EXPECT_EQ(WEXITSTATUS(status), 3) << err;
+  EXPECT_LE(seconds, 5.0 + 5.0) << err;
+  EXPECT_NE(err.find("peer"), std::string::npos) << err;
+  std::printf("  rank 0 ended %.1f s after rank 1 got signal %d: %s\n", seconds, sig,
+              lines_of(err).empty() ? "" : lines_of(err).back().c_str());
+}
+
+INSTANTIATE_TEST_SUITE_P(KillOrHang, TrainDistPeerFailure, ::testing::Values(SIGKILL, SIGSTOP));
+
+}  // namespace
