@@ -60,7 +60,13 @@ std::vector<uint8_t> read_image_bytes(const ImageRef& ref, const std::string& ct
       throw Error(ctx + ": " + ref.where + " is neither base64 image data nor a readable file: '" + shown + "'");
     throw Error(ctx + ": " + ref.where + ": cannot read image file '" + shown + "'");
   }
-  return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  // one read of the whole file (an istreambuf_iterator copy goes byte by byte: ~50x slower)
+  in.seekg(0, std::ios::end);
+  std::vector<uint8_t> bytes(static_cast<size_t>(std::max<std::streamoff>(0, in.tellg())));
+  in.seekg(0);
+  in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  if (!in) throw Error(ctx + ": " + ref.where + ": error reading image file '" + ref.path + "'");
+  return bytes;
 }
 
 Example build_example(const Sample& sample, const ExampleOptions& opt) {
