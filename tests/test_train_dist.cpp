@@ -60,22 +60,10 @@ std::string fixture_args(const std::string& out, int batch, int max_steps = 4) {
 
 // Runs `launch_llava_train --nproc_per_node n --master_port P -- ARGS` from scripts/launch.sh.
 RunResult launch(int nproc, const std::string& args) {
-  static int n = 0;
-  static const std::string dir = train_tmp("dist_launch");
-  const std::string err_file = dir + "/err" + std::to_string(++n) + ".txt";
-  const std::string cmd = "env -u RANK -u WORLD_SIZE -u SLURM_PROCID OMP_NUM_THREADS=1 LLAVA_TRAIN=" +
-                          std::string(LLAVA_BINARY) + " bash -c 'source " + std::string(LLAVA_SOURCE_DIR) +
-                          "/scripts/launch.sh; launch_llava_train --nproc_per_node " + std::to_string(nproc) +
-                          " --master_port " + std::to_string(free_port()) + " -- " + args + "' 2>" + err_file;
-  FILE* p = popen(cmd.c_str(), "r");
-  RunResult r;
-  char buf[4096];
-  size_t k;
-  while ((k = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, k);
-  const int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  r.err = read_file(err_file);
-  return r;
+  return run_shell("env -u RANK -u WORLD_SIZE -u SLURM_PROCID OMP_NUM_THREADS=1 LLAVA_TRAIN=" +
+                   std::string(LLAVA_BINARY) + " bash -c 'source " + std::string(LLAVA_SOURCE_DIR) +
+                   "/scripts/launch.sh; launch_llava_train --nproc_per_node " + std::to_string(nproc) +
+                   " --master_port " + std::to_string(free_port()) + " -- " + args + "'");
 }
 
 // Starts the binary as rank `rank` of `world` by hand (RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT), output to files.

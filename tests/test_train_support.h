@@ -172,12 +172,12 @@ struct RunResult {
   std::string out, err;
 };
 
-// Runs the built llava-train with args; stdout and stderr separately.
-inline RunResult run_binary(const std::string& args, const std::string& env = "") {
+// Runs a shell command; stdout and stderr separately (stderr through a file next to the test's temp data).
+inline RunResult run_shell(const std::string& command) {
   static int n = 0;
   static const std::string dir = train_tmp("run_err");
   const std::string err_file = dir + "/err" + std::to_string(++n) + ".txt";
-  const std::string cmd = env + " " + std::string(LLAVA_BINARY) + " " + args + " 2>" + err_file;
+  const std::string cmd = command + " 2>" + err_file;
   FILE* p = popen(cmd.c_str(), "r");
   RunResult r;
   char buf[4096];
@@ -187,6 +187,11 @@ inline RunResult run_binary(const std::string& args, const std::string& env = ""
   r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   r.err = read_file(err_file);
   return r;
+}
+
+// Runs the built llava-train with args.
+inline RunResult run_binary(const std::string& args, const std::string& env = "") {
+  return run_shell(env + " " + std::string(LLAVA_BINARY) + " " + args);
 }
 
 inline std::vector<std::string> lines_of(const std::string& text) {
