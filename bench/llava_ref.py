@@ -30,6 +30,11 @@ import torch.nn.functional as F
 IMAGE_TOKEN_INDEX = -200
 IGNORE_INDEX = -100
 
+# "eager": the written-out attention above (transformers 4.37's default modules); "sdpa": the same masks through
+# F.scaled_dot_product_attention (transformers' attn_implementation="sdpa"), the fair reference on a GPU,
+# where llava-train built on LibTorch 2.x uses the fused kernel too.
+ATTENTION = "eager"
+
 # ----------------------------------------------------------------------------------------------- safetensors
 
 _ST_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64, "I32": np.int32,
@@ -152,6 +157,9 @@ class ClipAttention(nn.Module):
         k = self.k_proj(x).view(b, n, self.heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, n, self.heads, self.head_dim).transpose(1, 2)
         q = q.view(b, n, self.heads, self.head_dim).transpose(1, 2)
+        if ATTENTION == "sdpa":  # q is already scaled
+            o = F.scaled_dot_product_attention(q, k, v, scale=1.0).transpose(1, 2).reshape(b, n, d)
+            return self.out_proj(o)
         w = torch.softmax(torch.matmul(q, k.transpose(2, 3)), dim=-1)
         o = torch.matmul(w, v).transpose(1, 2).reshape(b, n, d)
         return self.out_proj(o)
@@ -278,6 +286,9 @@ class LlamaAttention(nn.Module):
         if rep > 1:  # repeat_kv
             k = k[:, :, None].expand(b, c.kv_heads, rep, n, c.head_dim).reshape(b, c.heads, n, c.head_dim)
             v = v[:, :, None].expand(b, c.kv_heads, rep, n, c.head_dim).reshape(b, c.heads, n, c.head_dim)
+        if ATTENTION == "sdpa":
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype))
+            return self.o_proj(o.transpose(1, 2).reshape(b, n, c.heads * c.head_dim))
         w = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(c.head_dim) + mask
         w = F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
         o = torch.matmul(w, v).transpose(1, 2).reshape(b, n, c.heads * c.head_dim)
@@ -320,7 +331,7 @@ class LlamaModel(nn.Module):
         dt = inputs_embeds.dtype
         minv = torch.finfo(dt).min
         # _prepare_4d_causal_attention_mask: causal + padding (keys), additive
-        causal = torch.full((n, n), minv, dtype=dt).triu(1)
+        causal = torch.full((n, n), minv, dtype=dt, device=inputs_embeds.device).triu(1)
         mask = causal[None, None].expand(b, 1, n, n).clone()
         mask = mask.masked_fill(~attention_mask[:, None, None, :].bool(), minv)
         h = inputs_embeds
@@ -397,21 +408,22 @@ class Llava(nn.Module):
                     f = feats[cur_image]
                     cur_image += 1
                     parts.append(f)
-                    lparts.append(torch.full((f.shape[0],), IGNORE_INDEX, dtype=lab.dtype))
+                    lparts.append(torch.full((f.shape[0],), IGNORE_INDEX, dtype=lab.dtype, device=lab.device))
             new_embeds.append(torch.cat(parts))
             new_labels.append(torch.cat(lparts))
         b, n = len(new_embeds), max(x.shape[0] for x in new_embeds)
         d = new_embeds[0].shape[1]
-        embeds = torch.zeros((b, n, d), dtype=new_embeds[0].dtype)
-        labels_p = torch.full((b, n), IGNORE_INDEX, dtype=new_labels[0].dtype)
-        attn = torch.zeros((b, n), dtype=torch.bool)
-        position_ids = torch.zeros((b, n), dtype=torch.long)
+        dev = new_embeds[0].device
+        embeds = torch.zeros((b, n, d), dtype=new_embeds[0].dtype, device=dev)
+        labels_p = torch.full((b, n), IGNORE_INDEX, dtype=new_labels[0].dtype, device=dev)
+        attn = torch.zeros((b, n), dtype=torch.bool, device=dev)
+        position_ids = torch.zeros((b, n), dtype=torch.long, device=dev)
         for i, (e, l) in enumerate(zip(new_embeds, new_labels)):
             k = e.shape[0]
             embeds[i, :k] = e
             labels_p[i, :k] = l
             attn[i, :k] = True
-            position_ids[i, :k] = torch.arange(k)
+            position_ids[i, :k] = torch.arange(k, device=dev)
         return embeds, labels_p, attn, position_ids
 
     def forward(self, input_ids, labels, pixel_values):

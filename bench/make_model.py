@@ -9,6 +9,8 @@ benchmarks, from a preset:
               8 heads / 4 kv heads, SwiGLU 1408, vocab 32000, untied lm_head           (~51 M parameters)
   llava-1g    CLIP 224px/14 (256 patches), hidden 768 x 8 layers + LLaMA hidden 1024 x 12 layers,
               16 heads / 8 kv heads, SwiGLU 2816, vocab 32000                          (~1.04 GiB float32)
+  llava-1b    CLIP 224px/14, hidden 768 x 12 layers + LLaMA hidden 2048 x 16 layers, 16 heads, SwiGLU 5632,
+              vocab 32000                                                         (~1.04 B parameters, GPU bench)
 
 Init like HF _init_weights: Linear/Conv/Embedding ~ N(0, 0.02), biases 0, norms 1 (LayerNorm bias 0).
   llava-v1.5-7b-shape  LLaVA-1.5-7B's config (CLIP ViT-L/14-336, Vicuna-7B), with --no_weights only: for the
@@ -43,6 +45,11 @@ PRESETS = {
                                  image_size=224, patch_size=14),
                      text=dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=12, num_attention_heads=16,
                                num_key_value_heads=8, max_position_embeddings=4096)),
+    # ~1.04 B parameters for the GPU benchmark: CLIP ViT-B/14 at 224 px (256 patches) + a LLaMA of 2048 x 16
+    "llava-1b": dict(vision=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                                 image_size=224, patch_size=14),
+                     text=dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=16, num_attention_heads=16,
+                               num_key_value_heads=16, max_position_embeddings=4096)),
     # LLaVA-1.5-7B's shapes (CLIP ViT-L/14-336 + Vicuna-7B); only with --no_weights (the data pipeline benchmark
     # needs its config and 336 px preprocessing, not 7B parameters)
     "llava-v1.5-7b-shape": dict(vision=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,

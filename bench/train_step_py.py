@@ -97,10 +97,12 @@ def cosine_lr(base, step0, total, warmup):  # get_cosine_schedule_with_warmup, s
     return base * max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
-def train_step(model, opt, params, batch, max_grad_norm=1.0):
+def train_step(model, opt, params, batch, max_grad_norm=1.0, bf16=False):
     ids, labels, pv = batch
     opt.zero_grad(set_to_none=True)
-    loss, info = model(ids, labels, pv)
+    # bf16 as HF Trainer's --bf16 does it: autocast over fp32 weights (fp32 gradients and AdamW states)
+    with torch.autocast(device_type=ids[0].device.type, dtype=torch.bfloat16, enabled=bf16):
+        loss, info = model(ids, labels, pv)
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
     opt.step()
@@ -154,8 +156,10 @@ def cmd_check(a):
 def cmd_bench(a):
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
+    L.ATTENTION = a.attention
+    device = torch.device(a.device)
     t0 = time.perf_counter()
-    model = L.Llava.from_dir(a.target)
+    model = L.Llava.from_dir(a.target).to(device)
     load_s = time.perf_counter() - t0
     model.train()
     if a.fixture:
@@ -163,12 +167,14 @@ def cmd_bench(a):
     else:
         batch = preprocessed_batch(a.target, a.preprocessed, a.data_path, a.image_folder, a.batch_size,
                                    a.image_aspect_ratio == "pad")
+    to_dev = lambda t: None if t is None else [x.to(device) for x in t] if isinstance(t, list) else t.to(device)
+    batch = tuple(to_dev(t) for t in batch)
     params = L.trainable_parameters(model, "finetune")
     opt = torch.optim.AdamW(params, lr=a.learning_rate, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
     times, losses, info = [], [], None
     for k in range(a.warmup + a.steps):
         t = time.perf_counter()
-        loss, gn, info = train_step(model, opt, params, batch)
+        loss, gn, info = train_step(model, opt, params, batch, bf16=a.bf16)  # float(loss) synchronises
         el = time.perf_counter() - t
         losses.append(loss)
         if k >= a.warmup:
@@ -181,7 +187,10 @@ def cmd_bench(a):
             "real_positions": info["real_positions"], "padded_positions": info["padded_positions"],
             "step_seconds": step_s, "step_seconds_all": times, "tokens_per_s": info["real_positions"] / step_s,
             "first_step_loss": losses[0], "losses": losses, "threads": torch.get_num_threads(),
-            "load_seconds": load_s, "torch": torch.__version__}
+            "load_seconds": load_s, "torch": torch.__version__, "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "precision": "bf16 autocast, fp32 weights" if a.bf16 else "fp32", "attention": a.attention,
+            "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
 
 
 def main():
@@ -198,6 +207,9 @@ def main():
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     ap.add_argument("--learning_rate", type=float, default=1e-5)
+    ap.add_argument("--device", default="cpu", help="cpu | cuda (bench)")
+    ap.add_argument("--bf16", action="store_true", help="autocast to bfloat16 (bench)")
+    ap.add_argument("--attention", choices=["eager", "sdpa"], default="eager", help="(bench)")
     a = ap.parse_args()
     res = cmd_check(a) if a.mode == "check" else cmd_bench(a)
     json.dump(res, sys.stdout, indent=1)

@@ -1,14 +1,39 @@
 # Third-party libraries, all from Debian packages (scripts/setup.sh installs them).
 # Each becomes an imported target llava::<name> so the rest of the build never sees raw paths.
-find_package(PkgConfig REQUIRED)
+find_package(PkgConfig QUIET)
 find_package(nlohmann_json 3 REQUIRED)
 find_package(Threads REQUIRED)
 
-pkg_check_modules(SENTENCEPIECE REQUIRED IMPORTED_TARGET sentencepiece)
-add_library(llava::sentencepiece ALIAS PkgConfig::SENTENCEPIECE)
+# llava_import_library(NAME PKG HEADER LIB...): llava::NAME from pkg-config's PKG where pkg-config exists,
+# else from HEADER and the LIBs found on CMAKE_PREFIX_PATH (machines without pkg-config, unpacked prefixes).
+function(llava_import_library name pkg header)
+  if(PKG_CONFIG_FOUND)
+    pkg_check_modules(LLAVA_PC_${name} QUIET IMPORTED_TARGET ${pkg})
+  endif()
+  if(LLAVA_PC_${name}_FOUND)
+    add_library(llava::${name} ALIAS PkgConfig::LLAVA_PC_${name})
+    return()
+  endif()
+  find_path(LLAVA_${name}_INCLUDE_DIR ${header})
+  if(NOT LLAVA_${name}_INCLUDE_DIR)
+    message(FATAL_ERROR "llava-train needs ${pkg} (${header}): run scripts/setup.sh, or point CMAKE_PREFIX_PATH "
+                        "at a prefix that has it")
+  endif()
+  add_library(llava_found_${name} INTERFACE)
+  target_include_directories(llava_found_${name} INTERFACE ${LLAVA_${name}_INCLUDE_DIR})
+  foreach(lib ${ARGN})
+    find_library(LLAVA_${name}_${lib}_LIBRARY ${lib})
+    if(NOT LLAVA_${name}_${lib}_LIBRARY)
+      message(FATAL_ERROR "llava-train needs ${pkg} (lib${lib}): run scripts/setup.sh, or point CMAKE_PREFIX_PATH "
+                          "at a prefix that has it")
+    endif()
+    target_link_libraries(llava_found_${name} INTERFACE ${LLAVA_${name}_${lib}_LIBRARY})
+  endforeach()
+  add_library(llava::${name} ALIAS llava_found_${name})
+endfunction()
 
-pkg_check_modules(TURBOJPEG REQUIRED IMPORTED_TARGET libturbojpeg)
-add_library(llava::turbojpeg ALIAS PkgConfig::TURBOJPEG)
+llava_import_library(sentencepiece sentencepiece sentencepiece_processor.h sentencepiece sentencepiece_train)
+llava_import_library(turbojpeg libturbojpeg turbojpeg.h turbojpeg)
 
 # libstb-dev ships the headers under include/stb and a compiled libstb.so with the implementations.
 find_path(STB_INCLUDE_DIR stb_image.h PATH_SUFFIXES stb REQUIRED)

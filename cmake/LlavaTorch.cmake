@@ -44,6 +44,24 @@ if(TARGET torch_cuda OR CAFFE2_USE_CUDA OR TORCH_CUDA_LIBRARIES)
 endif()
 message(STATUS "llava-train: LibTorch ${Torch_VERSION} from ${_llava_torch_source} (${Torch_DIR}), CUDA: ${LLAVA_TORCH_HAS_CUDA}")
 
+# ProcessGroupNCCL's header includes <nccl.h>, which LibTorch does not ship: pip's torch has it in the
+# nvidia-nccl wheel beside it (site-packages/nvidia/nccl/include or nvidia/cu13/include), a system install
+# in the CUDA toolkit's or NCCL's include folder. Without it the NCCL process group is left out of the build.
+set(LLAVA_NCCL_INCLUDE_DIR "")
+if(LLAVA_TORCH_HAS_CUDA)
+  get_filename_component(_llava_site "${Torch_DIR}/../../../.." ABSOLUTE)  # .../site-packages (pip torch)
+  file(GLOB _llava_nccl_hints "${_llava_site}/nvidia/*/include")
+  find_path(NCCL_INCLUDE_DIR nccl.h
+            HINTS $ENV{NCCL_ROOT}/include $ENV{NCCL_HOME}/include ${_llava_nccl_hints} ${CUDAToolkit_INCLUDE_DIRS})
+  if(NCCL_INCLUDE_DIR)
+    set(LLAVA_NCCL_INCLUDE_DIR "${NCCL_INCLUDE_DIR}")
+    message(STATUS "llava-train: nccl.h in ${NCCL_INCLUDE_DIR}")
+  else()
+    message(WARNING "llava-train: LibTorch has CUDA but nccl.h was not found (set NCCL_ROOT): "
+                    "--ddp_backend nccl will be unavailable")
+  endif()
+endif()
+
 # c10d's Gloo headers include <gloo/...> from libgloo-dev on Debian; pytorch.org's LibTorch bundles them.
 find_path(GLOO_INCLUDE_DIR gloo/config.h)
 

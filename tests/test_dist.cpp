@@ -331,10 +331,19 @@ TEST(DistBackend, Resolution) {
       EXPECT_NE(std::string(e.what()).find("no NCCL"), std::string::npos) << e.what();
     }
   }
-  EXPECT_THROW(ProcessGroup::create(DistEnv{}, "gloo", std::chrono::seconds(5)), Error);  // world size 1
+  DistEnv bad = loopback_env(2, 2, free_port());  // rank 2 of 2
+  EXPECT_THROW(ProcessGroup::create(bad, "gloo", std::chrono::seconds(5)), Error);
 }
 
 // ------------------------------------------------------------------ collectives
+
+TEST(DistCollectives, OneRankGroupWorks) {
+  auto g = ProcessGroup::create(loopback_env(0, 1, free_port()), "gloo", std::chrono::seconds(20));
+  torch::Tensor t = torch::arange(6, torch::kFloat);
+  g->allreduce_sum(t);
+  EXPECT_TRUE(torch::equal(t, torch::arange(6, torch::kFloat)));
+  EXPECT_DOUBLE_EQ(g->allreduce_scalar(1.5), 1.5);
+}
 
 TEST(DistCollectives, AllreduceBroadcastGatherScatterBarrier) {
   const int world = 2, port = free_port();

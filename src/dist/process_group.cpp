@@ -196,7 +196,11 @@ PendingOp ProcessGroup::Impl::launch(ProcessGroup& g, const std::string& op,
 
 std::shared_ptr<ProcessGroup> ProcessGroup::create(const DistEnv& env, const std::string& backend,
                                                    std::chrono::seconds timeout) {
-  if (!env.distributed()) throw Error("ProcessGroup::create: world size 1 needs no process group");
+  // World size 1 is a valid group (the trainer makes none for one process; tests use it on one GPU, where NCCL
+  // refuses two ranks on the same device).
+  if (env.world_size < 1 || env.rank < 0 || env.rank >= env.world_size)
+    throw Error("ProcessGroup::create: rank " + std::to_string(env.rank) + " outside world size " +
+                std::to_string(env.world_size));
   if (timeout.count() <= 0) throw Error("--ddp_timeout must be at least 1 second");
   std::string b = resolve_backend(backend, backend == "nccl" ? "cuda" : "cpu");
   std::shared_ptr<ProcessGroup> g(new ProcessGroup());
