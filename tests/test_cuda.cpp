@@ -46,8 +46,7 @@ void check_fixture_trajectory_on_gpu(bool pretrain) {
   }
 }
 
-TrainResult tiny_gpu_run(const std::string& name, const std::string& device, bool bf16) {
-  const std::string out = train_tmp(name);
+TrainResult tiny_gpu_run(const std::string& out, const std::string& device, bool bf16) {
   Options o = tiny_options(write_tiny_data(out, "iItiIt"), out);
   o.max_steps = 3;
   o.device = device;
@@ -71,8 +70,9 @@ TEST(CudaTrain, FixturePretrainTrajectoryOnGpu) {
 
 TEST(CudaTrain, GpuFp32FollowsCpuFp32) {
   LLAVA_REQUIRE_CUDA();
-  TrainResult cpu = tiny_gpu_run("cuda_vs_cpu_cpu", "cpu", false);
-  TrainResult gpu = tiny_gpu_run("cuda_vs_cpu_gpu", "cuda", false);
+  const std::string cpu_out = train_tmp("cuda_vs_cpu_cpu"), gpu_out = train_tmp("cuda_vs_cpu_gpu");
+  TrainResult cpu = tiny_gpu_run(cpu_out, "cpu", false);
+  TrainResult gpu = tiny_gpu_run(gpu_out, "cuda", false);
   ASSERT_EQ(cpu.exit_code, 0) << cpu.message;
   ASSERT_EQ(gpu.exit_code, 0) << gpu.message;
   ASSERT_EQ(cpu.steps.size(), gpu.steps.size());
@@ -83,8 +83,8 @@ TEST(CudaTrain, GpuFp32FollowsCpuFp32) {
     EXPECT_NEAR(gpu.steps[i].grad_norm, cpu.steps[i].grad_norm, 1e-3 * cpu.steps[i].grad_norm);
   }
   // The saved models (written from the GPU run's weights) agree too.
-  auto a = read_tensors(train_temp_dirs()[train_temp_dirs().size() - 2]);
-  auto b = read_tensors(train_temp_dirs().back());
+  auto a = read_tensors(cpu_out);
+  auto b = read_tensors(gpu_out);
   for (const auto& [name, value] : a) {
     ASSERT_TRUE(b.count(name)) << name;
     EXPECT_LE((b.at(name) - value).abs().max().item<double>(), 1e-4) << name;
@@ -93,8 +93,8 @@ TEST(CudaTrain, GpuFp32FollowsCpuFp32) {
 
 TEST(CudaTrain, Bf16OnGpuFollowsFp32) {
   LLAVA_REQUIRE_CUDA();
-  TrainResult fp32 = tiny_gpu_run("cuda_fp32", "cuda", false);
-  TrainResult bf16 = tiny_gpu_run("cuda_bf16", "cuda", true);
+  TrainResult fp32 = tiny_gpu_run(train_tmp("cuda_fp32"), "cuda", false);
+  TrainResult bf16 = tiny_gpu_run(train_tmp("cuda_bf16"), "cuda", true);
   ASSERT_EQ(bf16.exit_code, 0) << bf16.message;
   for (size_t i = 0; i < fp32.steps.size(); ++i) {
     std::printf("  step %zu: loss fp32 %.5f bf16 %.5f\n", i + 1, fp32.steps[i].loss, bf16.steps[i].loss);
@@ -137,4 +137,9 @@ TEST(CudaDist, NcclOneRankCollectives) {
   // A tensor on the wrong device is a clear error, not a crash inside NCCL.
   torch::Tensor cpu = torch::ones({4});
   EXPECT_THROW(g->allreduce_sum(cpu), Error);
+  // Destroying the group shuts NCCL down cleanly, and a new group can be made afterwards.
+  g.reset();
+  env.master_port += 1;
+  auto again = dist::ProcessGroup::create(env, "nccl", std::chrono::seconds(60));
+  EXPECT_DOUBLE_EQ(again->allreduce_scalar(1.0), 1.0);
 }

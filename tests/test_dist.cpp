@@ -24,6 +24,7 @@
 #include "llava/dist/process_group.h"
 #include "llava/dist/zero.h"
 #include "test_support.h"
+#include "llava/fs_util.h"
 
 using namespace llava;
 using namespace llava::dist;
@@ -677,7 +678,7 @@ TEST(DistZero, ResumeAcrossWorldSizes) {
     return 1;
   });
   EXPECT_EQ(codes, (std::vector<int>{0}));
-  fs::remove_all(dir);
+  llava::remove_tree(dir);
 }
 
 // ------------------------------------------------------------------ dead and hung peers

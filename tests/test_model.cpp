@@ -17,6 +17,7 @@
 #include "llava/tokenizer.h"
 #include "llava/torch_compat.h"
 #include "test_support.h"
+#include "llava/fs_util.h"
 
 using namespace llava;
 namespace fs = std::filesystem;
@@ -39,7 +40,7 @@ class RemoveTempDirs : public ::testing::Environment {
  public:
   void TearDown() override {
     if (std::getenv("LLAVA_KEEP_TEST_DIRS")) return;
-    for (const auto& d : temp_dirs()) std::filesystem::remove_all(d);
+    for (const auto& d : temp_dirs()) llava::remove_tree(d);
   }
 };
 [[maybe_unused]] ::testing::Environment* const kRemoveTempDirs = ::testing::AddGlobalTestEnvironment(new RemoveTempDirs);

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include "llava/fs_util.h"
 
 namespace llava::testing {
 
@@ -30,7 +31,7 @@ inline std::string read_file(const std::string& path) {
 
 inline std::string temp_dir(const std::string& name) {
   auto dir = std::filesystem::temp_directory_path() / ("llava_test_" + name + "_" + std::to_string(::getpid()));
-  std::filesystem::remove_all(dir);
+  llava::remove_tree(dir);
   std::filesystem::create_directories(dir);
   return dir.string();
 }

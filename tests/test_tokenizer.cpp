@@ -12,6 +12,7 @@
 #include "llava/error.h"
 #include "llava/tokenizer.h"
 #include "test_support.h"
+#include "llava/fs_util.h"
 
 using llava::LlamaTokenizer;
 using nlohmann::json;
@@ -150,7 +151,7 @@ class TrainedTokenizer : public ::testing::Test {
     llava::train_sentencepiece(corpus, *dir_ + "/tokenizer", 600);
   }
   static void TearDownTestSuite() {
-    fs::remove_all(*dir_);
+    llava::remove_tree(*dir_);
     delete dir_;
   }
   static std::string model() { return *dir_ + "/tokenizer.model"; }
@@ -337,7 +338,7 @@ TEST_F(TrainedTokenizer, FromDirReadsConfig) {
     EXPECT_NE(std::string(e.what()).find("missing.model"), std::string::npos) << e.what();
   }
   EXPECT_THROW(llava::train_sentencepiece(dir + "/no_corpus.txt", dir + "/m", 500), llava::Error);
-  fs::remove_all(dir);
+  llava::remove_tree(dir);
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include "llava/options.h"
 #include "llava/safetensors.h"
 #include "test_data_support.h"
+#include "llava/fs_util.h"
 
 namespace llava::testing {
 
@@ -32,9 +33,9 @@ class RemoveTrainTempDirs : public ::testing::Environment {
  public:
   void TearDown() override {
     if (std::getenv("LLAVA_KEEP_TEST_DIRS")) return;
-    for (const auto& d : train_temp_dirs()) std::filesystem::remove_all(d);
+    for (const auto& d : train_temp_dirs()) llava::remove_tree(d);
     // tiny_data_dir()'s folder (test_data_support.h does not remove it)
-    std::filesystem::remove_all(std::filesystem::temp_directory_path() /
+    llava::remove_tree(std::filesystem::temp_directory_path() /
                                 ("llava_test_tiny_data_" + std::to_string(::getpid())));
   }
 };

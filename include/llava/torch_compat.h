@@ -40,6 +40,20 @@ inline void tcp_store_without_libuv(Options& options) {
   if constexpr (has_use_libuv<Options>::value) options.useLibUV = false;
 }
 
+// ProcessGroupNCCL::shutdown() (2.x): stops NCCL's watchdog threads and destroys the communicators. Without
+// it a group destroyed before exit leaves those threads running into CUDA's teardown (seen: a segfault at
+// exit with LibTorch 2.11). Where the member does not exist this does nothing.
+template <typename Backend>
+inline auto shutdown_backend(Backend& backend, int) -> decltype(backend.shutdown(), void()) {
+  backend.shutdown();
+}
+template <typename Backend>
+inline void shutdown_backend(Backend&, long) {}
+template <typename Backend>
+inline void shutdown_backend(Backend& backend) {
+  shutdown_backend(backend, 0);
+}
+
 // Attention over [B, H, T, D] tensors. `mask` is additive ([B or 1, 1, T, T], 0 or -inf) or undefined.
 // 2.x: fused scaled_dot_product_attention; 1.13: the same math written out (tests check they agree).
 inline at::Tensor scaled_dot_product_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

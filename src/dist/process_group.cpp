@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <iostream>
 #include <sstream>
 #include <thread>
 
@@ -146,7 +147,17 @@ ProcessGroup::~ProcessGroup() {
     // group would wait for it. The process is about to exit (code 3): let the OS clean up instead.
     (void)impl_->backend.release();
     (void)impl_->store.release();
+    return;
   }
+#if LLAVA_DIST_NCCL
+  if (impl_ && impl_->backend && backend_ == "nccl") {
+    try {
+      compat::shutdown_backend(*static_cast<c10d::ProcessGroupNCCL*>(impl_->backend.get()));
+    } catch (const std::exception& e) {
+      std::cerr << "rank " << rank_ << ": shutting down NCCL: " << e.what() << "\n";
+    }
+  }
+#endif
 }
 
 bool nccl_available() { return LLAVA_DIST_NCCL; }

@@ -5,6 +5,7 @@
 #include "llava/error.h"
 #include "model/config_json.h"
 #include "model/weights.h"
+#include "llava/fs_util.h"
 
 namespace llava {
 namespace fs = std::filesystem;
@@ -197,7 +198,7 @@ struct DirWriter {
     work_dir = final_dir;
     if (atomic) {
       work_dir += ".tmp";
-      fs::remove_all(work_dir);
+      llava::remove_tree(work_dir);
     }
     fs::create_directories(work_dir);
   }
@@ -205,10 +206,10 @@ struct DirWriter {
     if (!atomic) return;
     fs::path old = final_dir;
     old += ".old";
-    fs::remove_all(old);
+    llava::remove_tree(old);
     if (fs::exists(final_dir)) fs::rename(final_dir, old);
     fs::rename(work_dir, final_dir);
-    fs::remove_all(old);
+    llava::remove_tree(old);
   }
 };
 

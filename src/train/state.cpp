@@ -9,6 +9,7 @@
 
 #include "llava/error.h"
 #include "llava/safetensors.h"
+#include "llava/fs_util.h"
 
 namespace llava {
 namespace fs = std::filesystem;
@@ -102,13 +103,13 @@ std::string save_checkpoint_atomic(const std::string& output_dir, int64_t step,
   const fs::path final_dir = fs::path(output_dir) / checkpoint_dir_name(step);
   fs::path tmp = final_dir;
   tmp += ".tmp";
-  fs::remove_all(tmp);
+  llava::remove_tree(tmp);
   fs::create_directories(tmp);
   try {
     fill(tmp.string());
   } catch (...) {
     std::error_code ec;
-    fs::remove_all(tmp, ec);
+    llava::remove_tree(tmp, ec);
     throw;
   }
   // An older checkpoint of the same step (a run resumed before it) is replaced; between the two renames
@@ -116,10 +117,10 @@ std::string save_checkpoint_atomic(const std::string& output_dir, int64_t step,
   if (fs::exists(final_dir)) {
     fs::path old = final_dir;
     old += ".old.tmp";
-    fs::remove_all(old);
+    llava::remove_tree(old);
     fs::rename(final_dir, old);
     fs::rename(tmp, final_dir);
-    fs::remove_all(old);
+    llava::remove_tree(old);
   } else {
     fs::rename(tmp, final_dir);
   }
@@ -149,7 +150,7 @@ std::string find_latest_checkpoint(const std::string& output_dir) {
 void rotate_checkpoints(const std::string& output_dir, int limit) {
   if (limit <= 0) return;
   auto all = list_checkpoints(output_dir);
-  for (size_t i = 0; i + static_cast<size_t>(limit) < all.size(); ++i) fs::remove_all(all[i].second);
+  for (size_t i = 0; i + static_cast<size_t>(limit) < all.size(); ++i) llava::remove_tree(all[i].second);
 }
 
 void remove_partial_checkpoints(const std::string& output_dir) {
@@ -158,7 +159,7 @@ void remove_partial_checkpoints(const std::string& output_dir) {
   std::vector<fs::path> stale;
   for (const auto& entry : fs::directory_iterator(output_dir))
     if (std::regex_match(entry.path().filename().string(), kTmp)) stale.push_back(entry.path());
-  for (const auto& p : stale) fs::remove_all(p);
+  for (const auto& p : stale) llava::remove_tree(p);
 }
 
 void save_rng_state(const std::string& dir) {

@@ -34,6 +34,7 @@
 #include "llava/train/optimizer.h"
 #include "llava/train/schedule.h"
 #include "llava/train/state.h"
+#include "llava/fs_util.h"
 
 namespace llava {
 namespace fs = std::filesystem;
@@ -222,7 +223,7 @@ nlohmann::ordered_json step_json(const StepRecord& r, double projector_lr) {
 // directory only looks like a model once the weights are all there.
 void save_final_model(LlavaForCausalLMImpl& model, const Options& o) {
   const fs::path out(o.output_dir), tmp = out / ".final.tmp";
-  fs::remove_all(tmp);
+  llava::remove_tree(tmp);
   SaveOptions so;
   so.atomic = false;
   so.tokenizer_source_dir = o.model_name_or_path;
@@ -235,7 +236,7 @@ void save_final_model(LlavaForCausalLMImpl& model, const Options& o) {
   for (const auto& entry : fs::directory_iterator(tmp)) files.push_back(entry.path());
   std::stable_partition(files.begin(), files.end(), [](const fs::path& p) { return p.filename() != "config.json"; });
   for (const auto& f : files) fs::rename(f, out / f.filename());
-  fs::remove_all(tmp);
+  llava::remove_tree(tmp);
 }
 
 // ZeRO optimizer state in checkpoints: DIR/zero_shard_<r>_of_<n>.safetensors, one per shard (stage 0: one).
@@ -763,10 +764,10 @@ TrainResult train(const Options& o, const TrainHooks& hooks) {
     // The adapters alone (PEFT layout) in a subdirectory, then folded in: the saved model is a plain LLaVA model.
     const fs::path dir = fs::path(o.output_dir) / "lora_adapter", tmp = fs::path(o.output_dir) / "lora_adapter.tmp";
     if (main_rank) {
-      fs::remove_all(tmp);
+      llava::remove_tree(tmp);
       fs::create_directories(tmp);
       lora->save_adapter(tmp.string(), o.model_name_or_path);
-      fs::remove_all(dir);
+      llava::remove_tree(dir);
       fs::rename(tmp, dir);
     }
     lora->merge();
