@@ -417,7 +417,6 @@ TEST(TrainLoop, LoraTrainsAdaptersAndTheMergedModelGivesTheSameLoss) {
   const double base_loss = loss_of(*lora_model.model);
   Lora lora(*lora_model.model, LoraOptions{4, 8, 0.0});
   lora.load_adapter(out + "/lora_adapter");
-  lora.apply();
   const double lora_loss = loss_of(*lora_model.model);
   std::printf("  loss: base+projector %.7f, LoRA %.7f, merged %.7f\n", base_loss, lora_loss, merged_loss);
   EXPECT_NEAR(lora_loss, merged_loss, 1e-5);
@@ -436,6 +435,45 @@ TEST(TrainLoop, LoraTrainsAdaptersAndTheMergedModelGivesTheSameLoss) {
   ASSERT_EQ(again.exit_code, 0);
   ASSERT_EQ(again.steps.size(), 1u);
   EXPECT_EQ(again.steps[0].loss, r.steps[2].loss);
+}
+
+TEST(TrainLoop, LoraDropoutChangesTheTrajectoryAndResumesBitForBit) {
+  auto tweak = [](double dropout) {
+    return [=](Options& o) {
+      o.max_steps = 3;
+      o.save_steps = 2;
+      o.lora_enable = true;
+      o.lora_r = 4;
+      o.lora_alpha = 8;
+      o.lora_dropout = dropout;
+    };
+  };
+  auto no_dropout = tiny_run("iItiIt", train_tmp("lora_p0"), tweak(0.0));
+  const std::string out = train_tmp("lora_dropout");
+  auto dropout = tiny_run("iItiIt", out, tweak(0.3));
+  ASSERT_EQ(no_dropout.exit_code, 0);
+  ASSERT_EQ(dropout.exit_code, 0);
+  ASSERT_EQ(dropout.steps.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    std::printf("  step %zu: loss %.9f (dropout 0.3) vs %.9f (no dropout)\n", i + 1, dropout.steps[i].loss,
+                no_dropout.steps[i].loss);
+    EXPECT_TRUE(std::isfinite(dropout.steps[i].loss));
+  }
+  // B = 0 at step 1, so the adapters (dropped out or not) add nothing to the loss yet; the update differs.
+  EXPECT_NE(dropout.steps[0].grad_norm, no_dropout.steps[0].grad_norm);
+  EXPECT_NE(dropout.steps[2].loss, no_dropout.steps[2].loss);
+  json config = json::parse(read_file(out + "/lora_adapter/adapter_config.json"));
+  EXPECT_EQ(config["lora_dropout"].get<double>(), 0.3);
+
+  // The dropout masks come from torch's generator, saved in the checkpoint: resuming replays step 3 exactly.
+  TrainResult again = tiny_run("iItiIt", out, [&](Options& o) {
+    tweak(0.3)(o);
+    o.resume_from_checkpoint = "latest";
+  });
+  ASSERT_EQ(again.exit_code, 0);
+  ASSERT_EQ(again.steps.size(), 1u);
+  EXPECT_EQ(again.steps[0].loss, dropout.steps[2].loss);
+  EXPECT_EQ(again.steps[0].grad_norm, dropout.steps[2].grad_norm);
 }
 
 TEST(TrainLoop, Bf16KeepsFp32MasterWeightsAndFollowsFp32) {
@@ -506,6 +544,28 @@ TEST(TrainCli, TrainPrintsHfLogsAndWritesMetricsAndModel) {
   EXPECT_EQ(state["global_step"].get<int64_t>(), 4);
   EXPECT_EQ(state["log_history"].size(), 3u);
   EXPECT_NO_THROW(load_llava(out));
+}
+
+TEST(TrainCli, LoraDropoutTrainsWithoutWarnings) {
+  const std::string out = train_tmp("cli_lora_dropout");
+  const std::string data = write_tiny_data(out, "iItiIt");
+  RunResult r = run_binary("train --model_name_or_path " + tiny_model_dir() + " --data_path " + data +
+                           " --image_folder " + tiny_data_dir().image_dir + " --output_dir " + out +
+                           " --per_device_train_batch_size 2 --max_steps 3 --learning_rate 1e-3 --shuffle false"
+                           " --lora_enable True --lora_r 4 --lora_alpha 8 --lora_dropout 0.05 --gradient_checkpointing True");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.err.find("warning"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("Stage = finetune with LoRA"), std::string::npos) << r.err;
+  auto metrics = lines_of(read_file(out + "/metrics.jsonl"));
+  ASSERT_EQ(metrics.size(), 3u);
+  for (const auto& line : metrics) {
+    json m = json::parse(line);
+    ASSERT_TRUE(m["loss"].is_number()) << line;  // NaN is written as null
+    EXPECT_TRUE(std::isfinite(m["loss"].get<double>())) << line;
+    EXPECT_FALSE(m["update_skipped"].get<bool>()) << line;
+  }
+  EXPECT_EQ(json::parse(read_file(out + "/lora_adapter/adapter_config.json"))["lora_dropout"].get<double>(), 0.05);
+  EXPECT_NO_THROW(load_llava(out));  // the merged model
 }
 
 TEST(TrainCli, SigintFinishesTheStepSavesAndExits2) {

@@ -1,5 +1,6 @@
 // The trainer's small components: schedules against transformers' closed forms, Python-style number
-// formatting and the tqdm bar, AdamW against torch's, checkpoint directories, LoRA's merge.
+// formatting and the tqdm bar, AdamW against torch's, checkpoint directories, LoRA (adapter, dropout, merge,
+// gradient checkpointing).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -10,6 +11,7 @@
 #include "llava/model/checkpoint.h"
 #include "llava/train/log.h"
 #include "llava/train/lora.h"
+#include "llava/train/lora_linear.h"
 #include "llava/train/optimizer.h"
 #include "llava/train/schedule.h"
 #include "llava/train/state.h"
@@ -280,14 +282,12 @@ TEST(Lora, StartsAsTheBaseModelAndMergesExactly) {
   const size_t n_params = m.named_parameters().size();
   Lora lora(m, LoraOptions{4, 8, 0.0});
   EXPECT_EQ(m.named_parameters().size(), n_params + 2 * 7 * 2);  // A, B for 7 projections x 2 layers
-  lora.apply();
   EXPECT_NEAR(loss(), base, 1e-7);  // B = 0
   {
     torch::NoGradGuard ng;
     for (auto& p : m.named_parameters())
       if (p.key().find(".lora.") != std::string::npos) p.value().normal_(0, 0.05);
   }
-  lora.apply();
   const double with_lora = loss();
   EXPECT_GT(std::abs(with_lora - base), 1e-3);
   {
@@ -298,16 +298,180 @@ TEST(Lora, StartsAsTheBaseModelAndMergesExactly) {
   lora.merge();
   EXPECT_EQ(m.named_parameters().size(), n_params);
   EXPECT_NEAR(loss(), with_lora, 1e-5);
-  // gradients reach the adapters through the reparametrised weight
+  // gradients reach the adapters through the layers' forward
   LoadedLlava l2 = load_llava(tiny_model_dir());
   Lora lora2(*l2.model, LoraOptions{4, 8, 0.0});
   for (auto& p : l2.model->named_parameters())
     if (p.key().find(".lora.") == std::string::npos) p.value().set_requires_grad(false);
-  lora2.apply();
   l2.model->forward(ids, labels, {}, {}, {}, 0).loss().backward();
   int with_grad = 0;
   for (auto& p : l2.model->named_parameters())
     if (p.key().find("lora_A") != std::string::npos || p.key().find("lora_B") != std::string::npos)
       with_grad += p.value().grad().defined() && p.value().grad().abs().sum().item<double>() > 0;
   EXPECT_EQ(with_grad, 14);  // B gets a gradient (A's is 0 while B = 0)
+}
+
+namespace {
+
+double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a.to(torch::kDouble) - b.to(torch::kDouble)).abs().max().item<double>();
+}
+
+// A LoRA adapter on `base` with a nonzero B (B = 0 at init would hide the adapter path).
+std::shared_ptr<LoraLinearImpl> lora_on(const torch::nn::Linear& base, int64_t r, double scale, double dropout) {
+  const torch::Tensor& w = base->weight;
+  auto lora = std::make_shared<LoraLinearImpl>(w.size(1), w.size(0), r, scale, dropout, w.options());
+  torch::NoGradGuard ng;
+  lora->lora_B.normal_(0, 0.1);
+  return lora;
+}
+
+}  // namespace
+
+TEST(LoraLinear, WithoutDropoutIsTheLinearWithTheMergedWeight) {
+  torch::manual_seed(0);
+  torch::nn::Linear base(torch::nn::LinearOptions(24, 16).bias(true));
+  auto lora = lora_on(base, 4, 2.0, 0.0);
+  torch::Tensor x = torch::randn({3, 5, 24});
+  torch::Tensor y = base(x);
+  torch::Tensor got = lora->forward(x, y);
+  // Independently: an nn::Linear in fp64 whose weight is W0 + s * B @ A (what PEFT's merge computes).
+  torch::nn::Linear merged(torch::nn::LinearOptions(24, 16).bias(true));
+  merged->to(torch::kDouble);
+  {
+    torch::NoGradGuard ng;
+    merged->weight.copy_(base->weight.to(torch::kDouble) +
+                         2.0 * torch::mm(lora->lora_B.to(torch::kDouble), lora->lora_A.to(torch::kDouble)));
+    merged->bias.copy_(base->bias.to(torch::kDouble));
+  }
+  torch::Tensor want = merged(x.to(torch::kDouble));
+  std::printf("  |adapter - merged linear| %.2e, adapter's effect %.2e\n", max_abs_diff(got, want),
+              max_abs_diff(got, y));
+  EXPECT_LE(max_abs_diff(got, want), 1e-5);  // fp32 rounding
+  EXPECT_GT(max_abs_diff(got, y), 1e-2);     // the adapter path does something
+}
+
+TEST(LoraLinear, DropoutActsOnTheAdapterInputInTrainingModeOnly) {
+  // A = B = I, scale 1: the adapter adds exactly dropout(x), so each element added is 0 or x / (1 - p).
+  const int64_t n = 64;
+  const double p = 0.5;
+  LoraLinearImpl identity(n, n, n, 1.0, p, torch::TensorOptions(torch::kFloat));
+  {
+    torch::NoGradGuard ng;
+    identity.lora_A.copy_(torch::eye(n));
+    identity.lora_B.copy_(torch::eye(n));
+  }
+  torch::manual_seed(3);
+  torch::Tensor x = torch::randn({200, n});
+  torch::Tensor y = torch::randn({200, n});
+  torch::Tensor added = identity.forward(x, y) - y;
+  torch::Tensor dropped = added.abs() < 1e-6;
+  torch::Tensor kept_ok = (added - x / (1 - p)).abs() <= 1e-5 * (1 + x.abs());
+  EXPECT_TRUE(dropped.logical_or(kept_ok).all().item<bool>());
+  const double dropped_fraction = dropped.to(torch::kDouble).mean().item<double>();
+  std::printf("  dropped fraction %.4f (p = %.2f)\n", dropped_fraction, p);
+  EXPECT_NEAR(dropped_fraction, p, 0.02);  // 12800 Bernoulli draws: sd 0.0044
+
+  // A general adapter: the mask depends on the RNG state and is reproducible from it.
+  torch::manual_seed(1);
+  torch::nn::Linear base(torch::nn::LinearOptions(32, 20).bias(false));
+  auto with_dropout = lora_on(base, 4, 2.0, 0.3);
+  auto without = std::make_shared<LoraLinearImpl>(32, 20, 4, 2.0, 0.0, base->weight.options());
+  {
+    torch::NoGradGuard ng;
+    without->lora_A.copy_(with_dropout->lora_A);
+    without->lora_B.copy_(with_dropout->lora_B);
+  }
+  torch::Tensor xs = torch::randn({4, 32});
+  torch::Tensor ys = base(xs);
+  torch::manual_seed(10);
+  torch::Tensor a = with_dropout->forward(xs, ys);
+  torch::manual_seed(11);
+  torch::Tensor b = with_dropout->forward(xs, ys);
+  torch::manual_seed(10);
+  torch::Tensor a_again = with_dropout->forward(xs, ys);
+  EXPECT_GT(max_abs_diff(a, b), 1e-3);
+  EXPECT_TRUE(torch::equal(a, a_again));
+  EXPECT_GT(max_abs_diff(a, without->forward(xs, ys)), 1e-3);
+  // Evaluation mode: no dropout, the p = 0 adapter's output.
+  with_dropout->eval();
+  torch::manual_seed(11);
+  EXPECT_TRUE(torch::equal(with_dropout->forward(xs, ys), without->forward(xs, ys)));
+}
+
+TEST(Lora, DropoutFollowsTheModelsTrainingMode) {
+  LoadedLlava l = load_llava(tiny_model_dir());
+  auto& m = *l.model;
+  torch::manual_seed(0);
+  torch::Tensor ids = torch::randint(3, 299, {2, 12});
+  torch::Tensor labels = ids.clone();
+  auto loss_with_seed = [&](uint64_t seed) {
+    torch::NoGradGuard ng;
+    torch::manual_seed(seed);
+    return m.forward(ids, labels, {}, {}, {}, 0).loss().item<double>();
+  };
+  Lora lora(m, LoraOptions{4, 8, 0.5});
+  {
+    torch::NoGradGuard ng;
+    for (auto& p : m.named_parameters())
+      if (p.key().find(".lora.") != std::string::npos) p.value().normal_(0, 0.05);
+  }
+  m.train();
+  EXPECT_GT(std::abs(loss_with_seed(1) - loss_with_seed(2)), 1e-6);
+  EXPECT_EQ(loss_with_seed(1), loss_with_seed(1));
+  m.eval();
+  const double eval_loss = loss_with_seed(1);
+  EXPECT_EQ(eval_loss, loss_with_seed(2));
+  // ... which is the merged model's loss (no dropout in the merged weights)
+  lora.merge();
+  EXPECT_NEAR(loss_with_seed(3), eval_loss, 1e-5);
+}
+
+TEST(Lora, GradientCheckpointingGivesTheSameAdapterGradients) {
+  torch::manual_seed(0);
+  torch::Tensor ids = torch::randint(3, 299, {2, 12});
+  torch::Tensor labels = ids.clone();
+  labels.narrow(1, 0, 4).fill_(-100);
+  for (double p : {0.0, 0.3}) {
+    LoadedLlava l = load_llava(tiny_model_dir());
+    auto& m = *l.model;
+    Lora lora(m, LoraOptions{4, 8, p});
+    m.train();
+    std::vector<std::pair<std::string, torch::Tensor>> adapters;
+    {
+      torch::NoGradGuard ng;
+      for (auto& item : m.named_parameters()) {
+        const bool adapter = item.key().find(".lora.") != std::string::npos;
+        item.value().set_requires_grad(adapter);
+        if (adapter) {
+          item.value().normal_(0, 0.05);  // B != 0: A gets a gradient too
+          adapters.emplace_back(item.key(), item.value());
+        }
+      }
+    }
+    ASSERT_EQ(adapters.size(), 28u);
+    // one forward + backward from the same RNG state; the adapters' gradients and the RNG state after it
+    auto run = [&](bool checkpointing) {
+      m.set_gradient_checkpointing(checkpointing);
+      for (auto& [name, t] : adapters) t.mutable_grad() = torch::Tensor();
+      torch::manual_seed(42);
+      m.forward(ids, labels, {}, {}, {}, 0).loss().backward();
+      std::vector<torch::Tensor> grads;
+      for (auto& [name, t] : adapters) grads.push_back(t.grad().clone());
+      return std::make_pair(grads, torch::rand({4}));
+    };
+    auto [plain, rng_plain] = run(false);
+    auto [checkpointed, rng_checkpointed] = run(true);
+    double worst = 0, largest = 0;
+    for (size_t i = 0; i < adapters.size(); ++i) {
+      const double d = max_abs_diff(plain[i], checkpointed[i]);
+      EXPECT_LE(d, 1e-6 + 1e-5 * plain[i].abs().max().item<double>()) << adapters[i].first;
+      worst = std::max(worst, d);
+      largest = std::max(largest, plain[i].abs().max().item<double>());
+    }
+    std::printf("  dropout %.1f: max |grad diff| %.2e (largest |grad| %.2e)\n", p, worst, largest);
+    EXPECT_GT(largest, 1e-4);
+    // checkpointing replays the layers' draws and leaves the random stream where the plain run leaves it
+    EXPECT_TRUE(torch::equal(rng_plain, rng_checkpointed));
+  }
 }

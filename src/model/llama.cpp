@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <limits>
+#include <mutex>
 
 #include "llava/error.h"
 #include "llava/torch_compat.h"
@@ -46,16 +47,57 @@ torch::Tensor inv_freq_for(const LlamaConfig& c, int64_t seq_len, torch::Device 
   return inv;
 }
 
+// y = proj(x), adapted when the projection has an adapter (LoRA).
+torch::Tensor project(torch::nn::Linear& proj, const std::shared_ptr<LinearAdapter>& adapter, const torch::Tensor& x) {
+  torch::Tensor y = proj(x);
+  return adapter ? adapter->forward(x, y) : y;
+}
+
+// The default generator that random ops on `device` draw from (dropout in a LoRA adapter).
+at::Generator default_generator(const torch::Device& device) {
+  return device.is_cpu() ? at::detail::getDefaultCPUGenerator() : at::globalContext().defaultGenerator(device);
+}
+
+torch::Tensor get_rng_state(at::Generator& gen) {
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  return gen.get_state();
+}
+
+void set_rng_state(at::Generator& gen, const torch::Tensor& state) {
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(state);
+}
+
+// While alive, `gen` runs from `state`; afterwards it continues where it was (torch.random.fork_rng).
+class ForkedRng {
+ public:
+  ForkedRng(at::Generator gen, const torch::Tensor& state) : gen_(std::move(gen)), outer_(get_rng_state(gen_)) {
+    set_rng_state(gen_, state);
+  }
+  ~ForkedRng() { set_rng_state(gen_, outer_); }
+  ForkedRng(const ForkedRng&) = delete;
+  ForkedRng& operator=(const ForkedRng&) = delete;
+
+ private:
+  at::Generator gen_;
+  torch::Tensor outer_;
+};
+
 // Gradient checkpointing for one decoder layer: forward runs without building a graph (custom Functions
 // run their forward under no-grad); backward recomputes the layer with grad on and differentiates it.
 // The layer's parameters are inputs of the Function, so the output requires grad whenever any of them
 // does (even when the hidden state does not) and their gradients flow through normal AccumulateGrad
-// nodes (DDP hooks see them). No dropout in LLaMA, so no RNG state needs restoring.
+// nodes (DDP hooks see them). The layer may draw random numbers (LoRA dropout): the generator's state is
+// kept from the forward and the recomputation runs from it, so it draws the same masks; the generator then
+// continues where it was, so checkpointing does not change the random stream (torch.utils.checkpoint's
+// preserve_rng_state).
 struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
   // inputs = {hidden, mask, cos, sin, params...}
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, at::TensorList inputs, int64_t layer_address) {
     auto* layer = reinterpret_cast<LlamaDecoderLayerImpl*>(static_cast<intptr_t>(layer_address));
     ctx->saved_data["layer"] = layer_address;
+    at::Generator gen = default_generator(inputs[0].device());
+    ctx->saved_data["rng_state"] = get_rng_state(gen);
     ctx->save_for_backward({inputs[0], inputs[1], inputs[2], inputs[3]});
     return layer->forward(inputs[0], inputs[1], inputs[2], inputs[3]);
   }
@@ -71,7 +113,11 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
     torch::AutoGradMode enable_grad(true);
     const bool want_input = ctx->needs_input_grad(0);
     torch::Tensor h = saved[0].detach().requires_grad_(want_input);
-    torch::Tensor out = layer->forward(h, saved[1], saved[2], saved[3]);
+    torch::Tensor out;
+    {
+      ForkedRng same_draws(default_generator(h.device()), ctx->saved_data["rng_state"].toTensor());
+      out = layer->forward(h, saved[1], saved[2], saved[3]);
+    }
     std::vector<torch::Tensor> wrt;
     std::vector<size_t> slot;
     if (want_input) {
@@ -146,16 +192,16 @@ LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& c)
 torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& mask, const torch::Tensor& cos,
                                           const torch::Tensor& sin) {
   const int64_t b = x.size(0), l = x.size(1);
-  torch::Tensor q = q_proj(x).view({b, l, heads_, head_dim_}).transpose(1, 2);     // [B,H,L,hd]
-  torch::Tensor k = k_proj(x).view({b, l, kv_heads_, head_dim_}).transpose(1, 2);  // [B,kvH,L,hd]
-  torch::Tensor v = v_proj(x).view({b, l, kv_heads_, head_dim_}).transpose(1, 2);
+  torch::Tensor q = project(q_proj, q_adapter, x).view({b, l, heads_, head_dim_}).transpose(1, 2);     // [B,H,L,hd]
+  torch::Tensor k = project(k_proj, k_adapter, x).view({b, l, kv_heads_, head_dim_}).transpose(1, 2);  // [B,kvH,L,hd]
+  torch::Tensor v = project(v_proj, v_adapter, x).view({b, l, kv_heads_, head_dim_}).transpose(1, 2);
   torch::Tensor c = cos.view({1, 1, l, head_dim_}), s = sin.view({1, 1, l, head_dim_});
   q = q * c + rotate_half(q) * s;
   k = k * c + rotate_half(k) * s;
   const int64_t n_rep = heads_ / kv_heads_;
   torch::Tensor o = compat::scaled_dot_product_attention(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), mask,
                                                          use_fused_attention);  // [B,H,L,hd]
-  return o_proj(o.transpose(1, 2).reshape({b, l, heads_ * head_dim_}));
+  return project(o_proj, o_adapter, o.transpose(1, 2).reshape({b, l, heads_ * head_dim_}));
 }
 
 LlamaMLPImpl::LlamaMLPImpl(const LlamaConfig& c) : silu_(c.hidden_act == "silu") {
@@ -166,9 +212,9 @@ LlamaMLPImpl::LlamaMLPImpl(const LlamaConfig& c) : silu_(c.hidden_act == "silu")
 }
 
 torch::Tensor LlamaMLPImpl::forward(const torch::Tensor& x) {
-  torch::Tensor g = gate_proj(x);
+  torch::Tensor g = project(gate_proj, gate_adapter, x);
   g = silu_ ? torch::silu(g) : torch::gelu(g);
-  return down_proj(g * up_proj(x));
+  return project(down_proj, down_adapter, g * project(up_proj, up_adapter, x));
 }
 
 LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlamaConfig& c) {

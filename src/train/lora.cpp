@@ -26,41 +26,49 @@ std::string peft_name(const std::string& target, const char* which) {
 Lora::Lora(LlavaForCausalLMImpl& model, LoraOptions options)
     : model_(model), opt_(options), scale_(static_cast<double>(options.alpha) / options.r) {
   if (opt_.r <= 0) throw Error("--lora_r must be positive, got " + std::to_string(opt_.r));
-  torch::NoGradGuard no_grad;
+  if (!(opt_.dropout >= 0 && opt_.dropout < 1))
+    throw Error("--lora_dropout must be in [0, 1), got " + std::to_string(opt_.dropout));
   auto& layers = model_.language_model->model->layers;
   for (size_t i = 0; i < layers.size(); ++i) {
     auto& layer = layers[i];
+    auto& attn = layer->self_attn;
+    auto& mlp = layer->mlp;
     const std::string prefix = "language_model.model.layers." + std::to_string(i) + ".";
-    std::vector<std::pair<std::string, torch::nn::Linear*>> linears = {
-        {"self_attn.q_proj", &layer->self_attn->q_proj}, {"self_attn.k_proj", &layer->self_attn->k_proj},
-        {"self_attn.v_proj", &layer->self_attn->v_proj}, {"self_attn.o_proj", &layer->self_attn->o_proj},
-        {"mlp.gate_proj", &layer->mlp->gate_proj},       {"mlp.up_proj", &layer->mlp->up_proj},
-        {"mlp.down_proj", &layer->mlp->down_proj}};
+    struct Projection {
+      const char* name;
+      torch::nn::Linear& linear;
+      std::shared_ptr<LinearAdapter>& slot;
+    };
+    const std::vector<Projection> projections = {
+        {"self_attn.q_proj", attn->q_proj, attn->q_adapter}, {"self_attn.k_proj", attn->k_proj, attn->k_adapter},
+        {"self_attn.v_proj", attn->v_proj, attn->v_adapter}, {"self_attn.o_proj", attn->o_proj, attn->o_adapter},
+        {"mlp.gate_proj", mlp->gate_proj, mlp->gate_adapter},  {"mlp.up_proj", mlp->up_proj, mlp->up_adapter},
+        {"mlp.down_proj", mlp->down_proj, mlp->down_adapter}};
     auto child = std::make_shared<torch::nn::Module>();
-    for (auto& [rel, lin] : linears) {
+    for (const auto& p : projections) {
+      const std::string rel = p.name;
+      if (p.slot) throw Error(prefix + rel + " already has an adapter (a second Lora on the same model?)");
+      const torch::Tensor& w0 = p.linear->weight;
       Target t;
       t.name = prefix + rel;
-      t.linear = lin->get();
-      t.w0 = t.linear->weight;
-      const int64_t out = t.w0.size(0), in = t.w0.size(1);
-      auto opts = t.w0.options().requires_grad(false);
-      // PEFT's init: A kaiming-uniform(a=sqrt(5)) (= U(+-1/sqrt(in))), B zeros, so training starts at W0.
-      torch::Tensor a = torch::empty({opt_.r, in}, opts.dtype(torch::kFloat).device(torch::kCPU));
-      torch::nn::init::kaiming_uniform_(a, std::sqrt(5.0));
-      auto pair = std::make_shared<torch::nn::Module>();
-      t.a = pair->register_parameter("lora_A", a.to(t.w0.options()));
-      t.b = pair->register_parameter("lora_B", torch::zeros({out, opt_.r}, opts));
-      child->register_module(rel.substr(rel.find('.') + 1), pair);  // "q_proj", ..., "down_proj"
+      t.linear = p.linear.get();
+      t.slot = &p.slot;
+      t.adapter = std::make_shared<LoraLinearImpl>(w0.size(1), w0.size(0), opt_.r, scale_, opt_.dropout, w0.options());
+      child->register_module(rel.substr(rel.find('.') + 1), t.adapter);  // "q_proj", ..., "down_proj"
       targets_.push_back(std::move(t));
     }
+    child->train(layer->is_training());  // then follows the model's train() / eval()
     children_.push_back(child);
   }
   attach_children();
+  for (auto& t : targets_) *t.slot = t.adapter;
 }
 
 Lora::~Lora() {
-  // Leave a usable model behind: weights pointing at the registered tensors.
-  for (auto& t : targets_) t.linear->weight = t.w0;
+  // Leave a usable model behind: the base model, without the adapters' parameters.
+  if (merged_) return;
+  detach_adapters();
+  detach_children();
 }
 
 void Lora::attach_children() {
@@ -77,19 +85,18 @@ void Lora::detach_children() {
     layer->replace_module("lora", std::make_shared<torch::nn::Module>());
 }
 
-void Lora::apply() {
-  if (merged_) return;
-  for (auto& t : targets_) t.linear->weight = t.w0 + scale_ * torch::mm(t.b, t.a);
+void Lora::detach_adapters() {
+  for (auto& t : targets_) t.slot->reset();
 }
 
 void Lora::merge() {
   if (merged_) return;
   torch::NoGradGuard no_grad;
   for (auto& t : targets_) {
-    torch::Tensor merged = t.w0.to(torch::kFloat) + scale_ * torch::mm(t.b.to(torch::kFloat), t.a.to(torch::kFloat));
-    t.w0.copy_(merged);
-    t.linear->weight = t.w0;
+    torch::Tensor& w0 = t.linear->weight;
+    w0.copy_(w0.to(torch::kFloat) + t.adapter->delta_weight());
   }
+  detach_adapters();
   detach_children();
   merged_ = true;
 }
@@ -104,7 +111,7 @@ Lora::Detached::~Detached() {
 
 int64_t Lora::numel() const {
   int64_t n = 0;
-  for (const auto& t : targets_) n += t.a.numel() + t.b.numel();
+  for (const auto& t : targets_) n += t.adapter->lora_A.numel() + t.adapter->lora_B.numel();
   return n;
 }
 
@@ -114,7 +121,7 @@ void Lora::save_adapter(const std::string& dir, const std::string& base_model) c
   host.reserve(targets_.size() * 2);
   for (const auto& t : targets_) {
     for (const char* which : {"lora_A", "lora_B"}) {
-      const torch::Tensor& src = std::string(which) == "lora_A" ? t.a : t.b;
+      const torch::Tensor& src = std::string(which) == "lora_A" ? t.adapter->lora_A : t.adapter->lora_B;
       host.push_back(src.detach().to(torch::kCPU, torch::kFloat).contiguous());
       items.push_back({peft_name(t.name, which), DType::F32, host.back().sizes().vec(), host.back().data_ptr(),
                        static_cast<size_t>(host.back().nbytes())});
@@ -136,7 +143,7 @@ void Lora::load_adapter(const std::string& dir) {
   auto file = SafetensorsFile::open(path);
   for (auto& t : targets_) {
     for (const char* which : {"lora_A", "lora_B"}) {
-      torch::Tensor& dst = std::string(which) == "lora_A" ? t.a : t.b;
+      torch::Tensor& dst = std::string(which) == "lora_A" ? t.adapter->lora_A : t.adapter->lora_B;
       const std::string name = peft_name(t.name, which);
       const TensorInfo* info = file->find(name);
       if (!info) throw Error(path + ": no tensor '" + name + "' (checkpoint made without --lora_enable?)");

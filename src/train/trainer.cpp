@@ -368,9 +368,6 @@ TrainResult train(const Options& o, const TrainHooks& hooks) {
   std::unique_ptr<Lora> lora;  // declared after the model: destroyed first
   if (o.lora_enable) {
     lora = std::make_unique<Lora>(*model, LoraOptions{o.lora_r, o.lora_alpha, o.lora_dropout});
-    if (o.lora_dropout > 0)
-      std::cerr << "warning: --lora_dropout " << o.lora_dropout
-                << " is not applied (LoRA is a reparametrised weight here; see include/llava/train/lora.h)\n";
     if (!resume_dir.empty()) lora->load_adapter(resume_dir);
   }
   const std::string stage = set_trainable(*model, o);
@@ -601,7 +598,6 @@ TrainResult train(const Options& o, const TrainHooks& hooks) {
       const bool last_micro = m == accum - 1 || stream.epoch_done();  // the same on every rank
       if (zopt) zopt->set_sync(last_micro);  // the step's last micro-batch reduces the gradients
       if (batch.size() > 0) {
-        if (lora) lora->apply();  // weights := W0 + scale * B @ A for this forward
         // input_ids/labels/attention_mask [B,T], pixel_values [N,3,H,W] -> summed CE over supervised tokens
         LlavaOutput out;
         try {

@@ -4,10 +4,12 @@
 // named_parameters() of LlamaForCausalLM are the HF names: "model.embed_tokens.weight", ..., "lm_head.weight".
 #include <torch/torch.h>
 
+#include <memory>
 #include <utility>
 #include <vector>
 
 #include "llava/model/config.h"
+#include "llava/model/linear_adapter.h"
 
 namespace llava {
 
@@ -38,6 +40,8 @@ class LlamaAttentionImpl : public torch::nn::Module {
                         const torch::Tensor& sin);
 
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  // Optional adapters on the projections' outputs (LoRA, attached by train/lora.cpp); null: none.
+  std::shared_ptr<LinearAdapter> q_adapter, k_adapter, v_adapter, o_adapter;
   bool use_fused_attention = true;  // compat::scaled_dot_product_attention: fused where LibTorch has it
 
  private:
@@ -51,6 +55,8 @@ class LlamaMLPImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x);  // down(act(gate(x)) * up(x))
 
   torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+  // Optional adapters on the projections' outputs (LoRA, attached by train/lora.cpp); null: none.
+  std::shared_ptr<LinearAdapter> gate_adapter, up_adapter, down_adapter;
 
  private:
   bool silu_;

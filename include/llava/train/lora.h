@@ -1,19 +1,15 @@
 #pragma once
 // LoRA on the LLM's q,k,v,o,gate,up,down projections (LLaVA's finetune_lora: every nn.Linear of the LLM
-// except lm_head), without touching the model's code.
+// except lm_head), computed as PEFT's lora.Linear does: y = W0 x + (alpha/r) * B A dropout(x).
 //
-// How: the model's Linear modules compute F::linear(x, weight) with their `weight` member. Before each forward,
-// apply() points that member at W0 + (alpha/r) * B @ A (a differentiable expression of the adapters), while
-// the registered parameter stays the frozen W0. So the forward is exactly the LoRA function (up to rounding),
-// gradients reach A and B, and named_parameters() still lists W0. The adapters are registered as a child
-// module "lora" of each decoder layer (names like language_model.model.layers.0.lora.q_proj.lora_A), so the
-// model's gradient checkpointing, which differentiates w.r.t. the layer's parameters, sees them too.
-//
-// Limits of this approach (what a model-side hook would fix, see the trainer report):
-//  - lora_dropout cannot be applied (dropout acts on the adapter's input x, which a weight cannot express);
-//  - the merged weight is materialised per layer per forward (one weight-sized temporary per projection,
-//    kept for backward unless gradient checkpointing is on) and its gradient is computed in backward;
-//  - in bf16 the sum W0 + delta is rounded to bf16, i.e. the forward sees what the merged bf16 model will.
+// How: each projection of the LLaMA layers has an optional adapter (model/linear_adapter.h); Lora puts a
+// LoraLinear (train/lora_linear.h) there. The adapters are registered as a child module "lora" of each
+// decoder layer (names like language_model.model.layers.0.lora.q_proj.lora_A), so the model's gradient
+// checkpointing, which recomputes a layer and differentiates it w.r.t. the layer's parameters, sees them
+// (and restores the RNG state, so a recomputed dropout mask is the forward's), and so do the optimizer,
+// ZeRO and DDP, which iterate the model's parameters. The frozen W0 are never touched until merge().
+// Cost per projection and forward: A's output [.., r] (and, with dropout, the dropped input and its mask);
+// no weight-sized W0 + scale * B A temporary is formed.
 #include <torch/torch.h>
 
 #include <memory>
@@ -21,28 +17,28 @@
 #include <vector>
 
 #include "llava/model/llava.h"
+#include "llava/train/lora_linear.h"
 
 namespace llava {
 
 struct LoraOptions {
   int r = 64;
   int alpha = 16;
-  double dropout = 0.0;  // recorded in adapter_config.json; not applied (see above)
+  double dropout = 0.0;  // on the adapters' input, in training mode only
 };
 
 class Lora {
  public:
   // Attaches zero-effect adapters (A ~ kaiming-uniform as PEFT, B = 0) in the weights' dtype and device; uses
-  // torch's global RNG (seed it first).
+  // torch's global RNG (seed it first). From then on the model's forward includes them.
   Lora(LlavaForCausalLMImpl& model, LoraOptions options);
+  // Takes the adapters off the model (unless merged): it computes the base model again.
   ~Lora();
   Lora(const Lora&) = delete;
   Lora& operator=(const Lora&) = delete;
 
-  // Before every forward: weight := W0 + scale * B @ A (with a graph to A, B when grad mode is on).
-  void apply();
-  // Folds the adapters into W0 for good (in fp32, rounded once to the weight's dtype), points the weights
-  // back at W0 and detaches the adapters: the model is a plain LLaVA model again.
+  // Folds the adapters into W0 for good (in fp32, rounded once to the weight's dtype) and takes them off the
+  // model: it is a plain LLaVA model again.
   void merge();
   bool merged() const { return merged_; }
 
@@ -66,13 +62,14 @@ class Lora {
 
  private:
   struct Target {
-    std::string name;             // language_model.model.layers.0.self_attn.q_proj
-    torch::nn::LinearImpl* linear;
-    torch::Tensor w0;             // the registered (frozen) weight
-    torch::Tensor a, b;           // [r, in], [out, r]
+    std::string name;                        // language_model.model.layers.0.self_attn.q_proj
+    torch::nn::LinearImpl* linear;           // the frozen projection (W0)
+    std::shared_ptr<LinearAdapter>* slot;    // the model's adapter member for it
+    std::shared_ptr<LoraLinearImpl> adapter;
   };
   void attach_children();
   void detach_children();
+  void detach_adapters();
 
   LlavaForCausalLMImpl& model_;
   LoraOptions opt_;
