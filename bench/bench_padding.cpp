@@ -41,8 +41,10 @@ struct Waste {
 };
 
 // llava-train's sampler: every rank's micro-batches of every epoch.
+// window > 0: --group_by_length_window, sorting by sort_lengths (empty: the modality lengths, as training does).
 Waste sampler_waste(const std::vector<int32_t>& modality, const std::vector<int32_t>& positions, bool group, int batch,
-                    int world, int accum, int epochs, uint64_t seed) {
+                    int world, int accum, int epochs, uint64_t seed, int window = 0,
+                    const std::vector<int32_t>& sort_lengths = {}) {
   Waste w;
   for (int r = 0; r < world; ++r) {
     llava::SamplerOptions o;
@@ -53,7 +55,8 @@ Waste sampler_waste(const std::vector<int32_t>& modality, const std::vector<int3
     o.world_size = world;
     o.rank = r;
     o.gradient_accumulation_steps = accum;
-    llava::Sampler s(modality, o);
+    o.group_by_length_window = window;
+    llava::Sampler s(modality, o, sort_lengths);
     for (int e = 0; e < epochs; ++e)
       for (const auto& b : s.rank_batches(e)) w.add(b, positions);
   }
@@ -139,6 +142,18 @@ int main(int argc, char** argv) {
            sampler_waste(modality, positions, true, batch, 8, 1, epochs, seed), 8, 1);
     report("grouped_1gpu_accum8", "--group_by_modality_length, 1 GPU, gradient_accumulation_steps 8",
            sampler_waste(modality, positions, true, batch, 1, 8, epochs, seed), 1, 8);
+    for (int windows : {8, 64}) {
+      const std::string w = std::to_string(windows);
+      report("grouped_window" + w + "_1gpu",
+             "--group_by_modality_length --group_by_length_window " + w + ", 1 GPU (sorted by modality length)",
+             sampler_waste(modality, positions, true, batch, 1, 1, epochs, seed, windows), 1, 1);
+      report("grouped_window" + w + "_8gpu",
+             "--group_by_modality_length --group_by_length_window " + w + ", 8 GPUs (sorted by modality length)",
+             sampler_waste(modality, positions, true, batch, 8, 1, epochs, seed, windows), 8, 1);
+      report("grouped_window" + w + "_positions_1gpu",
+             "--group_by_length_window " + w + " sorting by real positions (Sampler sort_lengths), modality apart",
+             sampler_waste(modality, positions, true, batch, 1, 1, epochs, seed, windows, positions), 1, 1);
+    }
     for (int windows : {8, 64})
       report("whatif_sorted_positions_w" + std::to_string(windows),
              "what-if (not in llava-train): sort by computed positions in windows of " + std::to_string(windows) +

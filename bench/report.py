@@ -171,6 +171,15 @@ def main():
                           f"({r['parameters'] / 1e6:.0f}M params) -> model ready to train, page cache warm",
                      f"{r['seconds_min']:.2f} s", f"cat: {r['cat_seconds']:.2f} s", f"{ratio:.2f}x",
                      f"<= {TARGET_LOAD_RATIO:g}x", status_cell(ratio <= TARGET_LOAD_RATIO)])
+        if "mapped_seconds_min" in r:  # LoadOptions::map_weights: no copy at load, one per page on first write
+            mratio = r["mapped_seconds_min"] / r["cat_seconds"]
+            mw = r.get("mapped_load_then_first_write_seconds") or [None, None]
+            cw = r.get("copied_load_then_first_write_seconds") or [None, None]
+            extra = (f"; first write of every parameter afterwards {mw[1]:.2f} s (copied load: {cw[1]:.2f} s)"
+                     if mw[1] is not None and cw[1] is not None else "")
+            rows.append(["5", "Same, weights mapped copy-on-write (map_weights, opt-in)" + extra,
+                         f"{r['mapped_seconds_min']:.2f} s", f"cat: {r['cat_seconds']:.2f} s", f"{mratio:.2f}x",
+                         "–", "info"])
     elif r:
         pending_row("5", "Checkpoint load", r)
 

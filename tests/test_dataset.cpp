@@ -1,7 +1,10 @@
 // Dataset index, example building (template + tokenizer + masking + images) and the sampler.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "llava/dataset.h"
 #include "llava/error.h"
@@ -269,4 +272,117 @@ TEST(Sampler, ModalityGroupingKeepsBatchesSingleModality) {
     bool first_image = lengths[order[m * 8]] > 0;
     for (size_t k = 0; k < 8; ++k) EXPECT_EQ(lengths[order[m * 8 + k]] > 0, first_image) << "megabatch " << m;
   }
+}
+
+namespace {
+
+// Test data: n lengths in [lo, hi], text-only (negative) with probability text_share.
+std::vector<int32_t> random_lengths(size_t n, int lo, int hi, double text_share, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::uniform_int_distribution<int> len(lo, hi);
+  std::bernoulli_distribution text(text_share);
+  std::vector<int32_t> out;
+  for (size_t i = 0; i < n; ++i) out.push_back(text(gen) ? -len(gen) : len(gen));
+  return out;
+}
+
+// Share of computed positions that are padding when every batch is padded to its longest sample.
+double padding_share(const std::vector<std::vector<int64_t>>& batches, const std::vector<int32_t>& lengths) {
+  double real = 0, computed = 0;
+  for (const auto& b : batches) {
+    int64_t mx = 0;
+    for (int64_t i : b) real += std::abs(lengths[i]), mx = std::max<int64_t>(mx, std::abs(lengths[i]));
+    computed += static_cast<double>(mx) * b.size();
+  }
+  return 1.0 - real / computed;
+}
+
+}  // namespace
+
+TEST(Sampler, LengthWindowOfTheWholeEpochCutsTheSortedOrderIntoBatches) {
+  // one window spanning the epoch: the batches are consecutive runs of the length-sorted samples
+  const std::vector<int32_t> lengths = random_lengths(64, 1, 1000, 0.0, 3);
+  SamplerOptions o;
+  o.batch_size = 8;
+  o.group_by_length_window = 100;
+  auto order = Sampler(lengths, o).epoch_order(0);
+  ASSERT_EQ(order.size(), lengths.size());
+  std::vector<std::vector<int32_t>> batches;
+  for (size_t s = 0; s < order.size(); s += 8) {
+    batches.emplace_back();
+    for (size_t k = s; k < s + 8; ++k) batches.back().push_back(lengths[order[k]]);
+    EXPECT_TRUE(std::is_sorted(batches.back().rbegin(), batches.back().rend())) << "batch " << s / 8;
+  }
+  std::sort(batches.begin(), batches.end(), [](const auto& a, const auto& b) { return a[0] > b[0]; });
+  std::vector<int32_t> all = lengths;
+  std::sort(all.rbegin(), all.rend());
+  std::vector<int32_t> joined;
+  for (const auto& b : batches) joined.insert(joined.end(), b.begin(), b.end());
+  EXPECT_EQ(joined, all);
+  // the batch order is shuffled, not longest first
+  EXPECT_FALSE(
+      std::is_sorted(order.begin(), order.end(), [&](int64_t a, int64_t b) { return lengths[a] > lengths[b]; }));
+}
+
+TEST(Sampler, LengthWindowsShardEquallyAndReproducibly) {
+  const std::vector<int32_t> lengths = random_lengths(1003, 5, 2000, 0.3, 11);
+  SamplerOptions o;
+  o.seed = 5;
+  o.batch_size = 4;
+  o.world_size = 3;
+  o.group_by_modality_length = true;
+  o.group_by_length_window = 6;
+  Sampler s(lengths, o);
+  auto order = s.epoch_order(0);
+  auto sorted = order;
+  std::sort(sorted.begin(), sorted.end());
+  for (int64_t i = 0; i < static_cast<int64_t>(lengths.size()); ++i) ASSERT_EQ(sorted[i], i);
+  EXPECT_EQ(Sampler(lengths, o).epoch_order(0), order);  // same seed, same order (resume recomputes it)
+  EXPECT_NE(s.epoch_order(1), order);
+  SamplerOptions other = o;
+  other.seed = 6;
+  EXPECT_NE(Sampler(lengths, other).epoch_order(0), order);
+  // full global batches (3 x 4) are single-modality and sorted; only the tail may mix
+  const size_t global = 12, full = order.size() / global - 1;
+  for (size_t g = 0; g < full; ++g) {
+    for (size_t k = 1; k < global; ++k) {
+      ASSERT_EQ(lengths[order[g * global + k]] > 0, lengths[order[g * global]] > 0) << "batch " << g;
+      ASSERT_GE(std::abs(lengths[order[g * global + k - 1]]), std::abs(lengths[order[g * global + k]]))
+          << "batch " << g;
+    }
+  }
+  // every rank: the same number of batches of equal size, disjoint, together the whole epoch
+  std::vector<std::vector<std::vector<int64_t>>> ranks;
+  for (int r = 0; r < 3; ++r) {
+    SamplerOptions ro = o;
+    ro.rank = r;
+    ranks.push_back(Sampler(lengths, ro).rank_batches(0));
+    ASSERT_EQ(static_cast<int64_t>(ranks[r].size()), s.batches_per_epoch());
+  }
+  std::vector<int64_t> seen;
+  for (size_t b = 0; b < ranks[0].size(); ++b)
+    for (int r = 0; r < 3; ++r) {
+      EXPECT_EQ(ranks[r][b].size(), ranks[0][b].size()) << "batch " << b << " rank " << r;
+      seen.insert(seen.end(), ranks[r][b].begin(), ranks[r][b].end());
+    }
+  EXPECT_EQ(seen.size(), lengths.size() + 2);  // 1003 on 3 ranks: the last global batch padded by 2
+  std::sort(seen.begin(), seen.end());
+  EXPECT_EQ(std::unique(seen.begin(), seen.end()) - seen.begin(), static_cast<ptrdiff_t>(lengths.size()));
+}
+
+TEST(Sampler, LengthWindowsCutPaddingBelowModalityGrouping) {
+  const std::vector<int32_t> lengths = random_lengths(8000, 20, 2000, 0.2, 17);
+  auto share = [&](bool modality, int window) {
+    SamplerOptions o;
+    o.batch_size = 16;
+    o.group_by_modality_length = modality;
+    o.group_by_length_window = window;
+    return padding_share(Sampler(lengths, o).rank_batches(0), lengths);
+  };
+  const double random = share(false, 0), llava = share(true, 0), windowed = share(true, 64);
+  std::printf("  padding: random %.3f, modality grouping %.3f, windows of 64 batches %.3f\n", random, llava, windowed);
+  EXPECT_GT(llava, 0.2);  // this mix defeats grouping inside one batch
+  EXPECT_LT(windowed, 0.05);
+  EXPECT_LT(windowed, llava / 4);
+  EXPECT_LT(share(false, 64), 0.05);  // without modality grouping too
 }

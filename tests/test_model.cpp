@@ -8,11 +8,13 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 
 #include "llava/error.h"
 #include "llava/model/checkpoint.h"
 #include "llava/model/config.h"
 #include "llava/model/llava.h"
+#include "llava/model/param_init.h"
 #include "llava/safetensors.h"
 #include "llava/tokenizer.h"
 #include "llava/torch_compat.h"
@@ -1002,4 +1004,113 @@ TEST(ModelSmall, GradientCheckpointingUsesRecomputeNodeOnlyWhileTraining) {
   EXPECT_TRUE(is_no_decay_parameter("vision_tower.vision_model.pre_layrnorm.weight"));
   EXPECT_FALSE(is_no_decay_parameter("language_model.model.embed_tokens.weight"));
   EXPECT_FALSE(is_no_decay_parameter("multi_modal_projector.linear_2.weight"));
+}
+
+// ---------------------------------------------------------------- loading without random init
+
+namespace {
+
+// Every parameter of m against the file's tensor of the same HF name, converted to the parameter's dtype.
+void expect_params_equal_file(LlavaForCausalLMImpl& m, const std::string& file_path) {
+  auto f = SafetensorsFile::open(file_path);
+  std::set<std::string> seen;
+  for (const auto& [model_name, ckpt_name] : checkpoint_names(m, "llava")) {
+    const torch::Tensor p = m.named_parameters()[model_name];
+    ASSERT_NE(f->find(ckpt_name), nullptr) << ckpt_name;
+    EXPECT_TRUE(torch::equal(p, st_tensor(*f, ckpt_name).to(p.scalar_type()))) << model_name;
+    seen.insert(ckpt_name);
+  }
+  EXPECT_EQ(seen.size(), f->tensors().size());  // every tensor of the file is a parameter and vice versa
+}
+
+}  // namespace
+
+TEST(ModelLoad, ParametersAreTheFileTensorsBitForBitAndNoRandomNumberIsDrawn) {
+  const std::string file = tiny_dir() + "/model.safetensors";
+  ASSERT_EQ(SafetensorsFile::open(file)->tensors().front().dtype, DType::F32);
+  for (bool map_weights : {false, true}) {
+    SCOPED_TRACE(map_weights ? "mapped" : "copied");
+    torch::manual_seed(123);
+    const torch::Tensor expected_next = torch::rand({4});
+    torch::manual_seed(123);
+    LoadOptions lo;
+    lo.map_weights = map_weights;
+    LoadedLlava l = load_llava(tiny_dir(), lo);
+    // construction skipped the random init: the generator is where the seed left it
+    EXPECT_TRUE(torch::equal(torch::rand({4}), expected_next));
+    expect_params_equal_file(*l.model, file);
+    for (const auto& p : l.model->parameters()) EXPECT_TRUE(p.requires_grad());
+  }
+  // a bf16 load converts (through the parallel copies) to exactly the rounded file values
+  LoadOptions lo;
+  lo.dtype = torch::kBFloat16;
+  LoadedLlava l = load_llava(tiny_dir(), lo);
+  for (const auto& p : l.model->parameters()) EXPECT_EQ(p.scalar_type(), torch::kBFloat16);
+  expect_params_equal_file(*l.model, file);
+}
+
+TEST(ModelLoad, MappedWeightsAreCopyOnWriteAndTrainLikeCopiedOnes) {
+  const std::string dir = copy_fixture_config("mapped");
+  fs::copy_file(tiny_dir() + "/model.safetensors", dir + "/model.safetensors");
+  const std::string before = llava::testing::read_file(dir + "/model.safetensors");
+  LoadOptions mapped;
+  mapped.map_weights = true;
+  LoadedLlava a = load_llava(dir, mapped), b = load_llava(dir);
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : a.model->parameters()) p.add_(1.0f);
+    for (auto& p : b.model->parameters()) p.add_(1.0f);
+  }
+  // the writes stayed in this process: the file, and a model loaded from it now, are unchanged
+  EXPECT_EQ(llava::testing::read_file(dir + "/model.safetensors"), before);
+  expect_params_equal_file(*load_llava(dir, mapped).model, dir + "/model.safetensors");
+  auto pa = a.model->named_parameters(), pb = b.model->named_parameters();
+  for (const auto& item : pa) EXPECT_TRUE(torch::equal(item.value(), pb[item.key()])) << item.key();
+  // replacing the file (by rename, as our writers do) leaves a mapped model's unwritten pages as they were
+  LoadedLlava c = load_llava(dir, mapped);
+  const std::string norm = "language_model.model.norm.weight";
+  const torch::Tensor old_norm = c.model->named_parameters()[norm].clone();
+  const std::vector<float> zeros(old_norm.numel(), 0.f);
+  write_modified_fixture(dir + "/model.safetensors", [&](const TensorInfo& info, TensorToWrite& t) {
+    if (info.name == "model.norm.weight" || info.name == norm) t.data = zeros.data();
+    return true;
+  });
+  EXPECT_TRUE(torch::equal(c.model->named_parameters()[norm], old_norm));
+  EXPECT_EQ(load_llava(dir).model->named_parameters()[norm].abs().sum().item<double>(), 0.0);
+}
+
+TEST(ModelLoad, SkipParameterInitBuildsTheSameModuleUninitialised) {
+  LlavaConfig c = small_config();
+  c.projector_type = "mlp2x_gelu";
+  torch::manual_seed(5);
+  LlavaForCausalLM normal(c);
+  const torch::Tensor rng_after_normal = torch::rand({4});
+  torch::manual_seed(5);
+  const torch::Tensor rng_untouched = torch::rand({4});
+  torch::manual_seed(5);
+  LlavaForCausalLM skipped{nullptr};
+  {
+    SkipParameterInit skip;
+    EXPECT_TRUE(parameter_init_skipped());
+    skipped = LlavaForCausalLM(c);
+  }
+  EXPECT_FALSE(parameter_init_skipped());
+  EXPECT_TRUE(torch::equal(torch::rand({4}), rng_untouched));
+  EXPECT_FALSE(torch::equal(rng_after_normal, rng_untouched));  // the normal build does draw
+  auto pn = normal->named_parameters(), ps = skipped->named_parameters();
+  ASSERT_EQ(pn.size(), ps.size());
+  for (const auto& item : pn) {
+    ASSERT_NE(ps.find(item.key()), nullptr) << item.key();
+    EXPECT_EQ(ps[item.key()].sizes(), item.value().sizes()) << item.key();
+    EXPECT_EQ(ps[item.key()].requires_grad(), item.value().requires_grad()) << item.key();
+  }
+  // the modules describe themselves alike (options corrected after the zero-row build)
+  std::ostringstream a, b;
+  a << *normal;
+  b << *skipped;
+  EXPECT_EQ(a.str(), b.str());
+  // and a module built without the guard is the stock one: same seed, same weights
+  torch::manual_seed(5);
+  LlavaForCausalLM again(c);
+  for (const auto& item : again->named_parameters()) EXPECT_TRUE(torch::equal(item.value(), pn[item.key()]));
 }

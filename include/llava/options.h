@@ -35,6 +35,7 @@ namespace llava {
   X(std::string, image_aspect_ratio, "square", "square (center crop) | pad (expand to square first)")            \
   X(std::string, image_placement, "front", "front: <image> markers moved to the turn's start | inline")          \
   X(bool, group_by_modality_length, false, "length-grouped sampling by modality, as LLaVA")                      \
+  X(int, group_by_length_window, 0, "N > 0: sort by length within windows of N global batches, shuffle batches") \
   X(bool, lazy_preprocess, true, "accepted for LLaVA compatibility; always lazy")                                \
   X(bool, shuffle, true, "shuffle samples each epoch (false: file order)")                                       \
   X(std::string, on_bad_sample, "skip", "skip (count and go on) | fail (stop with the error)")                    \

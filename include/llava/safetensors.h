@@ -1,8 +1,8 @@
 #pragma once
 // safetensors reader and writer (no torch here; model/weights.h turns views into tensors).
 // Format: u64 little-endian header size N, N bytes of JSON {name: {dtype, shape, data_offsets:[b,e]},
-// "__metadata__": {str: str}}, then the raw little-endian tensor bytes. Files are memory-mapped, so
-// reading a tensor is a pointer into the page cache, not a copy.
+// "__metadata__": {str: str}}, then the raw little-endian tensor bytes. Files are memory-mapped (private,
+// copy-on-write), so reading a tensor is a pointer into the page cache, not a copy.
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -28,8 +28,9 @@ struct TensorInfo {
 class SafetensorsFile {
  public:
   // Throws llava::Error naming the file for a missing/truncated file, bad header JSON, unknown dtype,
-  // offsets outside the file or inconsistent with dtype x shape.
-  static std::shared_ptr<SafetensorsFile> open(const std::string& path);
+  // offsets outside the file or inconsistent with dtype x shape. writable: see mutable_data (a writable
+  // private mapping counts against the commit limit under strict overcommit, so it is opt-in).
+  static std::shared_ptr<SafetensorsFile> open(const std::string& path, bool writable = false);
   ~SafetensorsFile();
   SafetensorsFile(const SafetensorsFile&) = delete;
   SafetensorsFile& operator=(const SafetensorsFile&) = delete;
@@ -40,6 +41,11 @@ class SafetensorsFile {
   const TensorInfo* find(const std::string& name) const;
   const TensorInfo& at(const std::string& name) const;  // throws naming file and tensor
   const uint8_t* data(const TensorInfo& info) const { return data_ + info.begin; }
+  // The same bytes, writable (files opened writable only, else llava::Error): the mapping is private, so
+  // writes copy the touched pages (copy-on-write) and never change the file. Valid while this object lives.
+  uint8_t* mutable_data(const TensorInfo& info) const;
+  // Maps every page of the file now (reading it into the page cache if needed) instead of on first access.
+  void prefault() const;
   // Element values converted to float (F32/F16/BF16/F64/ints); for tests and small tensors.
   std::vector<float> to_float(const TensorInfo& info) const;
 
@@ -47,6 +53,7 @@ class SafetensorsFile {
   SafetensorsFile() = default;
   std::string path_;
   void* map_ = nullptr;
+  bool writable_ = false;
   size_t map_size_ = 0;
   const uint8_t* data_ = nullptr;
   std::vector<TensorInfo> tensors_;

@@ -19,12 +19,25 @@ struct SamplerOptions {
   int world_size = 1;
   int rank = 0;
   int gradient_accumulation_steps = 1;    // LLaVA's grouping uses world_size x accumulation megabatches
+  // > 0: length grouping by windows instead (replaces LLaVA's megabatch grouping; opt-in). The epoch's
+  // random order is cut into windows of this many global batches (world_size x batch_size samples each);
+  // each window is sorted by length (longest first) and cut into global batches, and the batches of all
+  // windows are shuffled. With group_by_modality_length the two modalities are windowed apart, so every
+  // full global batch is single-modality; the last partial batch of each modality goes together at the
+  // end. Sharding is unchanged (each global batch is split into equal per-rank slices, so ranks see
+  // disjoint shards of equal size, every rank computing the same order from the seed), and the order
+  // depends only on seed, epoch, world_size and batch_size (exact resume).
+  int group_by_length_window = 0;
 };
+
+class Rng;
 
 class Sampler {
  public:
   // modality_lengths: Dataset::modality_length per sample (>0 with images, <0 text-only).
-  Sampler(std::vector<int32_t> modality_lengths, SamplerOptions options);
+  // sort_lengths: what group_by_length_window sorts by (e.g. estimated sequence positions); empty: the
+  // modality lengths' magnitude.
+  Sampler(std::vector<int32_t> modality_lengths, SamplerOptions options, std::vector<int32_t> sort_lengths = {});
 
   // The whole epoch's sample order (before sharding).
   std::vector<int64_t> epoch_order(int64_t epoch) const;
@@ -35,7 +48,8 @@ class Sampler {
   size_t size() const { return lengths_.size(); }
 
  private:
-  std::vector<int32_t> lengths_;
+  std::vector<int64_t> windowed_order(Rng& rng) const;
+  std::vector<int32_t> lengths_, sort_lengths_;
   SamplerOptions opt_;
 };
 

@@ -82,10 +82,49 @@ std::vector<std::vector<int64_t>> grouped_megabatches(const std::vector<int64_t>
 
 }  // namespace
 
-Sampler::Sampler(std::vector<int32_t> modality_lengths, SamplerOptions options)
-    : lengths_(std::move(modality_lengths)), opt_(options) {
+Sampler::Sampler(std::vector<int32_t> modality_lengths, SamplerOptions options, std::vector<int32_t> sort_lengths)
+    : lengths_(std::move(modality_lengths)), sort_lengths_(std::move(sort_lengths)), opt_(options) {
   if (opt_.batch_size < 1 || opt_.world_size < 1 || opt_.rank < 0 || opt_.rank >= opt_.world_size)
     throw Error("sampler: bad batch size / world size / rank");
+  if (opt_.group_by_length_window < 0) throw Error("sampler: group_by_length_window must be >= 0");
+  if (sort_lengths_.empty())
+    for (int32_t m : lengths_) sort_lengths_.push_back(std::abs(m));
+  if (sort_lengths_.size() != lengths_.size()) throw Error("sampler: one sort length per sample needed");
+}
+
+// Random order -> windows of group_by_length_window global batches, each sorted longest first and cut into
+// global batches -> batches shuffled. Sorting only inside a window keeps the batches' composition random
+// across the epoch while neighbours in a batch have nearly the same length.
+std::vector<int64_t> Sampler::windowed_order(Rng& rng) const {
+  const int64_t n = static_cast<int64_t>(lengths_.size());
+  const size_t global = static_cast<size_t>(opt_.world_size) * opt_.batch_size;
+  const size_t window = global * static_cast<size_t>(opt_.group_by_length_window);
+  std::vector<int64_t> perm = rng.permutation(n);
+  std::vector<std::vector<int64_t>> groups(1);
+  if (opt_.group_by_modality_length) {
+    groups.assign(2, {});
+    for (int64_t i : perm) groups[lengths_[i] > 0 ? 0 : 1].push_back(i);
+  } else {
+    groups[0] = std::move(perm);
+  }
+  std::vector<std::vector<int64_t>> batches;
+  std::vector<int64_t> tail;  // the partial last batch of each group
+  for (auto& ids : groups) {
+    for (size_t s = 0; s < ids.size(); s += window) {
+      auto b = ids.begin() + s, e = ids.begin() + std::min(ids.size(), s + window);
+      // ties keep the random order; stable for the same order on every platform
+      std::stable_sort(b, e, [&](int64_t x, int64_t y) { return sort_lengths_[x] > sort_lengths_[y]; });
+    }
+    size_t full = ids.size() / global * global;
+    for (size_t s = 0; s < full; s += global) batches.emplace_back(ids.begin() + s, ids.begin() + s + global);
+    tail.insert(tail.end(), ids.begin() + full, ids.end());
+  }
+  std::vector<int64_t> order;
+  order.reserve(n);
+  for (int64_t k : rng.permutation(static_cast<int64_t>(batches.size())))
+    order.insert(order.end(), batches[k].begin(), batches[k].end());
+  order.insert(order.end(), tail.begin(), tail.end());
+  return order;
 }
 
 std::vector<int64_t> Sampler::epoch_order(int64_t epoch) const {
@@ -96,6 +135,7 @@ std::vector<int64_t> Sampler::epoch_order(int64_t epoch) const {
     return order;
   }
   Rng rng(opt_.seed * 1000003ull + static_cast<uint64_t>(epoch));
+  if (opt_.group_by_length_window > 0) return windowed_order(rng);
   if (!opt_.group_by_modality_length) return rng.permutation(n);
 
   const int chunks = opt_.world_size * opt_.gradient_accumulation_steps;

@@ -95,9 +95,10 @@ uint16_t float_to_bf16(float f) {
   return static_cast<uint16_t>(bits >> 16);
 }
 
-std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
+std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path, bool writable) {
   std::shared_ptr<SafetensorsFile> f(new SafetensorsFile());
   f->path_ = path;
+  f->writable_ = writable;
   int fd = ::open(path.c_str(), O_RDONLY);
   if (fd < 0) throw Error(path + ": cannot open safetensors file: " + std::strerror(errno));
   struct stat st{};
@@ -107,7 +108,8 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
     ::close(fd);
     throw Error(path + ": truncated safetensors file (" + std::to_string(size) + " bytes, no header)");
   }
-  void* m = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  // Private: with PROT_WRITE a write copies the touched page for this process and never reaches the file.
+  void* m = ::mmap(nullptr, size, writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_PRIVATE, fd, 0);
   ::close(fd);
   if (m == MAP_FAILED) throw Error(path + ": mmap failed: " + std::strerror(errno));
   f->map_ = m;
@@ -158,6 +160,21 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
     }
   }
   return f;
+}
+
+uint8_t* SafetensorsFile::mutable_data(const TensorInfo& info) const {
+  if (!writable_) throw Error(path_ + ": mutable_data needs a file opened writable");
+  return const_cast<uint8_t*>(data_) + info.begin;
+}
+
+void SafetensorsFile::prefault() const {
+  if (!map_) return;
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22  // Linux 5.14
+#endif
+  // Maps the (read from disk if needed) page-cache pages without copying them; older kernels only get the
+  // read-ahead hint and fault the pages in on first access.
+  if (::madvise(map_, map_size_, MADV_POPULATE_READ) != 0) ::madvise(map_, map_size_, MADV_WILLNEED);
 }
 
 SafetensorsFile::~SafetensorsFile() {

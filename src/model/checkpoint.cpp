@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "llava/error.h"
+#include "llava/model/param_init.h"
 #include "model/config_json.h"
 #include "model/weights.h"
 #include "llava/fs_util.h"
@@ -174,10 +175,25 @@ void apply_overrides(LlavaConfig& cfg, const LoadOptions& o, const std::string& 
   cfg.validate(where);
 }
 
-void load_clip_dir(LlavaForCausalLMImpl& model, const std::string& clip_dir, LoadReport& report) {
+// A model every parameter of which load_llava loads or initialises explicitly (check_complete enforces it):
+// built without the default random init, which would be overwritten, and allocated in `dtype` directly.
+LlavaForCausalLM build_for_loading(const LlavaConfig& config, torch::Dtype dtype) {
+  LlavaForCausalLM model{nullptr};
+  {
+    SkipParameterInit skip;
+    model = LlavaForCausalLM(config);
+  }
+  if (dtype != torch::kFloat32) {
+    torch::NoGradGuard no_grad;
+    for (auto& p : model->parameters()) p.set_data(torch::empty(p.sizes(), p.options().dtype(dtype)));
+  }
+  return model;
+}
+
+void load_clip_dir(LlavaForCausalLMImpl& model, const std::string& clip_dir, LoadReport& report, bool map_weights) {
   auto targets = params_of(model, "vision_tower.");
   auto scheme = clip_scheme();
-  LoadReport r = load_weights(WeightFiles::in_dir(clip_dir), scheme, targets);
+  LoadReport r = load_weights(WeightFiles::in_dir(clip_dir), scheme, targets, map_weights);
   check_complete(targets, r, scheme, clip_dir);
   merge_report(report, r);
 }
@@ -259,11 +275,10 @@ LoadedLlava load_llava(const std::string& model_dir, const LoadOptions& o) {
     out.format = "llava";
     out.config = LlavaConfig::from_json_file(config_path);
     apply_overrides(out.config, o, model_dir, out.notes);
-    out.model = LlavaForCausalLM(out.config);
-    out.model->to(o.dtype);
+    out.model = build_for_loading(out.config, o.dtype);
     auto targets = params_of(*out.model);
     auto scheme = hf_scheme(out.config);
-    report = load_weights(WeightFiles::in_dir(model_dir), scheme, targets);
+    report = load_weights(WeightFiles::in_dir(model_dir), scheme, targets, o.map_weights);
     check_complete(targets, report, scheme, model_dir);
     if (!o.vision_tower.empty())
       out.notes.push_back("--vision_tower " + o.vision_tower + " ignored: the HF LLaVA directory holds its tower");
@@ -271,11 +286,10 @@ LoadedLlava load_llava(const std::string& model_dir, const LoadOptions& o) {
     out.format = "llava_llama";
     out.config = LlavaConfig::from_json_file(config_path, o.vision_tower);
     apply_overrides(out.config, o, model_dir, out.notes);
-    out.model = LlavaForCausalLM(out.config);
-    out.model->to(o.dtype);
+    out.model = build_for_loading(out.config, o.dtype);
     auto targets = params_of(*out.model);
     auto scheme = original_scheme(out.config);
-    report = load_weights(WeightFiles::in_dir(model_dir), scheme, targets);
+    report = load_weights(WeightFiles::in_dir(model_dir), scheme, targets, o.map_weights);
     size_t tower_loaded = 0;
     for (const auto& n : report.loaded) tower_loaded += starts_with(n, "vision_tower.") ? 1 : 0;
     std::string clip_dir = o.vision_tower;
@@ -292,7 +306,7 @@ LoadedLlava load_llava(const std::string& model_dir, const LoadOptions& o) {
           it = starts_with(*it, "vision_tower.") ? report.loaded.erase(it) : std::next(it);
       }
       out.notes.push_back("vision tower loaded from " + clip_dir);
-      load_clip_dir(*out.model, clip_dir, report);
+      load_clip_dir(*out.model, clip_dir, report, o.map_weights);
     }
     check_complete(targets, report, scheme, model_dir);
   } else {  // llama: LLM + CLIP (+ projector)
@@ -305,13 +319,12 @@ LoadedLlava load_llava(const std::string& model_dir, const LoadOptions& o) {
                                          o.mm_vision_select_layer.value_or(-2),
                                          o.mm_vision_select_feature.empty() ? "patch" : o.mm_vision_select_feature);
     out.config.mm_vision_tower = o.vision_tower;
-    out.model = LlavaForCausalLM(out.config);
-    out.model->to(o.dtype);
+    out.model = build_for_loading(out.config, o.dtype);
     auto llm_targets = params_of(*out.model, "language_model.");
     auto scheme = llm_scheme(out.config);
-    report = load_weights(WeightFiles::in_dir(model_dir), scheme, llm_targets);
+    report = load_weights(WeightFiles::in_dir(model_dir), scheme, llm_targets, o.map_weights);
     check_complete(llm_targets, report, scheme, model_dir);
-    load_clip_dir(*out.model, o.vision_tower, report);
+    load_clip_dir(*out.model, o.vision_tower, report, o.map_weights);
     if (o.pretrain_mm_mlp_adapter.empty() && !out.model->multi_modal_projector->linears.empty()) {
       torch::manual_seed(o.seed);
       torch::NoGradGuard no_grad;

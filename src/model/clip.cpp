@@ -1,16 +1,20 @@
 #include "llava/model/clip.h"
 
 #include "llava/error.h"
+#include "llava/model/param_init.h"
 #include "llava/torch_compat.h"
 
 namespace llava {
 
 ClipVisionEmbeddingsImpl::ClipVisionEmbeddingsImpl(const ClipVisionConfig& c) : config_(c) {
-  class_embedding = register_parameter("class_embedding", torch::randn({c.hidden_size}));
+  class_embedding = register_parameter(
+      "class_embedding", init_or_empty({c.hidden_size}, [&] { return torch::randn({c.hidden_size}); }));
   patch_embedding = register_module(
       "patch_embedding",
-      torch::nn::Conv2d(torch::nn::Conv2dOptions(c.num_channels, c.hidden_size, c.patch_size).stride(c.patch_size).bias(false)));
-  position_embedding = register_module("position_embedding", torch::nn::Embedding(c.num_patches() + 1, c.hidden_size));
+      make_conv2d(
+          torch::nn::Conv2dOptions(c.num_channels, c.hidden_size, c.patch_size).stride(c.patch_size).bias(false)));
+  position_embedding = register_module(
+      "position_embedding", make_embedding(torch::nn::EmbeddingOptions(c.num_patches() + 1, c.hidden_size)));
 }
 
 torch::Tensor ClipVisionEmbeddingsImpl::forward(const torch::Tensor& pixel_values) {
@@ -34,10 +38,10 @@ torch::Tensor ClipVisionEmbeddingsImpl::forward(const torch::Tensor& pixel_value
 
 ClipAttentionImpl::ClipAttentionImpl(const ClipVisionConfig& c)
     : heads_(c.num_attention_heads), head_dim_(c.head_dim()) {
-  k_proj = register_module("k_proj", torch::nn::Linear(c.hidden_size, c.hidden_size));
-  v_proj = register_module("v_proj", torch::nn::Linear(c.hidden_size, c.hidden_size));
-  q_proj = register_module("q_proj", torch::nn::Linear(c.hidden_size, c.hidden_size));
-  out_proj = register_module("out_proj", torch::nn::Linear(c.hidden_size, c.hidden_size));
+  k_proj = register_module("k_proj", make_linear(torch::nn::LinearOptions(c.hidden_size, c.hidden_size)));
+  v_proj = register_module("v_proj", make_linear(torch::nn::LinearOptions(c.hidden_size, c.hidden_size)));
+  q_proj = register_module("q_proj", make_linear(torch::nn::LinearOptions(c.hidden_size, c.hidden_size)));
+  out_proj = register_module("out_proj", make_linear(torch::nn::LinearOptions(c.hidden_size, c.hidden_size)));
 }
 
 torch::Tensor ClipAttentionImpl::forward(const torch::Tensor& x) {
@@ -49,8 +53,8 @@ torch::Tensor ClipAttentionImpl::forward(const torch::Tensor& x) {
 }
 
 ClipMlpImpl::ClipMlpImpl(const ClipVisionConfig& c) : quick_gelu_(c.hidden_act == "quick_gelu") {
-  fc1 = register_module("fc1", torch::nn::Linear(c.hidden_size, c.intermediate_size));
-  fc2 = register_module("fc2", torch::nn::Linear(c.intermediate_size, c.hidden_size));
+  fc1 = register_module("fc1", make_linear(torch::nn::LinearOptions(c.hidden_size, c.intermediate_size)));
+  fc2 = register_module("fc2", make_linear(torch::nn::LinearOptions(c.intermediate_size, c.hidden_size)));
 }
 
 torch::Tensor ClipMlpImpl::forward(const torch::Tensor& x) {

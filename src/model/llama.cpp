@@ -5,6 +5,7 @@
 #include <mutex>
 
 #include "llava/error.h"
+#include "llava/model/param_init.h"
 #include "llava/torch_compat.h"
 
 namespace llava {
@@ -168,7 +169,7 @@ torch::Tensor causal_attention_mask(const torch::Tensor& key_mask, int64_t seq_l
 }
 
 LlamaRMSNormImpl::LlamaRMSNormImpl(int64_t hidden, double eps) : eps_(eps) {
-  weight = register_parameter("weight", torch::ones({hidden}));
+  weight = register_parameter("weight", init_or_empty({hidden}, [&] { return torch::ones({hidden}); }));
 }
 
 torch::Tensor LlamaRMSNormImpl::forward(const torch::Tensor& x) {
@@ -181,7 +182,7 @@ torch::Tensor LlamaRMSNormImpl::forward(const torch::Tensor& x) {
 LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& c)
     : heads_(c.num_attention_heads), kv_heads_(c.num_key_value_heads), head_dim_(c.head_dim()) {
   auto lin = [&](int64_t in, int64_t out) {
-    return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(c.attention_bias));
+    return make_linear(torch::nn::LinearOptions(in, out).bias(c.attention_bias));
   };
   q_proj = register_module("q_proj", lin(c.hidden_size, heads_ * head_dim_));
   k_proj = register_module("k_proj", lin(c.hidden_size, kv_heads_ * head_dim_));
@@ -205,7 +206,7 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::T
 }
 
 LlamaMLPImpl::LlamaMLPImpl(const LlamaConfig& c) : silu_(c.hidden_act == "silu") {
-  auto lin = [&](int64_t in, int64_t out) { return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false)); };
+  auto lin = [&](int64_t in, int64_t out) { return make_linear(torch::nn::LinearOptions(in, out).bias(false)); };
   gate_proj = register_module("gate_proj", lin(c.hidden_size, c.intermediate_size));
   up_proj = register_module("up_proj", lin(c.hidden_size, c.intermediate_size));
   down_proj = register_module("down_proj", lin(c.intermediate_size, c.hidden_size));
@@ -233,7 +234,7 @@ torch::Tensor LlamaDecoderLayerImpl::forward(const torch::Tensor& h, const torch
 LlamaModelImpl::LlamaModelImpl(const LlamaConfig& c) : config_(c) {
   auto opts = torch::nn::EmbeddingOptions(c.vocab_size, c.hidden_size);
   if (c.pad_token_id >= 0 && c.pad_token_id < c.vocab_size) opts.padding_idx(c.pad_token_id);  // as HF
-  embed_tokens = register_module("embed_tokens", torch::nn::Embedding(opts));
+  embed_tokens = register_module("embed_tokens", make_embedding(opts));
   auto list = register_module("layers", torch::nn::ModuleList());
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     layers.push_back(LlamaDecoderLayer(c));
@@ -283,7 +284,7 @@ LlamaForCausalLMImpl::LlamaForCausalLMImpl(const LlamaConfig& c) : config_(c) {
   model = register_module("model", LlamaModel(c));
   if (!c.tie_word_embeddings)
     lm_head = register_module("lm_head",
-                              torch::nn::Linear(torch::nn::LinearOptions(c.hidden_size, c.vocab_size).bias(false)));
+                              make_linear(torch::nn::LinearOptions(c.hidden_size, c.vocab_size).bias(false)));
 }
 
 torch::Tensor LlamaForCausalLMImpl::logits(const torch::Tensor& hidden) {

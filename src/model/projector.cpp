@@ -1,14 +1,16 @@
 #include "llava/model/projector.h"
 
 #include "llava/model/config.h"
+#include "llava/model/param_init.h"
 
 namespace llava {
 
 ProjectorImpl::ProjectorImpl(const std::string& type, int64_t vision_hidden, int64_t text_hidden) : type_(type) {
   const int64_t n = parse_projector_type(type, "projector");
   for (int64_t i = 0; i < n; ++i) {
-    linears.push_back(register_module("linear_" + std::to_string(i + 1),
-                                      torch::nn::Linear(i == 0 ? vision_hidden : text_hidden, text_hidden)));
+    const int64_t in = i == 0 ? vision_hidden : text_hidden;
+    linears.push_back(
+        register_module("linear_" + std::to_string(i + 1), make_linear(torch::nn::LinearOptions(in, text_hidden))));
   }
 }
 

@@ -1,5 +1,8 @@
 #include "model/weights.h"
 
+#include <ATen/Parallel.h>
+
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -112,16 +115,54 @@ bool is_safetensors(const std::string& path) {
 
 std::string shape_str(c10::IntArrayRef s) { return c10::str(s); }
 
-// Checks and copies src into dst; `where` = "FILE: tensor 'NAME'".
-void copy_checked(const torch::Tensor& src, torch::Tensor& dst, const std::string& where) {
-  if (src.sizes() != dst.sizes())
-    throw Error(where + ": shape " + shape_str(src.sizes()) + " in the checkpoint, the model expects " +
+// Throws unless a checkpoint tensor of `sizes` / `dtype` can be loaded into dst; `where` = "FILE: tensor 'NAME'".
+void check_loadable(c10::IntArrayRef sizes, torch::Dtype dtype, const torch::Tensor& dst, const std::string& where) {
+  if (sizes != dst.sizes())
+    throw Error(where + ": shape " + shape_str(sizes) + " in the checkpoint, the model expects " +
                 shape_str(dst.sizes()));
-  if (dst.is_floating_point() && !src.is_floating_point())
-    throw Error(where + ": dtype " + std::string(c10::toString(src.scalar_type())) +
+  if (dst.is_floating_point() && !c10::isFloatingType(dtype))
+    throw Error(where + ": dtype " + std::string(c10::toString(dtype)) +
                 " cannot be loaded into a floating-point parameter");
+}
+
+void copy_checked(const torch::Tensor& src, torch::Tensor& dst, const std::string& where) {
+  check_loadable(src.sizes(), src.scalar_type(), dst, where);
   torch::NoGradGuard no_grad;
   dst.copy_(src);
+}
+
+struct CopyJob {
+  torch::Tensor src, dst;
+};
+
+// Runs the copies (with dtype conversion) on the intra-op threads, in slices of a few MiB so that one large
+// tensor is spread over the threads too.
+void run_copies(const std::vector<CopyJob>& jobs) {
+  struct Slice {
+    size_t job;
+    int64_t begin, end;  // elements of the flattened tensor; whole tensor when dst is not contiguous
+  };
+  std::vector<Slice> slices;
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    const torch::Tensor& d = jobs[j].dst;
+    const int64_t n = d.numel();
+    const int64_t step = d.is_contiguous() ? std::max<int64_t>(1, (8 << 20) / d.element_size()) : n;
+    for (int64_t b = 0; b < n; b += step) slices.push_back({j, b, std::min(n, b + step)});
+  }
+  at::parallel_for(0, static_cast<int64_t>(slices.size()), 1, [&](int64_t b, int64_t e) {
+    torch::NoGradGuard no_grad;  // per thread: grad mode is thread-local
+    for (int64_t i = b; i < e; ++i) {
+      const Slice& s = slices[i];
+      const CopyJob& job = jobs[s.job];
+      if (!job.dst.is_contiguous()) {
+        torch::Tensor d = job.dst;
+        d.copy_(job.src);
+        continue;
+      }
+      job.dst.view({-1}).narrow(0, s.begin, s.end - s.begin).copy_(
+          job.src.reshape({-1}).narrow(0, s.begin, s.end - s.begin));
+    }
+  });
 }
 
 std::vector<char> read_bytes(const std::string& path) {
@@ -162,7 +203,7 @@ std::vector<std::pair<std::string, torch::Tensor>> read_torch_bin(const std::str
 }  // namespace
 
 LoadReport load_weights(const WeightFiles& files, const NameScheme& scheme,
-                        const std::map<std::string, torch::Tensor>& targets) {
+                        const std::map<std::string, torch::Tensor>& targets, bool adopt_file_memory) {
   LoadReport report;
   auto target_of = [&](const std::string& ckpt_name, const std::string& file) -> torch::Tensor* {
     std::optional<std::string> m = scheme.to_model(ckpt_name);
@@ -182,23 +223,30 @@ LoadReport load_weights(const WeightFiles& files, const NameScheme& scheme,
 
   for (const auto& path : files.paths) {
     if (is_safetensors(path)) {
-      auto f = SafetensorsFile::open(path);
+      auto f = SafetensorsFile::open(path, adopt_file_memory);
+      if (adopt_file_memory) f->prefault();
+      std::vector<CopyJob> jobs;
       for (const auto& info : f->tensors()) {
         torch::Tensor* dst = target_of(info.name, path);
         if (!dst) continue;
-        const std::string where = path + ": tensor '" + info.name + "'";
         const torch::Dtype st = torch_dtype_of(info.dtype);
+        check_loadable(info.shape, st, *dst, path + ": tensor '" + info.name + "'");
         const uint8_t* p = f->data(info);
-        torch::Tensor src;
-        if (reinterpret_cast<uintptr_t>(p) % dtype_size(info.dtype) == 0) {
-          // a view of the page cache, read once by copy_
-          src = torch::from_blob(const_cast<uint8_t*>(p), info.shape, torch::TensorOptions().dtype(st));
+        const bool aligned = reinterpret_cast<uintptr_t>(p) % dtype_size(info.dtype) == 0;
+        const auto opts = torch::TensorOptions().dtype(st);
+        if (adopt_file_memory && aligned && st == dst->scalar_type() && dst->device().is_cpu()) {
+          // The parameter becomes the mapped bytes themselves; the deleter keeps the mapping alive.
+          dst->set_data(torch::from_blob(f->mutable_data(info), info.shape, [f](void*) {}, opts));
+        } else if (aligned) {
+          // a view of the page cache, read once by the copy
+          jobs.push_back({torch::from_blob(const_cast<uint8_t*>(p), info.shape, opts), *dst});
         } else {
-          src = torch::empty(info.shape, torch::TensorOptions().dtype(st));
+          torch::Tensor src = torch::empty(info.shape, opts);
           std::memcpy(src.data_ptr(), p, info.end - info.begin);
+          jobs.push_back({src, *dst});
         }
-        copy_checked(src, *dst, where);
       }
+      run_copies(jobs);  // before f (the mapping the sources view) can go
     } else {
       for (auto& [name, tensor] : read_torch_bin(path)) {
         torch::Tensor* dst = target_of(name, path);

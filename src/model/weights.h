@@ -1,8 +1,8 @@
 #pragma once
 // Model-component-private: reading named tensors from checkpoint files into parameters, and name schemes.
 // Safetensors files are memory-mapped and each tensor is copied once, straight from the mapping into its
-// parameter (from_blob + copy_, converting the dtype). PyTorch .bin files (torch.save zip archives) are read
-// with torch::pickle_load one file at a time.
+// parameter (from_blob + copy_, converting the dtype), or adopted in place (see load_weights). PyTorch .bin
+// files (torch.save zip archives) are read with torch::pickle_load one file at a time.
 #include <torch/torch.h>
 
 #include <functional>
@@ -44,11 +44,17 @@ struct LoadReport {
   std::map<std::string, std::string> file_of;    // model name -> file it came from
 };
 
-// Copies every tensor of `files` whose mapped model name is a key of `targets` into that tensor.
-// Throws llava::Error naming the file and tensor on a shape mismatch, a non-float dtype for a float parameter,
-// or an unreadable file. Tensors mapping to names outside `targets` are collected in `unexpected`.
+// Copies every tensor of `files` whose mapped model name is a key of `targets` into that tensor (converting
+// the dtype; in parallel on the intra-op threads). Throws llava::Error naming the file and tensor on a shape
+// mismatch, a non-float dtype for a float parameter, or an unreadable file. Tensors mapping to names outside
+// `targets` are collected in `unexpected`.
+// adopt_file_memory: a CPU target whose dtype matches the file's gets the mapped bytes as its storage
+// (set_data) instead of a copy: no copy at load, and a training write copies just the pages it touches
+// (the mapping is private, the file is never written; pages never written stay shared with the page cache).
+// Only for freshly built targets that nothing else views (the previous storage is dropped); the file must
+// not be truncated or rewritten in place while the model lives (our writers replace files by rename).
 LoadReport load_weights(const WeightFiles& files, const NameScheme& scheme,
-                        const std::map<std::string, torch::Tensor>& targets);
+                        const std::map<std::string, torch::Tensor>& targets, bool adopt_file_memory = false);
 
 // Throws llava::Error listing the targets (by checkpoint name) that were not loaded, and the unexpected tensors.
 void check_complete(const std::map<std::string, torch::Tensor>& targets, const LoadReport& report,

@@ -323,6 +323,7 @@ TrainResult train(const Options& o, const TrainHooks& hooks) {
   so.seed = static_cast<uint64_t>(o.seed);
   so.shuffle = o.shuffle;
   so.group_by_modality_length = o.group_by_modality_length;
+  so.group_by_length_window = o.group_by_length_window;
   so.batch_size = o.per_device_train_batch_size;
   so.gradient_accumulation_steps = o.gradient_accumulation_steps;
   so.world_size = world;
@@ -428,6 +429,7 @@ TrainResult train(const Options& o, const TrainHooks& hooks) {
                              {"seed", o.seed},
                              {"shuffle", o.shuffle},
                              {"group_by_modality_length", o.group_by_modality_length},
+                             {"group_by_length_window", o.group_by_length_window},
                              {"num_samples", dataset.size()},
                              {"stage", stage}};
   if (!resume_dir.empty()) {
