@@ -12,10 +12,13 @@
 #       --pretrain_mm_mlp_adapter ./checkpoints/llava-v1.5-7b-pretrain/mm_projector.safetensors \
 #       --data_path ./playground/data/llava_v1_5_mix665k.json --image_folder ./playground/data \
 #       --output_dir ./checkpoints/llava-v1.5-7b
+#
+# Environment: LLAVA_TRAIN=PATH runs that binary; LLAVA_SKIP_SETUP=1 skips scripts/setup.sh (install + build),
+# for a binary built already (the data-parallel tests start this script that way).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-"$ROOT/scripts/setup.sh" >&2
+[[ "${LLAVA_SKIP_SETUP:-0}" == 1 ]] || "$ROOT/scripts/setup.sh" >&2
 source "$ROOT/scripts/launch.sh"
 
 if [[ $# -gt 0 ]]; then
@@ -25,7 +28,7 @@ fi
 
 # ---- the built-in demo ----
 DEMO=${LLAVA_DEMO_DIR:-$ROOT/demo_run}
-BIN=$ROOT/build/llava-train
+BIN=$LLAVA_TRAIN  # build/llava-train unless LLAVA_TRAIN names another (scripts/launch.sh)
 echo "== demo: synthetic multi-image data and tokenizer in $DEMO/data"
 "$BIN" demo-data --output_dir "$DEMO/data" --seed 1
 echo "== demo: a small random LLaVA model in $DEMO/model"

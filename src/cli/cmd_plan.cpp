@@ -193,6 +193,11 @@ int cmd_plan(const Options& o) {
     dist::MemoryEstimate e = dist::estimate_memory(m, s, o.zero_stage, o.gradient_checkpointing);
     std::printf("this config: zero_stage %d, gradient_checkpointing %s -> %.1f GiB per rank\n", o.zero_stage,
                 o.gradient_checkpointing ? "true" : "false", e.total() / (1024.0 * 1024 * 1024));
+    // the same in bytes, for scripts (bench/plan_check.py compares it with a measured run)
+    nlohmann::json j = {{"weights", e.weights},         {"grads", e.grads},   {"master", e.master},
+                        {"adam", e.adam},               {"buffers", e.buffers}, {"activations", e.activations},
+                        {"total", e.total()}};
+    std::printf("this config, bytes: %s\n", j.dump().c_str());
   }
   return 0;
 }

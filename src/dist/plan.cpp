@@ -129,7 +129,8 @@ ParamCounts count_params(const PlanModel& m, const PlanSettings& s) {
 //            stage 2:   4 * Pt / W                   (fp32 accumulator of this rank's part)
 //                       + 3 buckets * d              (one filling, two in flight)
 //                       + Pt * d if gradient_accumulation_steps > 1 (local accumulation between syncs)
-//   master   4 * Pt / S                              (fp32 master weights, ZeroOptimizer keeps them even for fp32)
+//   master   4 * Pt / S                              (fp32 master weights: bf16, or ZeroOptimizer, which keeps them
+//                                                     even for fp32; none for one fp32 process at stage 0)
 //   adam     8 * Pt / S                              (exp_avg + exp_avg_sq, fp32)
 //   buffers  1 GiB runtime (CUDA context, allocator slack) + AdamW fp32 temporaries (4 x min(2^24, Pt/S) x 4)
 //            + ZeRO 1/2 parameter all-gather (2 buckets, d)
@@ -171,7 +172,10 @@ MemoryEstimate estimate_memory(const PlanModel& m, const PlanSettings& s, int ze
   } else {
     e.grads = 4.0 * Pt / W + 3.0 * bucket + (s.gradient_accumulation_steps > 1 ? Pt * d : 0.0);
   }
-  e.master = 4.0 * Pt / S;
+  // fp32 masters exist for bf16 weights, and in ZeroOptimizer (several ranks or --zero_stage 1/2) even for fp32;
+  // the single-process fp32 AdamW updates the parameters themselves.
+  const bool separate_master = s.bf16 || s.world_size > 1 || zero_stage != 0;
+  e.master = separate_master ? 4.0 * Pt / S : 0.0;
   e.adam = 8.0 * Pt / S;
   e.buffers = 1024.0 * 1024 * 1024 + 4.0 * 4.0 * std::min(16777216.0, Pt / S);
   if (S > 1) e.buffers += 2.0 * bucket * (1.0 + 1.0 / W);
