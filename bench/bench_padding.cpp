@@ -95,7 +95,8 @@ int main(int argc, char** argv) {
   auto get = [&](const std::string& k, const std::string& d) { return a.count(k) ? a[k] : d; };
   const int batch = std::stoi(get("--batch", "16")), epochs = std::stoi(get("--epochs", "2"));
   const uint64_t seed = std::stoull(get("--seed", "42"));
-  std::vector<int32_t> modality, positions;
+  const int image_positions = std::stoi(get("--image_positions", "576"));  // LLM rows per image (CLIP-L/336)
+  std::vector<int32_t> modality, positions, images;
   std::map<std::string, int64_t> categories;
   try {
     if (a.count("--lengths")) {
@@ -104,12 +105,13 @@ int main(int argc, char** argv) {
       std::string line;
       while (std::getline(f, line)) {
         std::istringstream ss(line);
-        int32_t m, p;
+        int32_t m, p, n_img = 0;
         std::string cat;
         if (!(ss >> m >> p)) continue;
-        ss >> cat;
+        ss >> cat >> n_img;
         modality.push_back(m);
         positions.push_back(p);
+        images.push_back(n_img);
         if (!cat.empty()) ++categories[cat];
       }
     } else if (a.count("--data_path") && a.count("--preprocessed")) {
@@ -122,6 +124,7 @@ int main(int argc, char** argv) {
         size_t i = j["index"];
         modality.push_back(ds.modality_length(i));
         positions.push_back(j["length_with_images"]);
+        images.push_back(ds.image_count(i));
       }
     } else {
       std::cerr << "usage: bench_padding --lengths FILE | --data_path JSON --preprocessed JSONL [--batch 16]\n";
@@ -142,14 +145,18 @@ int main(int argc, char** argv) {
            sampler_waste(modality, positions, true, batch, 8, 1, epochs, seed), 8, 1);
     report("grouped_1gpu_accum8", "--group_by_modality_length, 1 GPU, gradient_accumulation_steps 8",
            sampler_waste(modality, positions, true, batch, 1, 8, epochs, seed), 1, 8);
+    // What `train` sorts windows by: LLaVA's word count + the sample's images x the positions of one image.
+    std::vector<int32_t> trainer_sort(modality.size());
+    for (size_t i = 0; i < modality.size(); ++i) trainer_sort[i] = std::abs(modality[i]) + images[i] * image_positions;
     for (int windows : {8, 64}) {
       const std::string w = std::to_string(windows);
       report("grouped_window" + w + "_1gpu",
-             "--group_by_modality_length --group_by_length_window " + w + ", 1 GPU (sorted by modality length)",
-             sampler_waste(modality, positions, true, batch, 1, 1, epochs, seed, windows), 1, 1);
+             "--group_by_modality_length --group_by_length_window " + w + ", 1 GPU (sorted as train does: words + images x " +
+                 std::to_string(image_positions) + ")",
+             sampler_waste(modality, positions, true, batch, 1, 1, epochs, seed, windows, trainer_sort), 1, 1);
       report("grouped_window" + w + "_8gpu",
-             "--group_by_modality_length --group_by_length_window " + w + ", 8 GPUs (sorted by modality length)",
-             sampler_waste(modality, positions, true, batch, 8, 1, epochs, seed, windows), 8, 1);
+             "--group_by_modality_length --group_by_length_window " + w + ", 8 GPUs (sorted as train does)",
+             sampler_waste(modality, positions, true, batch, 8, 1, epochs, seed, windows, trainer_sort), 8, 1);
       report("grouped_window" + w + "_positions_1gpu",
              "--group_by_length_window " + w + " sorting by real positions (Sampler sort_lengths), modality apart",
              sampler_waste(modality, positions, true, batch, 1, 1, epochs, seed, windows, positions), 1, 1);

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Benchmark 4 input: a synthetic length mix shaped like LLaVA-1.5's 665K instruction mix, one sample per
-line: `modality_length positions category`, where modality_length is what LLaVA's sampler sorts by
+line: `modality_length positions category images`, where modality_length is what LLaVA's sampler sorts by
 (whitespace word count of all turns, + with images, - text-only; llava-reference.md §8) and positions is
 the sequence the model computes (text tokens + 576 rows per image - the <image> token), capped at 2048
 (--model_max_length; LLaVA truncates there).
@@ -68,7 +68,7 @@ def main():
             words = sum(q + a_ for q, a_ in turns) + n_img  # "<image>" counts as a word in LLaVA's split()
             tokens = 34 + sum(int(round(1.3 * (q + a_))) + 7 for q, a_ in turns) + n_img * 2
             positions = min(MAX_LEN, tokens + n_img * (IMAGE_ROWS - 1))
-            f.write(f"{words if n_img else -words} {positions} {c}\n")
+            f.write(f"{words if n_img else -words} {positions} {c} {n_img}\n")
             counts[c] += 1
     print(dict(counts))
 

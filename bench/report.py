@@ -187,6 +187,18 @@ def main():
     if r:
         pending_row("6", "GPU", r)
 
+    # 7. plan vs measured
+    r = res.get("plan_check")
+    if r and r.get("status") == "ok":
+        for run in r["runs"]:
+            ck = "with" if run["gradient_checkpointing"] else "without"
+            rows.append(["7", f"`plan` estimate vs measured peak RSS above the process baseline, CPU fp32, batch "
+                              f"{r['batch']} x {r['seq']} tokens, {ck} gradient checkpointing",
+                         f"measured {run['measured_gib']:.2f} GiB", f"plan {run['predicted_gib']:.2f} GiB",
+                         f"{run['predicted_over_measured']:.2f}x", "close to 1x", "info"])
+    elif r:
+        pending_row("7", "plan vs measured memory", r)
+
     m = machine
     head = (f"Machine: {m.get('cpu_model')}, {m.get('cores_online')} cores, {m.get('memory_gib')} GiB, {m.get('os')}; "
             f"{m.get('llava_train_version')}; Python {m.get('python')} + torch {m.get('python_torch')}; {m.get('date')}; "

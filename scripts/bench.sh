@@ -9,7 +9,8 @@
 #   3 training step       tokens/s on CPU, fp32, llava-train vs plain PyTorch, tiny and ~50M models
 #   4 padding waste       share of computed positions that are padding, with/without length grouping
 #   5 checkpoint load     ~1 GB safetensors model -> model ready to train, vs cat FILE > /dev/null
-#   6 GPU                 skipped without a CUDA device (structure only)
+#   6 GPU                 not here: scripts/bench-gpu.sh (needs a GPU and a CUDA torch)
+#   7 memory plan         `llava-train plan`'s estimate vs measured peak RSS of a CPU run (~50M model)
 #
 # Environment:
 #   LLAVA_BENCH_BUILD_DIR  build folder (default build-bench); its bench-work/ holds generated inputs
@@ -25,7 +26,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
 OUTPUT=bench/results.json
-ONLY=1,2,3,4,5,6
+ONLY=1,2,3,4,5,6,7
 QUICK=0
 while (( $# )); do
   case "$1" in
@@ -304,7 +305,7 @@ for _ in range(3):
 print(best)
 EOF
 )
-    if "$BIN/bench_load" "$M1G" --repeats 3 >"$WORK/load.json" 2>"$WORK/load.err"; then
+    if OMP_NUM_THREADS=$JOBS "$BIN/bench_load" "$M1G" --repeats 3 >"$WORK/load.json" 2>"$WORK/load.err"; then
       record checkpoint_load "$("$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); d.update(status="ok", cat_seconds=float(sys.argv[2])); print(json.dumps(d))' "$WORK/load.json" "$CAT_S")"
     else
       record checkpoint_load "$(fail_json "$(cat "$WORK/load.err")")"
@@ -316,12 +317,22 @@ fi
 
 # ------------------------------------------------------------------------------------------------ 6. GPU
 if want 6; then
+  # The GPU benchmark needs a CUDA LibTorch build of its own: scripts/bench-gpu.sh (README, bench/README.md).
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-    # Placeholder: the GPU benchmarks (bf16 step tokens/s and MFU vs Python, loader at GPU step rates)
-    # go here once `llava-train train --device cuda` exists.
-    record gpu '{"status": "pending", "reason": "GPU benchmarks not written yet (need llava-train train on CUDA)"}'
+    record gpu '{"status": "skipped", "reason": "a GPU is here: run scripts/bench-gpu.sh (builds against a CUDA torch)"}'
   else
-    record gpu '{"status": "skipped", "reason": "no CUDA device on this machine"}'
+    record gpu '{"status": "skipped", "reason": "no CUDA device on this machine (scripts/bench-gpu.sh runs it where there is one)"}'
+  fi
+fi
+
+# ------------------------------------------------------------------------------------------------ 7. plan vs measured
+if want 7; then
+  log "7. plan's memory estimate vs measured peak RSS (CPU, fp32, ~50M model)"
+  if M50=$(ensure_model llava-50m) &&
+     OMP_NUM_THREADS=$JOBS "$PY" bench/plan_check.py "$LT" "$M50" "$WORK/plan-check" >"$WORK/plan_check.json" 2>"$WORK/plan_check.err"; then
+    record plan_check "$(cat "$WORK/plan_check.json")"
+  else
+    record plan_check "$(fail_json "$(cat "$WORK/plan_check.err")")"
   fi
 fi
 

@@ -122,6 +122,13 @@ TEST_F(TinyData, ImagesFromPathsListsAndBase64InOrder) {
   EXPECT_EQ(std::count(e2.input_ids.begin(), e2.input_ids.end(), kImageTokenIndex), 0);
   EXPECT_GT(ds.modality_length(0), 0);
   EXPECT_LT(ds.modality_length(2), 0);
+  // the index counts the images each sample names (what --group_by_length_window adds to its length)
+  EXPECT_EQ(ds.image_count(0), 2);
+  EXPECT_EQ(ds.image_count(1), 2);
+  EXPECT_EQ(ds.image_count(2), 0);
+  Dataset single = data(R"([{"id": "s", "image": "a.png", "conversations": [{"from": "human", "value": "<image>"},
+      {"from": "gpt", "value": "x"}]}])");
+  EXPECT_EQ(single.image_count(0), 1);
 }
 
 // Labels: only the answers and their </s> are supervised (v1), for every round.

@@ -40,6 +40,8 @@ class Dataset {
   // LLaVA's modality_lengths: word count of all turns, positive with images, negative without.
   int32_t modality_length(size_t i) const { return index_[i].modality_length; }
   bool has_images(size_t i) const { return index_[i].modality_length > 0; }
+  // How many images the sample names (`image` and `images` entries), as counted when indexing.
+  int32_t image_count(size_t i) const { return index_[i].image_count; }
 
   // Parses and validates sample i. Throws llava::Error "sample I (id 'X'): reason" for a malformed
   // sample (not an object, no conversations, wrong roles, non-string values, bad image entries).
@@ -50,6 +52,7 @@ class Dataset {
     uint64_t begin = 0, end = 0;  // byte range of the element in text_
     std::string id;
     int32_t modality_length = 0;
+    int32_t image_count = 0;
   };
   void build_index();
   std::shared_ptr<const std::string> text_;

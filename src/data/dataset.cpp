@@ -107,6 +107,10 @@ void Dataset::build_index() {
     bool images = false;
     if (j.is_object()) {
       images = (j.contains("image") && !j["image"].is_null()) || (j.contains("images") && !j["images"].is_null());
+      for (const char* key : {"image", "images"}) {
+        if (!j.contains(key) || j[key].is_null()) continue;
+        e.image_count += j[key].is_array() ? static_cast<int32_t>(j[key].size()) : 1;
+      }
       if (j.contains("conversations") && j["conversations"].is_array())
         for (const auto& turn : j["conversations"])
           if (turn.is_object() && turn.contains("value") && turn["value"].is_string())

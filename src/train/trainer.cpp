@@ -319,6 +319,14 @@ TrainResult train(const Options& o, const TrainHooks& hooks) {
   if (dataset.size() == 0) throw Error(o.data_path + ": no samples");
   std::vector<int32_t> modality_lengths(dataset.size());
   for (size_t i = 0; i < dataset.size(); ++i) modality_lengths[i] = dataset.modality_length(i);
+  // --group_by_length_window sorts by an estimate of the sequence's real length: LLaVA's word count plus the
+  // positions its images take (a 2-4-image sample is long even with few words).
+  std::vector<int32_t> sort_lengths;
+  if (o.group_by_length_window > 0) {
+    sort_lengths.resize(dataset.size());
+    for (size_t i = 0; i < dataset.size(); ++i)
+      sort_lengths[i] = std::abs(modality_lengths[i]) + dataset.image_count(i) * data->example.image_feature_positions;
+  }
   SamplerOptions so;
   so.seed = static_cast<uint64_t>(o.seed);
   so.shuffle = o.shuffle;
@@ -328,7 +336,7 @@ TrainResult train(const Options& o, const TrainHooks& hooks) {
   so.gradient_accumulation_steps = o.gradient_accumulation_steps;
   so.world_size = world;
   so.rank = rank;
-  Sampler sampler(std::move(modality_lengths), so);
+  Sampler sampler(std::move(modality_lengths), so, std::move(sort_lengths));
   const int64_t batches_per_epoch = sampler.batches_per_epoch();
   const int64_t accum = o.gradient_accumulation_steps;
   // An optimizer step every `accum` micro-batches and at the end of each epoch (transformers >= 4.46).
