@@ -29,23 +29,8 @@ namespace {
 
 std::string tiny_dir() { return llava::testing::fixture("llava-tiny"); }
 
-// Temporary directories of this run, removed when all tests are done (model copies add up to ~100 MB).
-std::vector<std::string>& temp_dirs() {
-  static std::vector<std::string> dirs;
-  return dirs;
-}
-std::string tmp_dir(const std::string& name) {
-  temp_dirs().push_back(llava::testing::temp_dir(name));
-  return temp_dirs().back();
-}
-class RemoveTempDirs : public ::testing::Environment {
- public:
-  void TearDown() override {
-    if (std::getenv("LLAVA_KEEP_TEST_DIRS")) return;
-    for (const auto& d : temp_dirs()) llava::remove_tree(d);
-  }
-};
-[[maybe_unused]] ::testing::Environment* const kRemoveTempDirs = ::testing::AddGlobalTestEnvironment(new RemoveTempDirs);
+// Model copies add up to ~100 MB: temp_dir removes them when all tests are done.
+std::string tmp_dir(const std::string& name) { return llava::testing::temp_dir(name); }
 
 torch::Tensor st_tensor(const SafetensorsFile& f, const std::string& name) {
   const TensorInfo& info = f.at(name);

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 #include "llava/fs_util.h"
 
 namespace llava::testing {
@@ -29,10 +30,27 @@ inline std::string read_file(const std::string& path) {
   return ss.str();
 }
 
+// Every folder temp_dir() made in this test process; removed when all tests are done.
+inline std::vector<std::string>& temp_dirs_made() {
+  static std::vector<std::string> dirs;
+  return dirs;
+}
+class RemoveTempDirs : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    if (std::getenv("LLAVA_KEEP_TEST_DIRS")) return;  // LLAVA_KEEP_TEST_DIRS=1 keeps them for a look
+    for (const auto& d : temp_dirs_made()) llava::remove_tree(d);
+  }
+};
+[[maybe_unused]] inline ::testing::Environment* const kRemoveTempDirs =
+    ::testing::AddGlobalTestEnvironment(new RemoveTempDirs);
+
+// A fresh, empty folder /tmp/llava_test_NAME_PID (removed after the run).
 inline std::string temp_dir(const std::string& name) {
   auto dir = std::filesystem::temp_directory_path() / ("llava_test_" + name + "_" + std::to_string(::getpid()));
   llava::remove_tree(dir);
   std::filesystem::create_directories(dir);
+  temp_dirs_made().push_back(dir.string());
   return dir.string();
 }
 

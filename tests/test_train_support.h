@@ -20,27 +20,8 @@
 
 namespace llava::testing {
 
-// Temporary directories of this run, removed when all tests are done (LLAVA_KEEP_TEST_DIRS=1 keeps them).
-inline std::vector<std::string>& train_temp_dirs() {
-  static std::vector<std::string> dirs;
-  return dirs;
-}
-inline std::string train_tmp(const std::string& name) {
-  train_temp_dirs().push_back(temp_dir(name));
-  return train_temp_dirs().back();
-}
-class RemoveTrainTempDirs : public ::testing::Environment {
- public:
-  void TearDown() override {
-    if (std::getenv("LLAVA_KEEP_TEST_DIRS")) return;
-    for (const auto& d : train_temp_dirs()) llava::remove_tree(d);
-    // tiny_data_dir()'s folder (test_data_support.h does not remove it)
-    llava::remove_tree(std::filesystem::temp_directory_path() /
-                                ("llava_test_tiny_data_" + std::to_string(::getpid())));
-  }
-};
-[[maybe_unused]] inline ::testing::Environment* const kRemoveTrainTempDirs =
-    ::testing::AddGlobalTestEnvironment(new RemoveTrainTempDirs);
+// A temporary folder for one training test (temp_dir: removed when all tests are done).
+inline std::string train_tmp(const std::string& name) { return temp_dir(name); }
 
 // A ~60k-parameter LLaVA: CLIP 2x16 over 28 px images (4 patches), LLaMA 2x32 (GQA 4/2) over the 300-piece
 // tokenizer, mlp2x_gelu projector. Written once per test binary.
