@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <random>
 
@@ -663,6 +664,210 @@ TEST(ImagePreprocess, PipelineShapesAndValues) {
     EXPECT_EQ(v.data[c * 56 * 56 + 100], want);
   }
   EXPECT_THROW(llava::clip_preprocess(RgbImage{}, cfg, false), Error);
+}
+
+// ---- the fused, vectorised resize against a plain Pillow port ------------------------------------
+
+// Pillow's Resample.c (precompute_coeffs, normalize_coeffs_8bpc, ImagingResample{Horizontal,Vertical}_8bpc)
+// written out one output pixel at a time over the whole image, as the reference the optimised path
+// (crop-restricted passes, transposed blocks, fixed tap counts, expand2square without a canvas) must
+// match bit for bit.
+namespace pillow {
+
+struct Coeffs {
+  int ksize = 0;
+  std::vector<int> xmin, count;
+  std::vector<int> k;  // out x ksize fixed-point weights
+};
+
+Coeffs precompute(int in_size, int out_size) {
+  const double scale = static_cast<double>(in_size) / out_size;
+  const double filterscale = scale < 1.0 ? 1.0 : scale;
+  const double support = 2.0 * filterscale;  // bicubic support 2
+  Coeffs c;
+  c.ksize = static_cast<int>(std::ceil(support)) * 2 + 1;
+  c.xmin.resize(out_size);
+  c.count.resize(out_size);
+  c.k.assign(static_cast<size_t>(out_size) * c.ksize, 0);
+  for (int xx = 0; xx < out_size; ++xx) {
+    const double center = (xx + 0.5) * scale, ss = 1.0 / filterscale;
+    int xmin = static_cast<int>(center - support + 0.5);
+    if (xmin < 0) xmin = 0;
+    int xmax = static_cast<int>(center + support + 0.5);
+    if (xmax > in_size) xmax = in_size;
+    xmax -= xmin;
+    std::vector<double> w(c.ksize, 0.0);
+    double ww = 0.0;
+    for (int x = 0; x < xmax; ++x) {
+      double t = std::fabs((x + xmin - center + 0.5) * ss);  // bicubic, a = -0.5
+      const double a = -0.5;
+      w[x] = t < 1.0 ? ((a + 2.0) * t - (a + 3.0)) * t * t + 1 : t < 2.0 ? (((t - 5) * t + 8) * t - 4) * a : 0.0;
+      ww += w[x];
+    }
+    for (int x = 0; x < xmax; ++x) {
+      if (ww != 0.0) w[x] /= ww;
+      c.k[static_cast<size_t>(xx) * c.ksize + x] =
+          w[x] < 0 ? static_cast<int>(-0.5 + w[x] * (1 << 22)) : static_cast<int>(0.5 + w[x] * (1 << 22));
+    }
+    c.xmin[xx] = xmin;
+    c.count[xx] = xmax;
+  }
+  return c;
+}
+
+uint8_t clip8(int in) {
+  if (in >= (1 << 22 << 8)) return 255;
+  if (in <= 0) return 0;
+  return static_cast<uint8_t>(in >> 22);
+}
+
+RgbImage resize(const RgbImage& im, int width, int height) {
+  if (width == im.width && height == im.height) return im;
+  RgbImage cur = im;
+  if (width != cur.width) {
+    const Coeffs c = precompute(cur.width, width);
+    RgbImage out;
+    out.width = width;
+    out.height = cur.height;
+    out.pixels.resize(static_cast<size_t>(width) * cur.height * 3);
+    for (int y = 0; y < cur.height; ++y)
+      for (int xx = 0; xx < width; ++xx)
+        for (int ch = 0; ch < 3; ++ch) {
+          int ss = 1 << 21;
+          for (int x = 0; x < c.count[xx]; ++x)
+            ss += cur.pixels[(static_cast<size_t>(y) * cur.width + x + c.xmin[xx]) * 3 + ch] *
+                  c.k[static_cast<size_t>(xx) * c.ksize + x];
+          out.pixels[(static_cast<size_t>(y) * width + xx) * 3 + ch] = clip8(ss);
+        }
+    cur = std::move(out);
+  }
+  if (height != cur.height) {
+    const Coeffs c = precompute(cur.height, height);
+    RgbImage out;
+    out.width = cur.width;
+    out.height = height;
+    out.pixels.resize(static_cast<size_t>(cur.width) * height * 3);
+    for (int yy = 0; yy < height; ++yy)
+      for (int x = 0; x < cur.width; ++x)
+        for (int ch = 0; ch < 3; ++ch) {
+          int ss = 1 << 21;
+          for (int y = 0; y < c.count[yy]; ++y)
+            ss += cur.pixels[(static_cast<size_t>(y + c.xmin[yy]) * cur.width + x) * 3 + ch] *
+                  c.k[static_cast<size_t>(yy) * c.ksize + y];
+          out.pixels[(static_cast<size_t>(yy) * cur.width + x) * 3 + ch] = clip8(ss);
+        }
+    cur = std::move(out);
+  }
+  return cur;
+}
+
+// The pipeline one step at a time, each step materialised: expand2square, resize, crop, then the
+// README's float32 formula per value.
+llava::PixelTensor preprocess(const RgbImage& im, const llava::ImageProcessorConfig& cfg, bool pad) {
+  RgbImage cur = pad ? llava::expand_to_square(im, cfg.pad_background()) : im;
+  if (cfg.do_resize) {
+    const int s = std::min(cur.width, cur.height), l = std::max(cur.width, cur.height);
+    const int nl = static_cast<int>(static_cast<double>(static_cast<long long>(cfg.shortest_edge) * l) / s);
+    const bool portrait = cur.width <= cur.height;
+    cur = resize(cur, portrait ? cfg.shortest_edge : nl, portrait ? nl : cfg.shortest_edge);
+  }
+  if (cfg.do_center_crop) cur = llava::center_crop(cur, cfg.crop_width, cfg.crop_height);
+  llava::PixelTensor t;
+  t.height = cur.height;
+  t.width = cur.width;
+  const size_t plane = static_cast<size_t>(t.height) * t.width;
+  t.data.resize(3 * plane);
+  for (size_t i = 0; i < plane; ++i)
+    for (int c = 0; c < 3; ++c) {
+      const int v = cur.pixels[3 * i + c];
+      float x = cfg.do_rescale ? static_cast<float>(v * cfg.rescale_factor) : static_cast<float>(v);
+      if (cfg.do_normalize) x = (x - cfg.mean[c]) / cfg.std[c];
+      t.data[c * plane + i] = x;
+    }
+  return t;
+}
+
+}  // namespace pillow
+
+RgbImage noise(int w, int h, std::mt19937& rng) {
+  RgbImage im;
+  im.width = w;
+  im.height = h;
+  im.pixels.resize(static_cast<size_t>(w) * h * 3);
+  // Mostly smooth with hard edges and noise, so sums land on both sides of the rounding points and
+  // overshoot past 0 and 255 (the clamps).
+  std::uniform_int_distribution<int> u(0, 255), coin(0, 7);
+  const int bx = u(rng) % w, by = u(rng) % h;
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x)
+      for (int c = 0; c < 3; ++c) {
+        int v = (x < bx) != (y < by) ? 250 : 5;
+        if (coin(rng) == 0) v = u(rng);
+        im.pixels[(static_cast<size_t>(y) * w + x) * 3 + c] = static_cast<uint8_t>(v);
+      }
+  return im;
+}
+
+TEST(ImageResizeExact, ResizeMatchesPillowPort) {
+  std::mt19937 rng(1234);
+  std::uniform_int_distribution<int> side(1, 90);
+  const std::vector<std::array<int, 4>> fixed = {
+      {640, 480, 448, 336}, {480, 640, 336, 448}, {37, 23, 336, 209},  // the real case; an upscale
+      {1, 1, 5, 3},         {3, 2, 40, 41},       {7, 9, 7, 4},        // tiny (fewer pixels than taps), one axis
+      {9, 7, 4, 7},         {100, 3, 13, 1},      {2000, 40, 336, 7}};  // strong downscale (many taps)
+  std::vector<std::array<int, 4>> cases = fixed;
+  for (int i = 0; i < 40; ++i) cases.push_back({side(rng), side(rng), side(rng), side(rng)});
+  for (const auto& [w, h, ow, oh] : cases) {
+    const RgbImage im = noise(w, h, rng);
+    const RgbImage got = llava::resize_bicubic(im, ow, oh), want = pillow::resize(im, ow, oh);
+    ASSERT_EQ(got.width, ow);
+    ASSERT_EQ(got.height, oh);
+    ASSERT_EQ(got.pixels, want.pixels) << w << "x" << h << " -> " << ow << "x" << oh;
+  }
+}
+
+TEST(ImageResizeExact, PreprocessMatchesStepByStepPipeline) {
+  std::mt19937 rng(99);
+  std::uniform_int_distribution<int> side(1, 120), edge(1, 64), coin(0, 1), third(0, 2);
+  struct Case {
+    int w, h, edge, crop_w, crop_h;
+    bool pad, crop = true, resize = true;
+  };
+  std::vector<Case> cases = {
+      {640, 480, 336, 336, 336, false}, {640, 480, 336, 336, 336, true},  // the benchmark's cases
+      {480, 640, 336, 336, 336, false}, {479, 641, 336, 336, 336, true},  // portrait, odd sizes
+      {333, 517, 224, 224, 224, false}, {517, 333, 224, 224, 224, true},
+      {101, 37, 56, 55, 57, false},     {37, 101, 56, 57, 55, true},      // crops off even pixels
+      {20, 30, 16, 40, 10, false},      {30, 20, 16, 10, 40, true},       // crops larger than the image
+      {50, 20, 50, 50, 50, true},       {30, 30, 30, 17, 19, false},      // pad, then no resize
+  };
+  cases.push_back({60, 25, 0, 0, 0, true, true, false});   // pad without a resize
+  cases.back().crop_w = 33, cases.back().crop_h = 70;
+  cases.push_back({45, 31, 20, 0, 0, false, false, true});  // no crop
+  cases.push_back({31, 45, 20, 0, 0, true, false, true});
+  for (int i = 0; i < 60; ++i) {
+    Case c{side(rng), side(rng), edge(rng), edge(rng), edge(rng), coin(rng) == 1};
+    c.crop = third(rng) != 0;
+    cases.push_back(c);
+  }
+  for (const Case& c : cases) {
+    auto cfg = llava::ImageProcessorConfig::clip_defaults(c.resize ? c.edge : 1);
+    cfg.do_resize = c.resize;
+    cfg.do_center_crop = c.crop;
+    cfg.crop_width = c.crop_w;
+    cfg.crop_height = c.crop_h;
+    const RgbImage im = noise(c.w, c.h, rng);
+    const auto got = llava::clip_preprocess(im, cfg, c.pad), want = pillow::preprocess(im, cfg, c.pad);
+    const std::string what = std::to_string(c.w) + "x" + std::to_string(c.h) + " edge " + std::to_string(c.edge) +
+                             " crop " + std::to_string(c.crop_w) + "x" + std::to_string(c.crop_h) +
+                             (c.pad ? " pad" : "") + (c.crop ? "" : " no-crop") + (c.resize ? "" : " no-resize");
+    ASSERT_EQ(got.channels, 3) << what;
+    ASSERT_EQ(got.height, want.height) << what;
+    ASSERT_EQ(got.width, want.width) << what;
+    ASSERT_EQ(got.data.size(), want.data.size()) << what;
+    // Bit for bit (memcmp, so -0.0f vs 0.0f would count too).
+    ASSERT_EQ(std::memcmp(got.data.data(), want.data.data(), got.data.size() * sizeof(float)), 0) << what;
+  }
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <string>
 
@@ -74,9 +75,257 @@ Coefficients precompute(int in_size, int out_size) {
 }
 
 inline uint8_t clip8(int32_t v) {
-  if (v < 0) return 0;
-  v >>= kPrecisionBits;
-  return static_cast<uint8_t>(v > 255 ? 255 : v);
+  v >>= kPrecisionBits;  // arithmetic shift: a negative sum stays negative and clamps to 0
+  return static_cast<uint8_t>(v < 0 ? 0 : v > 255 ? 255 : v);
+}
+
+// The coefficients of outputs [o0, o1) of one axis with a fixed tap count k: output i reads inputs
+// [start[i], start[i] + k), all inside [0, in_size). Pillow's own window (first, count) sits inside
+// it and the other taps weigh 0, so every sum is Pillow's sum plus zeros: the same integer.
+struct Taps {
+  int k = 0;
+  std::vector<int> start;
+  std::vector<int32_t> weights;  // (o1 - o0) x k
+  int lo = 0, hi = 0;            // the inputs any window touches: [lo, hi)
+};
+
+Taps fixed_taps(const Coefficients& c, int in_size, int o0, int o1) {
+  Taps t;
+  t.k = std::min(c.ksize, in_size);
+  const int n = o1 - o0;
+  t.start.resize(n);
+  t.weights.assign(static_cast<size_t>(n) * t.k, 0);
+  t.lo = in_size;
+  t.hi = 0;
+  for (int i = 0; i < n; ++i) {
+    const int o = o0 + i, first = c.first[o], count = c.count[o];
+    // count <= min(ksize, in_size - first), so the shifted window still holds all of Pillow's taps.
+    const int s = std::min(first, in_size - t.k);
+    t.start[i] = s;
+    std::copy_n(&c.weights[static_cast<size_t>(o) * c.ksize], count,
+                &t.weights[static_cast<size_t>(i) * t.k + (first - s)]);
+    t.lo = std::min(t.lo, s);
+    t.hi = std::max(t.hi, s + t.k);
+  }
+  if (n == 0) t.lo = t.hi = 0;
+  return t;
+}
+
+// The image as the resize sees it: pasted on a background canvas (LLaVA's expand2square) or alone,
+// without materialising the canvas.
+struct Canvas {
+  const RgbImage* image = nullptr;
+  int width = 0, height = 0, left = 0, top = 0;  // canvas size, image position on it
+  std::array<uint8_t, 3> background{};
+
+  bool background_row(int y) const { return y < top || y >= top + image->height; }
+  // Pixels [x0, x1) of canvas row y: a pointer into the image where it covers them, else written to buf.
+  const uint8_t* row(int y, int x0, int x1, uint8_t* buf) const {
+    const int w = image->width;
+    if (!background_row(y) && x0 >= left && x1 <= left + w)
+      return &image->pixels[(static_cast<size_t>(y - top) * w + (x0 - left)) * 3];
+    for (int x = x0; x < x1; ++x) std::copy(background.begin(), background.end(), &buf[(x - x0) * 3]);
+    if (!background_row(y)) {
+      const int a = std::max(x0, left), b = std::min(x1, left + w);
+      if (b > a)
+        std::copy_n(&image->pixels[(static_cast<size_t>(y - top) * w + (a - left)) * 3], (b - a) * 3,
+                    &buf[(a - x0) * 3]);
+    }
+    return buf;
+  }
+};
+
+// Per-thread buffers, reused across images (the loader's workers preprocess one image after another).
+struct Scratch {
+  std::vector<uint8_t> hbuf, rowbuf, out_row, bytes, stage;
+  std::vector<int32_t> block, acc;
+  std::vector<const uint8_t*> rows;
+  void trim() {  // do not keep a huge image's buffers for the thread's lifetime
+    constexpr size_t kKeep = 16u << 20;
+    if (hbuf.capacity() > kKeep) std::vector<uint8_t>().swap(hbuf);
+    if (block.capacity() * sizeof(int32_t) > kKeep) std::vector<int32_t>().swap(block);
+    if (rowbuf.capacity() > kKeep) std::vector<uint8_t>().swap(rowbuf);
+    if (bytes.capacity() > kKeep) std::vector<uint8_t>().swap(bytes);
+    if (stage.capacity() > kKeep) std::vector<uint8_t>().swap(stage);
+  }
+};
+
+Scratch& scratch() {
+  thread_local Scratch s;
+  return s;
+}
+
+template <class T>
+void grow(std::vector<T>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+}
+
+// The two passes' inner loops are plain C++ the compiler vectorises, each in its own function that is
+// never inlined (LLAVA_KERNEL). On x86-64 with GCC/Clang and glibc they are also compiled for AVX2 and
+// picked at run time (ifunc), since the baseline SSE2 has no 32-bit integer multiply; the arithmetic,
+// and so every result, is the same in each version. -DLLAVA_NO_VECTOR_CLONES builds the baseline only.
+#if !defined(LLAVA_NO_VECTOR_CLONES) && defined(__x86_64__) && defined(__ELF__) && defined(__GLIBC__) && \
+    defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define LLAVA_KERNEL __attribute__((target_clones("avx2", "default")))  // an ifunc: never inlined
+#endif
+#endif
+#ifndef LLAVA_KERNEL
+#if defined(__GNUC__)
+#define LLAVA_KERNEL __attribute__((noinline))
+#else
+#define LLAVA_KERNEL
+#endif
+#endif
+
+// Horizontal pass over up to kBlockRows rows at once. The rows are transposed into a block where
+// column x of all rows is kLanes contiguous int32, 4 per row (R, G, B and the next pixel's R, which is
+// computed and never stored), so each output column is kLanes independent sums over the same k taps.
+// The steps are separate loops (byte gather, widening, sums, byte scatter): each one simple enough
+// for the vectoriser, and no store is read back right away (store-to-load forwarding stalls).
+constexpr int kBlockRows = 8;
+constexpr int kLanes = kBlockRows * 4;
+
+LLAVA_KERNEL
+void widen_bytes(int32_t* __restrict out, const uint8_t* __restrict in, size_t n) {
+  for (size_t l = 0; l < n; ++l) out[l] = in[l];
+}
+
+// stage[i * kLanes + l] = clip8(half + sum_j block[(start[i] - lo + j) * kLanes + l] * w[i * k + j])
+LLAVA_KERNEL
+void horizontal_sums(const int32_t* __restrict block, const Taps& t, uint8_t* __restrict stage) {
+  const int n = static_cast<int>(t.start.size()), k = t.k;
+  for (int i = 0; i < n; ++i) {
+    const int32_t* __restrict col = block + static_cast<size_t>(t.start[i] - t.lo) * kLanes;
+    const int32_t* __restrict w = &t.weights[static_cast<size_t>(i) * k];
+    int32_t acc[kLanes];
+    for (int l = 0; l < kLanes; ++l) acc[l] = 1 << (kPrecisionBits - 1);
+    for (int j = 0; j < k; ++j, col += kLanes)
+      for (int l = 0; l < kLanes; ++l) acc[l] += col[l] * w[j];
+    for (int l = 0; l < kLanes; ++l) stage[static_cast<size_t>(i) * kLanes + l] = clip8(acc[l]);
+  }
+}
+
+// src[r] holds row r's pixels [t.lo, t.hi); dst[r] gets its outputs. Rows past nrows repeat the last
+// one (computed, not stored).
+void horizontal_block(const uint8_t* const* src, uint8_t* const* dst, int nrows, const Taps& t, int32_t* block,
+                      uint8_t* bytes, uint8_t* stage) {
+  const int cols = t.hi - t.lo, n = static_cast<int>(t.start.size());
+  for (int r = 0; r < kBlockRows; ++r) {
+    const uint8_t* p = src[std::min(r, nrows - 1)];
+    uint8_t* b = bytes + 4 * r;
+    for (int x = 0; x + 1 < cols; ++x, p += 3, b += kLanes) std::memcpy(b, p, 4);
+    std::memcpy(b, p, 3);  // the last pixel: no next one to read
+    b[3] = 0;
+  }
+  widen_bytes(block, bytes, static_cast<size_t>(cols) * kLanes);
+  horizontal_sums(block, t, stage);
+  for (int r = 0; r < nrows; ++r) {
+    uint8_t* d = dst[r];
+    const uint8_t* st = stage + 4 * r;
+    // 4-byte copies: the 4th byte lands on the next output pixel, written next.
+    for (int i = 0; i + 1 < n; ++i, st += kLanes) std::memcpy(d + 3 * i, st, 4);
+    std::memcpy(d + 3 * (n - 1), st, 3);
+  }
+}
+
+// acc[l] += in[l] * w: one tap of the vertical pass over a whole row. Not inlined on purpose: inlined
+// into the loop over taps, GCC's -O3 unroll-and-jam fuses pairs of taps into a loop it then leaves
+// scalar (2-3x slower).
+LLAVA_KERNEL
+void accumulate_row(int32_t* __restrict acc, const uint8_t* __restrict in, int32_t w, size_t lanes) {
+  for (size_t l = 0; l < lanes; ++l) acc[l] += in[l] * w;
+}
+
+// One output row of the vertical pass: out[l] = clip8(half + sum_j rows[j][l] * w[j]).
+void vertical_row(const uint8_t* const* rows, const int32_t* w, int k, size_t lanes, int32_t* __restrict acc,
+                  uint8_t* __restrict out) {
+  std::fill_n(acc, lanes, 1 << (kPrecisionBits - 1));
+  for (int j = 0; j < k; ++j) accumulate_row(acc, rows[j], w[j], lanes);
+  for (size_t l = 0; l < lanes; ++l) out[l] = clip8(acc[l]);
+}
+
+// Pillow's resize of the canvas to rw x rh (horizontal pass, uint8 rows, vertical pass, uint8), but
+// only outputs [x0, x1) x [y0, y1): what survives a crop. Each output pixel is computed exactly as
+// Pillow computes it. sink(y, row) gets output row y (x1 - x0 RGB pixels), y ascending.
+template <class Sink>
+void resample_region(const Canvas& cv, int rw, int rh, int x0, int x1, int y0, int y1, Sink&& sink) {
+  if (x1 <= x0 || y1 <= y0) return;
+  Scratch& s = scratch();
+  const int ncols = x1 - x0;
+  const size_t stride = static_cast<size_t>(ncols) * 3;
+  const bool need_h = rw != cv.width, need_v = rh != cv.height;
+
+  Taps vt;
+  int ry0 = y0, ry1 = y1;  // canvas rows the vertical pass reads
+  if (need_v) {
+    vt = fixed_taps(precompute(cv.height, rh), cv.height, y0, y1);
+    ry0 = vt.lo;
+    ry1 = vt.hi;
+  }
+  const int nrows = ry1 - ry0;
+  s.rows.resize(nrows);
+  grow(s.hbuf, (static_cast<size_t>(nrows) + 1) * stride);
+
+  if (need_h) {
+    const Taps ht = fixed_taps(precompute(cv.width, rw), cv.width, x0, x1);
+    const size_t in_row = static_cast<size_t>(ht.hi - ht.lo) * 3;
+    grow(s.block, static_cast<size_t>(ht.hi - ht.lo) * kLanes);
+    grow(s.bytes, static_cast<size_t>(ht.hi - ht.lo) * kLanes);
+    grow(s.stage, static_cast<size_t>(ncols) * kLanes);
+    grow(s.rowbuf, in_row * kBlockRows);
+    // Background rows all resize to the same row: compute it once.
+    uint8_t* bg_out = s.hbuf.data() + static_cast<size_t>(nrows) * stride;
+    bool bg_done = false;
+    const uint8_t* src[kBlockRows];
+    uint8_t* dst[kBlockRows];
+    int nb = 0;
+    auto flush = [&] {
+      if (nb) horizontal_block(src, dst, nb, ht, s.block.data(), s.bytes.data(), s.stage.data());
+      nb = 0;
+    };
+    for (int y = ry0; y < ry1; ++y) {
+      if (cv.background_row(y)) {
+        if (!bg_done) {
+          flush();
+          const uint8_t* bsrc = cv.row(y, ht.lo, ht.hi, s.rowbuf.data());
+          horizontal_block(&bsrc, &bg_out, 1, ht, s.block.data(), s.bytes.data(), s.stage.data());
+          bg_done = true;
+        }
+        s.rows[y - ry0] = bg_out;
+        continue;
+      }
+      uint8_t* out = s.hbuf.data() + static_cast<size_t>(y - ry0) * stride;
+      src[nb] = cv.row(y, ht.lo, ht.hi, s.rowbuf.data() + in_row * nb);
+      dst[nb] = out;
+      s.rows[y - ry0] = out;
+      if (++nb == kBlockRows) flush();
+    }
+    flush();
+  } else {
+    for (int y = ry0; y < ry1; ++y)
+      s.rows[y - ry0] = cv.row(y, x0, x1, s.hbuf.data() + static_cast<size_t>(y - ry0) * stride);
+  }
+
+  if (!need_v) {
+    for (int y = y0; y < y1; ++y) sink(y, s.rows[y - ry0]);
+    return;
+  }
+  grow(s.out_row, stride);
+  grow(s.acc, stride);
+  for (int y = y0; y < y1; ++y) {
+    const int i = y - y0;
+    vertical_row(&s.rows[vt.start[i] - ry0], &vt.weights[static_cast<size_t>(i) * vt.k], vt.k, stride,
+                 s.acc.data(), s.out_row.data());
+    sink(y, s.out_row.data());
+  }
+}
+
+void check_resize_target(int width, int height) {
+  // The upper bound catches absurd aspect ratios (a 1x10000 strip to a 336 short side) before
+  // they allocate gigabytes.
+  if (width <= 0 || height <= 0 || static_cast<long long>(width) * height > 100LL * 1000 * 1000)
+    throw Error("resize_bicubic: invalid target size " + std::to_string(width) + "x" + std::to_string(height));
 }
 
 }  // namespace
@@ -173,63 +422,20 @@ std::array<uint8_t, 3> ImageProcessorConfig::pad_background() const {
 
 RgbImage resize_bicubic(const RgbImage& image, int width, int height) {
   check_image(image, "resize_bicubic");
-  // The upper bound catches absurd aspect ratios (a 1x10000 strip to a 336 short side) before
-  // they allocate gigabytes.
-  if (width <= 0 || height <= 0 || static_cast<long long>(width) * height > 100LL * 1000 * 1000)
-    throw Error("resize_bicubic: invalid target size " + std::to_string(width) + "x" + std::to_string(height));
+  check_resize_target(width, height);
   if (width == image.width && height == image.height) return image;  // Pillow returns a copy too
-
-  const Coefficients vert = precompute(image.height, height);
-  // Like Pillow, the horizontal pass only covers the source rows the vertical pass reads.
-  const int row_first = vert.first[0];
-  const int row_end = vert.first[height - 1] + vert.count[height - 1];
-
-  RgbImage tmp;
-  const RgbImage* src = &image;
-  int src_row0 = 0;
-  if (width != image.width) {
-    const Coefficients hor = precompute(image.width, width);
-    tmp.width = width;
-    tmp.height = row_end - row_first;
-    tmp.pixels.resize(static_cast<size_t>(tmp.width) * tmp.height * 3);
-    for (int y = 0; y < tmp.height; ++y) {
-      const uint8_t* in = &image.pixels[static_cast<size_t>(y + row_first) * image.width * 3];
-      uint8_t* out = &tmp.pixels[static_cast<size_t>(y) * width * 3];
-      for (int xx = 0; xx < width; ++xx) {
-        const int32_t* k = &hor.weights[static_cast<size_t>(xx) * hor.ksize];
-        const uint8_t* p = in + static_cast<size_t>(hor.first[xx]) * 3;
-        int32_t s0 = 1 << (kPrecisionBits - 1), s1 = s0, s2 = s0;
-        for (int x = 0; x < hor.count[xx]; ++x, p += 3) {
-          s0 += p[0] * k[x];
-          s1 += p[1] * k[x];
-          s2 += p[2] * k[x];
-        }
-        out[3 * xx] = clip8(s0);
-        out[3 * xx + 1] = clip8(s1);
-        out[3 * xx + 2] = clip8(s2);
-      }
-    }
-    src = &tmp;
-    src_row0 = row_first;
-  }
-  if (height == image.height) return tmp;  // the horizontal pass covered every row
-
+  Canvas cv;
+  cv.image = &image;
+  cv.width = image.width;
+  cv.height = image.height;
   RgbImage out;
   out.width = width;
   out.height = height;
   out.pixels.resize(static_cast<size_t>(width) * height * 3);
   const size_t stride = static_cast<size_t>(width) * 3;
-  std::vector<int32_t> acc(stride);
-  for (int yy = 0; yy < height; ++yy) {
-    const int32_t* k = &vert.weights[static_cast<size_t>(yy) * vert.ksize];
-    const uint8_t* in = &src->pixels[static_cast<size_t>(vert.first[yy] - src_row0) * stride];
-    // Row-wise accumulation: the same integer sums as Pillow's per-pixel loop, cache-friendly.
-    std::fill(acc.begin(), acc.end(), 1 << (kPrecisionBits - 1));
-    for (int y = 0; y < vert.count[yy]; ++y, in += stride)
-      for (size_t i = 0; i < stride; ++i) acc[i] += in[i] * k[y];
-    uint8_t* o = &out.pixels[yy * stride];
-    for (size_t i = 0; i < stride; ++i) o[i] = clip8(acc[i]);
-  }
+  resample_region(cv, width, height, 0, width, 0, height,
+                  [&](int y, const uint8_t* row) { std::copy_n(row, stride, &out.pixels[y * stride]); });
+  scratch().trim();
   return out;
 }
 
@@ -274,25 +480,46 @@ RgbImage center_crop(const RgbImage& image, int width, int height) {
 
 PixelTensor clip_preprocess(const RgbImage& image, const ImageProcessorConfig& config, bool pad_to_square) {
   check_image(image, "clip_preprocess");
-  RgbImage work;
-  const RgbImage* cur = &image;
-  auto replace = [&](RgbImage next) {
-    work = std::move(next);
-    cur = &work;
-  };
-  if (pad_to_square && image.width != image.height) replace(expand_to_square(image, config.pad_background()));
+  // [expand2square] -> resize -> center crop in one pass: the canvas is never built, and the resize
+  // computes only the pixels the crop keeps (each one exactly as the full resize would).
+  Canvas cv;
+  cv.image = &image;
+  cv.width = image.width;
+  cv.height = image.height;
+  if (pad_to_square && image.width != image.height) {
+    const int side = std::max(image.width, image.height);
+    cv.width = cv.height = side;
+    cv.left = (side - image.width) / 2;
+    cv.top = (side - image.height) / 2;
+    cv.background = config.pad_background();
+  }
+  int rw = cv.width, rh = cv.height;  // after the resize
   if (config.do_resize) {
     // get_resize_output_image_size(default_to_square=False): short side -> shortest_edge, long side
     // -> int(shortest_edge * long / short) (true division, then truncation).
-    const int short_side = std::min(cur->width, cur->height), long_side = std::max(cur->width, cur->height);
+    const int short_side = std::min(cv.width, cv.height), long_side = std::max(cv.width, cv.height);
     const int new_long =
         static_cast<int>(static_cast<double>(static_cast<long long>(config.shortest_edge) * long_side) / short_side);
-    const bool portrait = cur->width <= cur->height;
+    const bool portrait = cv.width <= cv.height;
     const int w = portrait ? config.shortest_edge : new_long, h = portrait ? new_long : config.shortest_edge;
-    if (w != cur->width || h != cur->height) replace(resize_bicubic(*cur, w, h));
+    if (w != rw || h != rh) {
+      check_resize_target(w, h);
+      rw = w;
+      rh = h;
+    }
   }
-  if (config.do_center_crop && (config.crop_width != cur->width || config.crop_height != cur->height))
-    replace(center_crop(*cur, config.crop_width, config.crop_height));
+  // The crop window on the resized image: HF's offsets; outside the image (a crop larger than it) HF
+  // pads with zeros, which C++'s truncating division places where HF's padding path does.
+  int cw = rw, ch = rh, left = 0, top = 0;
+  if (config.do_center_crop && (config.crop_width != rw || config.crop_height != rh)) {
+    if (config.crop_width <= 0 || config.crop_height <= 0)
+      throw Error("center_crop: invalid crop size " + std::to_string(config.crop_width) + "x" +
+                  std::to_string(config.crop_height));
+    cw = config.crop_width;
+    ch = config.crop_height;
+    top = (rh - ch) / 2;
+    left = (rw - cw) / 2;
+  }
 
   // README item 5: pixel = float32(float64(u8) * rescale_factor); (pixel - float32(mean)) / float32(std)
   // in float32. A value depends only on (channel, u8), so a table is exact.
@@ -307,12 +534,26 @@ PixelTensor clip_preprocess(const RgbImage& image, const ImageProcessorConfig& c
 
   PixelTensor t;
   t.channels = 3;
-  t.height = cur->height;
-  t.width = cur->width;
-  const size_t plane = static_cast<size_t>(t.height) * t.width;
+  t.height = ch;
+  t.width = cw;
+  const size_t plane = static_cast<size_t>(ch) * cw;
   t.data.resize(3 * plane);
-  for (size_t i = 0; i < plane; ++i)
-    for (int c = 0; c < 3; ++c) t.data[c * plane + i] = table[c][cur->pixels[3 * i + c]];
+  const int x0 = std::max(0, left), x1 = std::min(rw, left + cw);
+  const int y0 = std::max(0, top), y1 = std::min(rh, top + ch);
+  if (x0 > left || x1 < left + cw || y0 > top || y1 < top + ch)  // zero padding shows
+    for (int c = 0; c < 3; ++c) std::fill_n(&t.data[c * plane], plane, table[c][0]);
+  const int ncols = x1 - x0;
+  resample_region(cv, rw, rh, x0, x1, y0, y1, [&](int y, const uint8_t* __restrict row) {
+    float* __restrict r = &t.data[static_cast<size_t>(y - top) * cw + (x0 - left)];
+    float* __restrict g = r + plane;
+    float* __restrict b = g + plane;
+    for (int x = 0; x < ncols; ++x) {
+      r[x] = table[0][row[3 * x]];
+      g[x] = table[1][row[3 * x + 1]];
+      b[x] = table[2][row[3 * x + 2]];
+    }
+  });
+  scratch().trim();
   return t;
 }
 

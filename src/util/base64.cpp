@@ -25,25 +25,50 @@ bool base64_decode(std::string_view text, std::vector<uint8_t>& out) {
       return false;
     text.remove_prefix(comma + 1);
   }
-  out.reserve(text.size() / 4 * 3);
+  // Written through a raw pointer (no push_back per byte); a quantum of 4 alphabet characters is
+  // decoded in one step, anything else (whitespace, padding, bad characters) one character at a time.
+  out.resize(text.size() / 4 * 3 + 3);
+  uint8_t* o = out.data();
+  size_t n = 0, sextets = 0;
+  const auto* p = reinterpret_cast<const uint8_t*>(text.data());
+  const size_t size = text.size();
   uint32_t acc = 0;
-  int bits = 0, sextets = 0, padding = 0;
-  for (char ch : text) {
-    auto c = static_cast<uint8_t>(ch);
+  int bits = 0, padding = 0;
+  size_t i = 0;
+  while (i < size) {
+    if (bits == 0 && padding == 0) {  // at a quantum boundary
+      for (; i + 4 <= size; i += 4) {
+        const int a = table[p[i]], b = table[p[i + 1]], c = table[p[i + 2]], d = table[p[i + 3]];
+        if ((a | b | c | d) < 0) break;
+        const uint32_t v = static_cast<uint32_t>(a) << 18 | static_cast<uint32_t>(b) << 12 |
+                           static_cast<uint32_t>(c) << 6 | static_cast<uint32_t>(d);
+        o[n] = static_cast<uint8_t>(v >> 16);
+        o[n + 1] = static_cast<uint8_t>(v >> 8);
+        o[n + 2] = static_cast<uint8_t>(v);
+        n += 3;
+        sextets += 4;
+      }
+      if (i == size) break;
+    }
+    const uint8_t c = p[i++];
     if (c == ' ' || c == '\n' || c == '\r' || c == '\t') continue;
     if (c == '=') {
       ++padding;
       continue;
     }
-    if (padding > 0 || table[c] < 0) return false;  // data after padding, or a foreign character
+    if (padding > 0 || table[c] < 0) {  // data after padding, or a foreign character
+      out.clear();
+      return false;
+    }
     acc = (acc << 6) | static_cast<uint32_t>(table[c]);
     bits += 6;
     ++sextets;
     if (bits >= 8) {
       bits -= 8;
-      out.push_back(static_cast<uint8_t>((acc >> bits) & 0xFF));
+      o[n++] = static_cast<uint8_t>((acc >> bits) & 0xFF);
     }
   }
+  out.resize(n);
   if (sextets == 0 || padding > 2) return false;
   if (sextets % 4 == 1) return false;                               // 6 leftover bits cannot be a byte
   if (padding > 0 && (sextets + padding) % 4 != 0) return false;    // padding must complete a quantum
