@@ -99,7 +99,9 @@ TEST(Base64, FastPathMatchesReference) {
     ASSERT_EQ(ok, ref) << text;
     if (ok) {
       ASSERT_EQ(got, want) << text;
-      if (edits == 0) ASSERT_EQ(got, bytes) << text;
+      if (edits == 0) {
+        ASSERT_EQ(got, bytes) << text;
+      }
     }
   }
 }
