@@ -29,23 +29,11 @@
 using namespace llava;
 using namespace llava::dist;
 namespace fs = std::filesystem;
+using llava::testing::free_port;
 
 namespace {
 
 // ------------------------------------------------------------------ harness
-
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
 
 // Forks `world` children running fn(rank); returns their exit codes (128 + signal when killed, -1 when they
 // ran past limit_s and were killed). With stop_when_rank0_done, the others are killed once rank 0 exits.

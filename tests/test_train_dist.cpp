@@ -30,24 +30,6 @@ using nlohmann::json;
 
 namespace {
 
-// A TCP port nobody listens on now (bind port 0, read it back, close).
-int free_port() {
-  const int s = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  if (::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    ::close(s);
-    return 29500 + ::getpid() % 1000;
-  }
-  socklen_t len = sizeof a;
-  ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
-  const int port = ntohs(a.sin_port);
-  ::close(s);
-  return port;
-}
-
 // The fixture's trajectory flags (tests/test_train_support.h fixture_options, finetune) with some decay.
 std::string fixture_args(const std::string& out, int batch, int max_steps = 4) {
   const std::string f = fixture("llava-tiny");

@@ -97,8 +97,10 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, at::TensorList inputs, int64_t layer_address) {
     auto* layer = reinterpret_cast<LlamaDecoderLayerImpl*>(static_cast<intptr_t>(layer_address));
     ctx->saved_data["layer"] = layer_address;
-    at::Generator gen = default_generator(inputs[0].device());
-    ctx->saved_data["rng_state"] = get_rng_state(gen);
+    if (layer->draws_random_numbers()) {  // LoRA dropout in training; a plain layer draws nothing
+      at::Generator gen = default_generator(inputs[0].device());
+      ctx->saved_data["rng_state"] = get_rng_state(gen);
+    }
     ctx->save_for_backward({inputs[0], inputs[1], inputs[2], inputs[3]});
     return layer->forward(inputs[0], inputs[1], inputs[2], inputs[3]);
   }
@@ -115,8 +117,10 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
     const bool want_input = ctx->needs_input_grad(0);
     torch::Tensor h = saved[0].detach().requires_grad_(want_input);
     torch::Tensor out;
-    {
+    if (ctx->saved_data.count("rng_state")) {
       ForkedRng same_draws(default_generator(h.device()), ctx->saved_data["rng_state"].toTensor());
+      out = layer->forward(h, saved[1], saved[2], saved[3]);
+    } else {
       out = layer->forward(h, saved[1], saved[2], saved[3]);
     }
     std::vector<torch::Tensor> wrt;
@@ -216,6 +220,13 @@ torch::Tensor LlamaMLPImpl::forward(const torch::Tensor& x) {
   torch::Tensor g = project(gate_proj, gate_adapter, x);
   g = silu_ ? torch::silu(g) : torch::gelu(g);
   return project(down_proj, down_adapter, g * project(up_proj, up_adapter, x));
+}
+
+bool LlamaDecoderLayerImpl::draws_random_numbers() const {
+  for (const auto* a : {&self_attn->q_adapter, &self_attn->k_adapter, &self_attn->v_adapter, &self_attn->o_adapter,
+                        &mlp->gate_adapter, &mlp->up_adapter, &mlp->down_adapter})
+    if (*a && (*a)->draws_random_numbers()) return true;
+  return false;
 }
 
 LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlamaConfig& c) {

@@ -18,7 +18,7 @@ LoraLinearImpl::LoraLinearImpl(int64_t in_features, int64_t out_features, int64_
 
 torch::Tensor LoraLinearImpl::forward(const torch::Tensor& x, const torch::Tensor& y) {
   // PEFT: result + lora_B(lora_A(dropout(x))) * scaling; the frozen path y never sees the dropout.
-  torch::Tensor h = dropout_ > 0 && is_training() ? torch::dropout(x, dropout_, /*train=*/true) : x;
+  torch::Tensor h = draws_random_numbers() ? torch::dropout(x, dropout_, /*train=*/true) : x;
   return y + torch::linear(torch::linear(h, lora_A), lora_B) * scale_;
 }
 

@@ -15,6 +15,9 @@ class LinearAdapter {
   virtual ~LinearAdapter() = default;
   // x: the projection's input, y = proj(x); returns the projection's adapted output.
   virtual at::Tensor forward(const at::Tensor& x, const at::Tensor& y) = 0;
+  // Whether forward draws random numbers (dropout in training mode): gradient checkpointing then keeps the
+  // generator state so the recomputation draws the same.
+  virtual bool draws_random_numbers() const { return false; }
 };
 
 }  // namespace llava

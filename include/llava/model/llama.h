@@ -68,6 +68,8 @@ class LlamaDecoderLayerImpl : public torch::nn::Module {
   explicit LlamaDecoderLayerImpl(const LlamaConfig& config);
   torch::Tensor forward(const torch::Tensor& h, const torch::Tensor& mask, const torch::Tensor& cos,
                         const torch::Tensor& sin);
+  // Whether a forward draws random numbers (an adapter with dropout, in training mode).
+  bool draws_random_numbers() const;
 
   LlamaAttention self_attn{nullptr};
   LlamaMLP mlp{nullptr};

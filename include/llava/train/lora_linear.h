@@ -18,6 +18,7 @@ class LoraLinearImpl : public torch::nn::Module, public LinearAdapter {
                  const torch::TensorOptions& options);
 
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& y) override;
+  bool draws_random_numbers() const override { return dropout_ > 0 && is_training(); }
   // scale * B @ A in fp32: what merging adds to the projection's weight.
   torch::Tensor delta_weight() const;
 
