@@ -65,23 +65,24 @@ TEST(Collate, PadsRightAndConcatenatesImagesInSampleOrder) {
   Fixture f = make(4, false);
   Batch b = build_batch(*f.ds, f.opt, {1, 0, 3}, 0);
   ASSERT_EQ(b.size(), 3);
-  EXPECT_EQ(b.image_counts, (std::vector<int64_t>{1, 0, 3}));
-  ASSERT_TRUE(b.pixel_values.defined());
-  EXPECT_EQ(b.pixel_values.sizes(), (std::vector<int64_t>{4, 3, 28, 28}));
-  EXPECT_EQ(b.input_ids.dim(), 2);
-  const int64_t T = b.input_ids.size(1);
+  const LlavaInputs& in = b.inputs;
+  EXPECT_EQ(in.image_counts, (std::vector<int64_t>{1, 0, 3}));
+  ASSERT_TRUE(in.pixel_values.defined());
+  EXPECT_EQ(in.pixel_values.sizes(), (std::vector<int64_t>{4, 3, 28, 28}));
+  EXPECT_EQ(in.input_ids.dim(), 2);
+  const int64_t T = in.input_ids.size(1);
   for (int64_t i = 0; i < 3; ++i) {
     Example e = build_example(f.ds->sample(b.sample_indices[i]), f.opt);
     int64_t len = static_cast<int64_t>(e.input_ids.size());
-    EXPECT_EQ(b.attention_mask[i].sum().item<int64_t>(), len);
+    EXPECT_EQ(in.attention_mask[i].sum().item<int64_t>(), len);
     for (int64_t t = len; t < T; ++t) {
-      EXPECT_EQ(b.input_ids[i][t].item<int64_t>(), 0);
-      EXPECT_EQ(b.labels[i][t].item<int64_t>(), kIgnoreIndex);
+      EXPECT_EQ(in.input_ids[i][t].item<int64_t>(), 0);
+      EXPECT_EQ(in.labels[i][t].item<int64_t>(), kIgnoreIndex);
     }
   }
   // sample 3's images come after sample 1's, in marker order
   Example e3 = build_example(f.ds->sample(3), f.opt);
-  EXPECT_EQ(b.pixel_values[1][0][0][0].item<float>(), e3.pixels[0].data[0]);
+  EXPECT_EQ(in.pixel_values[1][0][0][0].item<float>(), e3.pixels[0].data[0]);
 }
 
 TEST(Loader, SameBatchesWhateverTheWorkerCount) {
@@ -93,11 +94,11 @@ TEST(Loader, SameBatchesWhateverTheWorkerCount) {
     ASSERT_EQ(got.size(), ref.size());
     for (size_t k = 0; k < ref.size(); ++k) {
       EXPECT_EQ(got[k].sample_indices, ref[k].sample_indices) << "workers " << workers << " batch " << k;
-      EXPECT_TRUE(torch::equal(got[k].input_ids, ref[k].input_ids));
-      EXPECT_TRUE(torch::equal(got[k].labels, ref[k].labels));
-      EXPECT_EQ(got[k].pixel_values.defined(), ref[k].pixel_values.defined());
-      if (ref[k].pixel_values.defined()) {
-        EXPECT_TRUE(torch::equal(got[k].pixel_values, ref[k].pixel_values));
+      EXPECT_TRUE(torch::equal(got[k].inputs.input_ids, ref[k].inputs.input_ids));
+      EXPECT_TRUE(torch::equal(got[k].inputs.labels, ref[k].inputs.labels));
+      EXPECT_EQ(got[k].inputs.pixel_values.defined(), ref[k].inputs.pixel_values.defined());
+      if (ref[k].inputs.pixel_values.defined()) {
+        EXPECT_TRUE(torch::equal(got[k].inputs.pixel_values, ref[k].inputs.pixel_values));
       }
     }
   }

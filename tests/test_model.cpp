@@ -14,6 +14,7 @@
 #include "llava/model/checkpoint.h"
 #include "llava/model/config.h"
 #include "llava/model/llava.h"
+#include "llava/model/lm_loss.h"
 #include "llava/model/param_init.h"
 #include "llava/safetensors.h"
 #include "llava/tokenizer.h"
@@ -85,10 +86,7 @@ torch::Tensor pixels_of(const Sample& s) {
 
 // A right-padded batch as the collator builds it: pad id 0, labels -100, attention 0; images concatenated in
 // sample-then-marker order.
-struct Batch {
-  torch::Tensor input_ids, labels, attention_mask, pixel_values;
-  std::vector<int64_t> image_counts;
-};
+using Batch = LlavaInputs;
 
 Batch make_batch(const std::vector<int>& idx) {
   int64_t T = 0;
@@ -112,8 +110,8 @@ Batch make_batch(const std::vector<int>& idx) {
   return b;
 }
 
-LlavaOutput run(LlavaForCausalLMImpl& m, const Batch& b, int64_t max_length = 0, bool return_logits = true) {
-  return m.forward(b.input_ids, b.labels, b.attention_mask, b.pixel_values, b.image_counts, max_length, return_logits);
+LlavaOutput run(LlavaForCausalLMImpl& m, const Batch& b, bool return_logits = true) {
+  return m.forward(b, return_logits);
 }
 
 // The fixture model, loaded once (tests that modify a model load their own).
@@ -262,43 +260,16 @@ TEST(ModelFixture, PaddedBatchLossIsTokenWeightedMean) {
     EXPECT_NEAR(got, expected, 1e-4);
   }
 
-  // return_logits=false: lm_head only on supervised positions, same numbers.
-  LlavaOutput lean = run(m, make_batch(all), 0, /*return_logits=*/false);
-  EXPECT_FALSE(lean.logits.defined());
-  double d_sum = std::abs(lean.loss_sum.item<double>() - o.loss_sum.item<double>());
-  double d_per = max_abs_diff(lean.per_sample_loss_sum, o.per_sample_loss_sum);
-  std::printf("  return_logits=false: |loss_sum diff| %.3g, per-sample max|diff| %.3g\n", d_sum, d_per);
-  EXPECT_LT(d_sum, 1e-3);
-  EXPECT_LT(d_per, 1e-3);
-  EXPECT_TRUE(torch::equal(lean.per_sample_correct, o.per_sample_correct));
-  EXPECT_TRUE(torch::equal(lean.per_sample_targets, o.per_sample_targets));
-  EXPECT_EQ(lean.num_target_tokens, o.num_target_tokens);
-}
-
-TEST(ModelFixture, TruncationToMaxLength) {
-  LLAVA_REQUIRE_FIXTURES();
-  auto& m = *fixture_model();
-  torch::NoGradGuard ng;
-  Batch b = make_batch({1, 3});
-  LlavaOutput full = run(m, b);
-  const int64_t cut = 80;  // sample 1 merges to 104, sample 3 to 69
-  LlavaOutput t = run(m, b, cut);
-  ASSERT_EQ(t.lengths, (std::vector<int64_t>{80, 69}));
-  ASSERT_EQ(t.logits.size(1), cut);
-  // causal: the truncated rows see exactly the prefix of the full rows
-  double d = max_abs_diff(t.logits[0], full.logits[0].narrow(0, 0, cut));
-  double d3 = max_abs_diff(t.logits[1].narrow(0, 0, 69), full.logits[1].narrow(0, 0, 69));
-  std::printf("  truncated logits vs full-prefix logits: max|diff| %.3g / %.3g\n", d, d3);
-  EXPECT_LT(d, 1e-4);
-  EXPECT_LT(d3, 1e-4);
-  // loss over the supervised tokens that survive the cut
-  torch::Tensor lab = full.shift_labels[0].narrow(0, 0, cut - 1);
+  // The chunked loss (output layer only at supervised positions) against cross entropy over the full logits.
+  torch::Tensor targets = o.shift_labels.reshape({-1});
   torch::Tensor ce = torch::nn::functional::cross_entropy(
-      full.logits[0].narrow(0, 0, cut - 1), lab,
-      torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum).ignore_index(-100));
-  EXPECT_NEAR(t.per_sample_loss_sum[0].item<double>(), ce.item<double>(), 1e-3);
-  EXPECT_EQ(t.per_sample_targets[0].item<int64_t>(), lab.ne(-100).sum().item<int64_t>());
-  EXPECT_TRUE(torch::equal(t.shift_labels[1].narrow(0, 68, cut - 1 - 68), torch::full({cut - 1 - 68}, -100L)));
+      o.logits.narrow(1, 0, o.logits.size(1) - 1).reshape({targets.size(0), -1}), targets,
+      torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum).ignore_index(kIgnoreIndex));
+  const double d_sum = std::abs(o.loss_sum.item<double>() - ce.item<double>());
+  std::printf("  chunked loss_sum %.6f vs CE over the full logits %.6f: |diff| %.3g\n", o.loss_sum.item<double>(),
+              ce.item<double>(), d_sum);
+  EXPECT_LT(d_sum, 1e-3);
+  EXPECT_FALSE(run(m, make_batch(all), /*return_logits=*/false).logits.defined());
 }
 
 TEST(ModelFixture, MarkerAndImageCountErrors) {
@@ -936,10 +907,10 @@ TEST(ModelSmall, VisionTowerTrainableKeepsGraphAndFrozenDoesNot) {
   o.loss().backward();
   EXPECT_TRUE(m->multi_modal_projector->linears[0]->weight.grad().defined());
   // merge: labels at image rows are -100, padding after the real length
-  MergedInputs mi = m->merge_inputs(b.input_ids, b.labels, b.attention_mask, b.pixel_values, b.image_counts, 0);
+  MergedInputs mi = m->merge_inputs(b);
   EXPECT_EQ(mi.lengths, (std::vector<int64_t>{9 - 1 + 4, 12 - 2 + 8}));
   EXPECT_TRUE(torch::equal(mi.labels[0].narrow(0, 2, 4), torch::full({4}, -100L)));
-  EXPECT_EQ(mi.attention_mask[0].sum().item<int64_t>(), 12);
+  EXPECT_TRUE(torch::equal(mi.labels[0].narrow(0, 12, 6), torch::full({6}, -100L)));  // padding after row 0's 12
   EXPECT_EQ(mi.inputs_embeds[0].narrow(0, 12, 6).abs().sum().item<double>(), 0.0);
 }
 
@@ -984,11 +955,6 @@ TEST(ModelSmall, GradientCheckpointingUsesRecomputeNodeOnlyWhileTraining) {
   torch::NoGradGuard ng;
   EXPECT_FALSE(run(*m, b).loss_sum.requires_grad());
   m->set_gradient_checkpointing(false);
-  EXPECT_TRUE(is_no_decay_parameter("language_model.model.layers.0.input_layernorm.weight"));
-  EXPECT_TRUE(is_no_decay_parameter("multi_modal_projector.linear_1.bias"));
-  EXPECT_TRUE(is_no_decay_parameter("vision_tower.vision_model.pre_layrnorm.weight"));
-  EXPECT_FALSE(is_no_decay_parameter("language_model.model.embed_tokens.weight"));
-  EXPECT_FALSE(is_no_decay_parameter("multi_modal_projector.linear_2.weight"));
 }
 
 // ---------------------------------------------------------------- loading without random init
@@ -1098,4 +1064,78 @@ TEST(ModelLoad, SkipParameterInitBuildsTheSameModuleUninitialised) {
   torch::manual_seed(5);
   LlavaForCausalLM again(c);
   for (const auto& item : again->named_parameters()) EXPECT_TRUE(torch::equal(item.value(), pn[item.key()]));
+}
+
+// ---------------------------------------------------------------- loss in chunks, attention paths
+
+// linear_cross_entropy in chunks of 1, 3 and all rows against the plain autograd path (the whole [n, V]
+// logits, log_softmax, NLL): the same loss, per-position losses, argmax, and gradients w.r.t. hidden and weight.
+TEST(ModelLoss, ChunkedCrossEntropyEqualsTheFullLogitsPath) {
+  for (torch::Dtype dtype : {torch::kFloat, torch::kBFloat16}) {
+    torch::manual_seed(3);
+    torch::Tensor h0 = torch::randn({7, 16}).to(dtype), w0 = (torch::randn({50, 16}) * 0.3).to(dtype);
+    torch::Tensor targets = torch::randint(0, 50, {7}, torch::kLong);
+    torch::Tensor h_ref = h0.clone().requires_grad_(), w_ref = w0.clone().requires_grad_();
+    torch::Tensor logp = torch::log_softmax(torch::linear(h_ref, w_ref).to(torch::kFloat), -1);
+    torch::Tensor ref_losses = -logp.gather(1, targets.view({7, 1})).view({7});
+    (ref_losses.sum() * 0.5).backward();  // a scale, as the mean convention's 1/n
+    const double tol = dtype == torch::kFloat ? 1e-5 : 2e-2;
+    for (int64_t chunk : {1, 3, 0}) {
+      torch::Tensor h = h0.clone().requires_grad_(), w = w0.clone().requires_grad_();
+      TokenLosses got = linear_cross_entropy(h, w, targets, chunk);
+      (got.loss_sum * 0.5).backward();
+      const double dl = max_abs_diff(got.losses, ref_losses), dh = max_abs_diff(h.grad(), h_ref.grad()),
+                   dw = max_abs_diff(w.grad(), w_ref.grad());
+      std::printf("  %s, chunk %lld: |loss diff| %.2e, |d hidden diff| %.2e, |d weight diff| %.2e\n",
+                  dtype == torch::kFloat ? "fp32" : "bf16", static_cast<long long>(chunk), dl, dh, dw);
+      EXPECT_LE(dl, tol);
+      EXPECT_LE(dh, tol);
+      EXPECT_LE(dw, tol);
+      EXPECT_NEAR(got.loss_sum.item<double>(), ref_losses.sum().item<double>(), 10 * tol);
+      EXPECT_TRUE(torch::equal(got.correct, logp.argmax(-1).eq(targets)));
+      EXPECT_EQ(h.grad().scalar_type(), dtype);
+      EXPECT_EQ(w.grad().scalar_type(), dtype);
+    }
+  }
+  // a frozen weight gets no gradient and costs none
+  torch::Tensor h = torch::randn({4, 8}).requires_grad_(), w = torch::randn({10, 8});
+  linear_cross_entropy(h, w, torch::randint(0, 10, {4}, torch::kLong), 2).loss_sum.backward();
+  EXPECT_TRUE(h.grad().defined());
+  EXPECT_FALSE(w.grad().defined());
+}
+
+// Right-padded rows need no padding mask: attention with only the causal mask (is_causal, the flash-capable
+// path under LibTorch 2.x) and with an explicit key-padding mask give the same loss and gradients.
+TEST(ModelSmall, CausalOnlyAttentionEqualsThePaddingMaskedPath) {
+  LlavaConfig c = small_config();
+  auto m = init_random_model(c, 13);
+  torch::manual_seed(2);
+  torch::Tensor embeds = torch::randn({2, 10, c.text.hidden_size});
+  torch::Tensor key_mask = torch::ones({2, 10}, torch::kBool);
+  key_mask[1].narrow(0, 6, 4).fill_(false);  // row 1: 6 real positions, then padding
+  auto run_with = [&](const torch::Tensor& mask) {
+    m->zero_grad();
+    torch::Tensor e = embeds.clone().requires_grad_();
+    torch::Tensor h = m->language_model->model->forward(e, mask);
+    // the loss over real positions only (as the trainer's: pads carry no target)
+    torch::Tensor loss = (h * key_mask.unsqueeze(-1)).square().sum();
+    loss.backward();
+    std::vector<torch::Tensor> grads = {e.grad()};
+    for (auto& p : m->language_model->model->parameters())
+      if (p.grad().defined()) grads.push_back(p.grad().clone());  // (embed_tokens: unused here)
+    return std::make_pair(loss.item<double>(), grads);
+  };
+  auto [loss_causal, g_causal] = run_with(torch::Tensor());
+  auto [loss_masked, g_masked] = run_with(key_mask);
+  double worst = 0;
+  for (size_t i = 0; i < g_causal.size(); ++i) {
+    // the input gradient at pad positions may differ (pads attend to themselves in the causal-only path)
+    torch::Tensor a = i == 0 ? g_causal[i] * key_mask.unsqueeze(-1) : g_causal[i];
+    torch::Tensor b = i == 0 ? g_masked[i] * key_mask.unsqueeze(-1) : g_masked[i];
+    worst = std::max(worst, max_abs_diff(a, b));
+  }
+  std::printf("  causal-only vs padding-masked (%s): loss %.6f vs %.6f, max |grad diff| %.2e\n",
+              compat::has_fused_attention() ? "fused" : "written out", loss_causal, loss_masked, worst);
+  EXPECT_NEAR(loss_causal, loss_masked, 1e-5 * std::abs(loss_masked));
+  EXPECT_LE(worst, 1e-5);
 }

@@ -402,9 +402,7 @@ TEST(TrainLoop, LoraTrainsAdaptersAndTheMergedModelGivesTheSameLoss) {
   Batch batch = build_batch(*data->dataset, data->example, {0, 1, 2}, 0);
   auto loss_of = [&](LlavaForCausalLMImpl& m) {
     torch::NoGradGuard ng;
-    return m.forward(batch.input_ids, batch.labels, batch.attention_mask, batch.pixel_values, batch.image_counts, 0)
-        .loss()
-        .item<double>();
+    return m.forward(batch.inputs).loss().item<double>();
   };
   LoadedLlava merged_model = load_llava(out);
   const double merged_loss = loss_of(*merged_model.model);
@@ -415,8 +413,8 @@ TEST(TrainLoop, LoraTrainsAdaptersAndTheMergedModelGivesTheSameLoss) {
       p.value().copy_(merged.at("multi_modal_projector." + p.key()));
   }
   const double base_loss = loss_of(*lora_model.model);
-  Lora lora(*lora_model.model, LoraOptions{4, 8, 0.0});
-  lora.load_adapter(out + "/lora_adapter");
+  install_lora(*lora_model.model, LoraOptions{4, 8, 0.0});
+  load_lora_adapter(*lora_model.model, out + "/lora_adapter");
   const double lora_loss = loss_of(*lora_model.model);
   std::printf("  loss: base+projector %.7f, LoRA %.7f, merged %.7f\n", base_loss, lora_loss, merged_loss);
   EXPECT_NEAR(lora_loss, merged_loss, 1e-5);
@@ -489,11 +487,11 @@ TEST(TrainLoop, Bf16KeepsFp32MasterWeightsAndFollowsFp32) {
     std::printf("  step %zu: loss fp32 %.5f bf16 %.5f\n", i + 1, fp32.steps[i].loss, bf16.steps[i].loss);
     EXPECT_NEAR(bf16.steps[i].loss, fp32.steps[i].loss, 0.03 * fp32.steps[i].loss);
   }
-  EXPECT_TRUE(fs::exists(out + "/checkpoint-2/optimizer.master.safetensors"));  // fp32 masters are saved
+  ASSERT_TRUE(fs::exists(out + "/checkpoint-2/optimizer.rank0.safetensors"));  // fp32 masters are saved
   auto f = SafetensorsFile::open(out + "/model.safetensors");
   EXPECT_EQ(f->at("language_model.lm_head.weight").dtype, DType::BF16);
-  auto masters = SafetensorsFile::open(out + "/checkpoint-2/optimizer.master.safetensors");
-  EXPECT_EQ(masters->at("language_model.lm_head.weight").dtype, DType::F32);
+  auto masters = SafetensorsFile::open(out + "/checkpoint-2/optimizer.rank0.safetensors");
+  EXPECT_EQ(masters->at("language_model.lm_head.weight.master").dtype, DType::F32);
 }
 
 TEST(TrainLoop, BadSamplesAreSkippedAndCounted) {

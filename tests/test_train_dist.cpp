@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -192,8 +193,8 @@ TEST(TrainDist, OneProcessZeroStageMatchesTheDefaultOptimizer) {
   expect_same_run(out, reference_run());
 }
 
-// Started by hand with the torchrun variables; ZeRO-2 shards are saved per rank into the checkpoint and a
-// resumed 2-rank run ends where the uninterrupted one did.
+// Started by hand with the torchrun variables; ZeRO-2's optimizer state is saved per rank into the checkpoint
+// and a resumed 2-rank run ends where the uninterrupted one did.
 TEST(TrainDist, HandStartedRanksSaveShardsAndResume) {
   LLAVA_REQUIRE_FIXTURES();
   const std::string out = train_tmp("dist_by_hand");
@@ -210,9 +211,9 @@ TEST(TrainDist, HandStartedRanksSaveShardsAndResume) {
   expect_same_run(out, reference_run());
   const std::string ck = out + "/checkpoint-2";
   ASSERT_TRUE(fs::exists(ck + "/trainer_state.json"));
-  EXPECT_TRUE(fs::exists(ck + "/zero_shard_0_of_2.safetensors"));
-  EXPECT_TRUE(fs::exists(ck + "/zero_shard_1_of_2.safetensors"));
-  EXPECT_FALSE(fs::exists(ck + "/optimizer.json"));
+  EXPECT_TRUE(fs::exists(ck + "/optimizer.rank0.safetensors"));  // each rank's part of the sharded state
+  EXPECT_TRUE(fs::exists(ck + "/optimizer.rank1.safetensors"));
+  EXPECT_TRUE(fs::exists(ck + "/rng_state_1.safetensors"));
 
   // resume from step 2 in another directory: steps 3-4 and the final model as the uninterrupted run
   const std::string out2 = train_tmp("dist_resumed");
@@ -225,11 +226,22 @@ TEST(TrainDist, HandStartedRanksSaveShardsAndResume) {
   auto wa = read_tensors(out), wb = read_tensors(out2);
   for (const auto& [name, t] : wa) EXPECT_LE((t - wb.at(name)).abs().max().item<double>(), 1e-6) << name;
 
-  // a single-process stage-0 run cannot take the ZeRO state: a clear error, not a silent restart
+  // one checkpoint format: a single-process stage-0 run takes the 2 ranks' sharded state (saying that the
+  // data order differs with another world size)
   const std::string out3 = train_tmp("dist_resume_single");
-  RunResult bad = run_binary(fixture_args(out3, 2) + " --resume_from_checkpoint " + ck, "OMP_NUM_THREADS=1");
+  RunResult single = run_binary(fixture_args(out3, 2) + " --resume_from_checkpoint " + ck, "OMP_NUM_THREADS=1");
+  EXPECT_EQ(single.code, 0) << single.err;
+  EXPECT_NE(single.err.find("resuming with world_size = 1 but the checkpoint used 2"), std::string::npos) << single.err;
+  // a checkpoint of the earlier format (ZeRO shard files) is refused with a message saying so, not misread
+  const std::string old = train_tmp("dist_old_format") + "/checkpoint-2";
+  fs::create_directories(old);
+  for (const auto& entry : fs::directory_iterator(ck))
+    if (entry.path().filename().string().rfind("optimizer", 0) != 0) fs::copy(entry.path(), fs::path(old) / entry.path().filename());
+  std::ofstream(old + "/zero_shard_0_of_2.safetensors") << "x";
+  RunResult bad = run_binary(fixture_args(train_tmp("dist_old_out"), 2) + " --resume_from_checkpoint " + old,
+                             "OMP_NUM_THREADS=1");
   EXPECT_EQ(bad.code, 1);
-  EXPECT_NE(bad.err.find("zero_shard"), std::string::npos) << bad.err;
+  EXPECT_NE(bad.err.find("format of llava-train 0.1"), std::string::npos) << bad.err;
 }
 
 // Rank 1 killed (kill -9: its sockets close) or hung (SIGSTOP: silent) after its first step: rank 0 ends

@@ -11,9 +11,9 @@
 #include "llava/model/checkpoint.h"
 #include "llava/train/log.h"
 #include "llava/train/lora.h"
-#include "llava/train/lora_linear.h"
 #include "llava/train/optimizer.h"
 #include "llava/train/schedule.h"
+#include "llava/torch_compat.h"
 #include "llava/train/state.h"
 #include "test_train_support.h"
 
@@ -123,24 +123,37 @@ TEST(LogFormat, TqdmBar) {
 
 // ------------------------------------------------------------------------------------------ optimizer
 
+namespace {
+
+// One step of the trainer's protocol for a single backward (one process).
+void optimizer_step(Optimizer& opt, const torch::Tensor& loss, double scale = 1.0) {
+  opt.begin_backward(true);
+  loss.backward();
+  opt.end_backward();
+  opt.reduce_gradients(scale);
+  opt.step(1.0);
+  opt.zero_grad();
+}
+
+}  // namespace
+
 TEST(Optimizer, AdamWMatchesTorchAdamW) {
   torch::manual_seed(0);
   torch::Tensor w1 = torch::randn({5, 3}).requires_grad_(), b1 = torch::randn({5}).requires_grad_();
   torch::Tensor w2 = w1.detach().clone().requires_grad_(), b2 = b1.detach().clone().requires_grad_();
-  AdamW mine({0.9, 0.999, 1e-8});
-  mine.add_param("w", w1, 1e-2, 0.1);
-  mine.add_param("b", b1, 1e-2, 0.0);
+  OptimizerConfig cfg;
+  cfg.learning_rate = 1e-2;
+  cfg.weight_decay = 0.1;  // not on the bias (its name ends with .bias)
+  Optimizer mine({{"w", w1}, {"layer.bias", b1}}, cfg, nullptr);
   torch::optim::AdamW theirs({torch::optim::OptimizerParamGroup({w2}, std::make_unique<torch::optim::AdamWOptions>(
                                                                          torch::optim::AdamWOptions(1e-2).weight_decay(0.1))),
                               torch::optim::OptimizerParamGroup({b2}, std::make_unique<torch::optim::AdamWOptions>(
                                                                          torch::optim::AdamWOptions(1e-2).weight_decay(0.0)))});
   for (int step = 0; step < 5; ++step) {
     torch::Tensor x = torch::randn({4, 3});
-    ((x.matmul(w1.t()) + b1).pow(2).sum()).backward();
+    optimizer_step(mine, (x.matmul(w1.t()) + b1).pow(2).sum());
     ((x.matmul(w2.t()) + b2).pow(2).sum()).backward();
-    mine.step(1.0);
     theirs.step();
-    mine.zero_grad();
     theirs.zero_grad();
   }
   EXPECT_LE((w1 - w2).abs().max().item<double>(), 1e-6);
@@ -148,26 +161,69 @@ TEST(Optimizer, AdamWMatchesTorchAdamW) {
   EXPECT_EQ(mine.step_count(), 5);
 }
 
+TEST(Optimizer, NoDecayOnBiasesAndNorms) {
+  EXPECT_TRUE(is_no_decay_parameter("language_model.model.layers.0.input_layernorm.weight"));
+  EXPECT_TRUE(is_no_decay_parameter("multi_modal_projector.linear_1.bias"));
+  EXPECT_TRUE(is_no_decay_parameter("vision_tower.vision_model.pre_layrnorm.weight"));
+  EXPECT_FALSE(is_no_decay_parameter("language_model.model.embed_tokens.weight"));
+  EXPECT_FALSE(is_no_decay_parameter("multi_modal_projector.linear_2.weight"));
+}
+
+TEST(Optimizer, ParameterGroupsFromTheRules) {
+  torch::Tensor t = torch::zeros({2}).requires_grad_();
+  OptimizerConfig cfg;
+  cfg.learning_rate = 1e-4;
+  cfg.weight_decay = 0.1;
+  cfg.projector_lr = 2e-5;
+  auto groups = make_param_groups({{"language_model.model.layers.0.mlp.up_proj.weight", t},
+                                   {"language_model.model.norm.weight", t},
+                                   {"multi_modal_projector.linear_1.weight", t},
+                                   {"multi_modal_projector.linear_1.bias", t},
+                                   {"vision_tower.vision_model.post_layernorm.weight", t}},
+                                  cfg);
+  ASSERT_EQ(groups.size(), 5u);
+  auto expect = [&](size_t g, const std::string& name, double lr, double wd, std::vector<size_t> members) {
+    EXPECT_EQ(groups[g].name, name);
+    EXPECT_EQ(groups[g].base_lr, lr) << name;
+    EXPECT_EQ(groups[g].weight_decay, wd) << name;
+    EXPECT_EQ(groups[g].members, members) << name;
+  };
+  expect(0, "llm", 1e-4, 0.1, {0});
+  expect(1, "llm.no_decay", 1e-4, 0.0, {1});
+  expect(2, "projector", 2e-5, 0.1, {2});
+  expect(3, "projector.no_decay", 2e-5, 0.0, {3});
+  expect(4, "vision_tower.no_decay", 1e-4, 0.0, {4});  // no --mm_vision_tower_lr: the base lr
+}
+
 TEST(Optimizer, Bf16ParametersUseFp32MastersAndGradients) {
   torch::manual_seed(1);
   torch::Tensor ref = torch::randn({64}).requires_grad_();
   torch::Tensor low = ref.detach().to(torch::kBFloat16).requires_grad_();
   torch::Tensor ref_copy = low.detach().to(torch::kFloat).requires_grad_();  // same start as the bf16 one
-  AdamW a({}), b({});
-  a.add_param("p", low, 1e-3, 0.0);
-  b.add_param("p", ref_copy, 1e-3, 0.0);
-  EXPECT_EQ(a.master_numel(), 64);
-  EXPECT_EQ(b.master_numel(), 0);
+  OptimizerConfig cfg;
+  cfg.learning_rate = 1e-3;
+  Optimizer a({{"p", low}}, cfg, nullptr), b({{"p", ref_copy}}, cfg, nullptr);
+  auto names = [](const Optimizer& o) {
+    std::vector<std::string> n;
+    for (const auto& [name, t] : o.state_tensors()) n.push_back(name);
+    return n;
+  };
+  EXPECT_EQ(names(a), (std::vector<std::string>{"p.exp_avg", "p.exp_avg_sq", "p.master"}));
+  EXPECT_EQ(names(b), (std::vector<std::string>{"p.exp_avg", "p.exp_avg_sq"}));  // fp32: its own master
   // two micro-batches accumulated in fp32, many tiny steps: the bf16 weights follow the fp32 master
   for (int step = 0; step < 20; ++step) {
     for (int m = 0; m < 2; ++m) {
       torch::Tensor g = torch::full({64}, 1e-3 * (m + 1));
+      a.begin_backward(m == 1);
       (low * g.to(torch::kBFloat16)).sum().backward();
-      a.accumulate_grads();
+      a.end_backward();
+      EXPECT_EQ(low.grad().abs().sum().item<double>(), 0.0);  // moved into the fp32 buffer
+      b.begin_backward(m == 1);
       (ref_copy * g).sum().backward();
+      b.end_backward();
     }
-    EXPECT_FALSE(low.grad().defined());  // moved into the fp32 buffer
-    EXPECT_EQ(a.grads()[0].scalar_type(), torch::kFloat);
+    a.reduce_gradients(1.0);
+    b.reduce_gradients(1.0);
     a.step(1.0);
     b.step(1.0);
     a.zero_grad();
@@ -175,28 +231,63 @@ TEST(Optimizer, Bf16ParametersUseFp32MastersAndGradients) {
   }
   // 20 steps of lr 1e-3 move each weight by ~0.02: far below bf16's resolution near 1, yet the master tracks it
   const std::string dir = train_tmp("adamw_state");
-  a.save(dir);
-  auto masters = read_tensors(dir + "/optimizer.master.safetensors");
-  EXPECT_LE((masters.at("p") - ref_copy.detach()).abs().max().item<double>(), 1e-6);
+  save_optimizer_state(a, dir, 0);
+  auto masters = read_tensors(dir + "/optimizer.rank0.safetensors");
+  EXPECT_LE((masters.at("p.master") - ref_copy.detach()).abs().max().item<double>(), 1e-6);
   EXPECT_LE((low.detach().to(torch::kFloat) - ref_copy.detach()).abs().max().item<double>(), 0.02);
   // state round trip
   torch::Tensor other = ref.detach().to(torch::kBFloat16).requires_grad_();
-  AdamW c({});
-  c.add_param("p", other, 1e-3, 0.0);
-  c.load(dir);
+  Optimizer c({{"p", other}}, cfg, nullptr);
+  load_optimizer_state(c, dir);
   EXPECT_EQ(c.step_count(), 20);
   EXPECT_TRUE(torch::equal(other, low));
-  AdamW wrong({});
-  wrong.add_param("q", torch::zeros({64}).requires_grad_(), 1e-3, 0.0);
-  EXPECT_THROW(wrong.load(dir), Error);
+  Optimizer wrong({{"q", torch::zeros({64}).requires_grad_()}}, cfg, nullptr);
+  EXPECT_THROW(load_optimizer_state(wrong, dir), Error);
 }
 
-TEST(Optimizer, GradNormAndScaling) {
-  std::vector<torch::Tensor> g = {torch::full({4}, 3.0), torch::Tensor(), torch::full({1}, 4.0)};
-  EXPECT_NEAR(global_grad_norm(g), std::sqrt(4 * 9.0 + 16.0), 1e-5);
-  scale_grads(g, 0.5);
-  EXPECT_FLOAT_EQ(g[2].item<float>(), 2.0f);
-  EXPECT_EQ(global_grad_norm({torch::Tensor()}), 0.0);
+TEST(Optimizer, GradNormScalingAndClipping) {
+  torch::Tensor x = torch::zeros({4}).requires_grad_(), unused = torch::zeros({3}).requires_grad_(),
+                y = torch::zeros({1}).requires_grad_();
+  Optimizer opt({{"x", x}, {"unused", unused}, {"y", y}}, OptimizerConfig{}, nullptr);
+  opt.begin_backward(true);
+  ((x * 3.0).sum() + (y * 4.0).sum()).backward();  // gradients 3 (x4) and 4; `unused` gets none
+  opt.end_backward();
+  opt.reduce_gradients(1.0);
+  EXPECT_NEAR(opt.grad_norm(), std::sqrt(4 * 9.0 + 16.0), 1e-5);
+  opt.reduce_gradients(0.5);
+  EXPECT_NEAR(opt.grad_norm(), 0.5 * std::sqrt(4 * 9.0 + 16.0), 1e-5);
+  EXPECT_EQ(clip_coefficient(10.0, 0.0), 1.0);  // no clipping
+  EXPECT_EQ(clip_coefficient(0.5, 1.0), 1.0);
+  EXPECT_DOUBLE_EQ(clip_coefficient(4.0, 1.0), 1.0 / (4.0 + 1e-6));  // torch.nn.utils.clip_grad_norm_
+}
+
+// torch.optim.AdamW(fused=True)'s kernel gives the foreach update (LibTorch >= 2.4 has it on the CPU).
+TEST(Optimizer, FusedAdamWEqualsForeach) {
+  if (!compat::has_fused_adamw(torch::kCPU)) GTEST_SKIP() << "this LibTorch has no fused AdamW on the CPU (>= 2.4)";
+  torch::manual_seed(5);
+  AdamWTensors a, b;
+  for (int64_t n : {7, 300, 1}) {
+    a.params.push_back(torch::randn({n}));
+    a.grads.push_back(torch::randn({n}));
+    a.exp_avgs.push_back(torch::rand({n}) * 0.1);
+    a.exp_avg_sqs.push_back(torch::rand({n}) * 0.01);
+    b.params.push_back(a.params.back().clone());
+    b.grads.push_back(a.grads.back().clone());
+    b.exp_avgs.push_back(a.exp_avgs.back().clone());
+    b.exp_avg_sqs.push_back(a.exp_avg_sqs.back().clone());
+  }
+  OptimizerConfig cfg;
+  for (int64_t step = 1; step <= 3; ++step) {
+    adamw_update(a, 1e-2, 0.1, step, cfg, /*allow_fused=*/true);
+    adamw_update(b, 1e-2, 0.1, step, cfg, /*allow_fused=*/false);
+  }
+  double worst = 0;
+  for (size_t i = 0; i < a.params.size(); ++i) {
+    worst = std::max(worst, (a.params[i] - b.params[i]).abs().max().item<double>());
+    EXPECT_LE((a.exp_avg_sqs[i] - b.exp_avg_sqs[i]).abs().max().item<double>(), 1e-7);
+  }
+  std::printf("  fused vs foreach AdamW after 3 steps: max |param diff| %.2e\n", worst);
+  EXPECT_LE(worst, 1e-6);
 }
 
 // ------------------------------------------------------------------------------------------ state
@@ -257,15 +348,32 @@ TEST(State, RngStateRoundTrip) {
   const std::string dir = train_tmp("rng");
   torch::manual_seed(123);
   torch::rand({3});
-  save_rng_state(dir);
+  save_rng_state(dir, 0, 1);
   torch::Tensor a = torch::rand({5});
   torch::manual_seed(999);
-  load_rng_state(dir);
+  load_rng_state(dir, 0);
   torch::Tensor b = torch::rand({5});
   EXPECT_TRUE(torch::equal(a, b));
 }
 
 // ------------------------------------------------------------------------------------------ LoRA
+
+namespace {
+
+// A text-only batch: every token real.
+LlavaInputs text_inputs(const torch::Tensor& ids, const torch::Tensor& labels) {
+  LlavaInputs in;
+  in.input_ids = ids;
+  in.labels = labels;
+  return in;
+}
+
+bool is_adapter(const std::string& name) {
+  auto ends = [&](const char* s) { return name.size() > 7 && name.compare(name.size() - 7, 7, s) == 0; };
+  return ends(".lora_A") || ends(".lora_B");
+}
+
+}  // namespace
 
 TEST(Lora, StartsAsTheBaseModelAndMergesExactly) {
   LoadedLlava l = load_llava(tiny_model_dir());
@@ -276,34 +384,31 @@ TEST(Lora, StartsAsTheBaseModelAndMergesExactly) {
   labels.narrow(1, 0, 4).fill_(-100);
   auto loss = [&] {
     torch::NoGradGuard ng;
-    return m.forward(ids, labels, {}, {}, {}, 0).loss().item<double>();
+    return m.forward(text_inputs(ids, labels)).loss().item<double>();
   };
   const double base = loss();
   const size_t n_params = m.named_parameters().size();
-  Lora lora(m, LoraOptions{4, 8, 0.0});
+  install_lora(m, LoraOptions{4, 8, 0.0});
   EXPECT_EQ(m.named_parameters().size(), n_params + 2 * 7 * 2);  // A, B for 7 projections x 2 layers
   EXPECT_NEAR(loss(), base, 1e-7);  // B = 0
   {
     torch::NoGradGuard ng;
     for (auto& p : m.named_parameters())
-      if (p.key().find(".lora.") != std::string::npos) p.value().normal_(0, 0.05);
+      if (is_adapter(p.key())) p.value().normal_(0, 0.05);
   }
   const double with_lora = loss();
   EXPECT_GT(std::abs(with_lora - base), 1e-3);
-  {
-    Lora::Detached plain(lora);
-    EXPECT_EQ(m.named_parameters().size(), n_params);  // what a save sees
-  }
+  EXPECT_EQ(base_model_parameters(m).size(), n_params);  // what a save sees
   EXPECT_EQ(m.named_parameters().size(), n_params + 28);
-  lora.merge();
+  merge_lora(m);
   EXPECT_EQ(m.named_parameters().size(), n_params);
   EXPECT_NEAR(loss(), with_lora, 1e-5);
   // gradients reach the adapters through the layers' forward
   LoadedLlava l2 = load_llava(tiny_model_dir());
-  Lora lora2(*l2.model, LoraOptions{4, 8, 0.0});
+  install_lora(*l2.model, LoraOptions{4, 8, 0.0});
   for (auto& p : l2.model->named_parameters())
-    if (p.key().find(".lora.") == std::string::npos) p.value().set_requires_grad(false);
-  l2.model->forward(ids, labels, {}, {}, {}, 0).loss().backward();
+    if (!is_adapter(p.key())) p.value().set_requires_grad(false);
+  l2.model->forward(text_inputs(ids, labels)).loss().backward();
   int with_grad = 0;
   for (auto& p : l2.model->named_parameters())
     if (p.key().find("lora_A") != std::string::npos || p.key().find("lora_B") != std::string::npos)
@@ -318,9 +423,8 @@ double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
 }
 
 // A LoRA adapter on `base` with a nonzero B (B = 0 at init would hide the adapter path).
-std::shared_ptr<LoraLinearImpl> lora_on(const torch::nn::Linear& base, int64_t r, double scale, double dropout) {
-  const torch::Tensor& w = base->weight;
-  auto lora = std::make_shared<LoraLinearImpl>(w.size(1), w.size(0), r, scale, dropout, w.options());
+std::shared_ptr<LoraLinearImpl> lora_on(const std::shared_ptr<DenseImpl>& base, int r, int alpha, double dropout) {
+  auto lora = std::make_shared<LoraLinearImpl>(base, LoraOptions{r, alpha, dropout});
   torch::NoGradGuard ng;
   lora->lora_B.normal_(0, 0.1);
   return lora;
@@ -330,11 +434,11 @@ std::shared_ptr<LoraLinearImpl> lora_on(const torch::nn::Linear& base, int64_t r
 
 TEST(LoraLinear, WithoutDropoutIsTheLinearWithTheMergedWeight) {
   torch::manual_seed(0);
-  torch::nn::Linear base(torch::nn::LinearOptions(24, 16).bias(true));
-  auto lora = lora_on(base, 4, 2.0, 0.0);
+  auto base = std::make_shared<DenseImpl>(24, 16, true);
+  auto lora = lora_on(base, 4, 8, 0.0);  // scale 8 / 4 = 2
   torch::Tensor x = torch::randn({3, 5, 24});
-  torch::Tensor y = base(x);
-  torch::Tensor got = lora->forward(x, y);
+  torch::Tensor y = base->forward(x);
+  torch::Tensor got = lora->forward(x);
   // Independently: an nn::Linear in fp64 whose weight is W0 + s * B @ A (what PEFT's merge computes).
   torch::nn::Linear merged(torch::nn::LinearOptions(24, 16).bias(true));
   merged->to(torch::kDouble);
@@ -355,7 +459,12 @@ TEST(LoraLinear, DropoutActsOnTheAdapterInputInTrainingModeOnly) {
   // A = B = I, scale 1: the adapter adds exactly dropout(x), so each element added is 0 or x / (1 - p).
   const int64_t n = 64;
   const double p = 0.5;
-  LoraLinearImpl identity(n, n, n, 1.0, p, torch::TensorOptions(torch::kFloat));
+  auto zero = std::make_shared<DenseImpl>(n, n, false);
+  {
+    torch::NoGradGuard ng;
+    zero->weight.zero_();
+  }
+  LoraLinearImpl identity(zero, LoraOptions{static_cast<int>(n), static_cast<int>(n), p});
   {
     torch::NoGradGuard ng;
     identity.lora_A.copy_(torch::eye(n));
@@ -363,8 +472,7 @@ TEST(LoraLinear, DropoutActsOnTheAdapterInputInTrainingModeOnly) {
   }
   torch::manual_seed(3);
   torch::Tensor x = torch::randn({200, n});
-  torch::Tensor y = torch::randn({200, n});
-  torch::Tensor added = identity.forward(x, y) - y;
+  torch::Tensor added = identity.forward(x);  // the base layer adds 0
   torch::Tensor dropped = added.abs() < 1e-6;
   torch::Tensor kept_ok = (added - x / (1 - p)).abs() <= 1e-5 * (1 + x.abs());
   EXPECT_TRUE(dropped.logical_or(kept_ok).all().item<bool>());
@@ -374,29 +482,28 @@ TEST(LoraLinear, DropoutActsOnTheAdapterInputInTrainingModeOnly) {
 
   // A general adapter: the mask depends on the RNG state and is reproducible from it.
   torch::manual_seed(1);
-  torch::nn::Linear base(torch::nn::LinearOptions(32, 20).bias(false));
-  auto with_dropout = lora_on(base, 4, 2.0, 0.3);
-  auto without = std::make_shared<LoraLinearImpl>(32, 20, 4, 2.0, 0.0, base->weight.options());
+  auto base = std::make_shared<DenseImpl>(32, 20, false);
+  auto with_dropout = lora_on(base, 4, 8, 0.3);
+  auto without = std::make_shared<LoraLinearImpl>(base, LoraOptions{4, 8, 0.0});
   {
     torch::NoGradGuard ng;
     without->lora_A.copy_(with_dropout->lora_A);
     without->lora_B.copy_(with_dropout->lora_B);
   }
   torch::Tensor xs = torch::randn({4, 32});
-  torch::Tensor ys = base(xs);
   torch::manual_seed(10);
-  torch::Tensor a = with_dropout->forward(xs, ys);
+  torch::Tensor a = with_dropout->forward(xs);
   torch::manual_seed(11);
-  torch::Tensor b = with_dropout->forward(xs, ys);
+  torch::Tensor b = with_dropout->forward(xs);
   torch::manual_seed(10);
-  torch::Tensor a_again = with_dropout->forward(xs, ys);
+  torch::Tensor a_again = with_dropout->forward(xs);
   EXPECT_GT(max_abs_diff(a, b), 1e-3);
   EXPECT_TRUE(torch::equal(a, a_again));
-  EXPECT_GT(max_abs_diff(a, without->forward(xs, ys)), 1e-3);
+  EXPECT_GT(max_abs_diff(a, without->forward(xs)), 1e-3);
   // Evaluation mode: no dropout, the p = 0 adapter's output.
   with_dropout->eval();
   torch::manual_seed(11);
-  EXPECT_TRUE(torch::equal(with_dropout->forward(xs, ys), without->forward(xs, ys)));
+  EXPECT_TRUE(torch::equal(with_dropout->forward(xs), without->forward(xs)));
 }
 
 TEST(Lora, DropoutFollowsTheModelsTrainingMode) {
@@ -408,13 +515,13 @@ TEST(Lora, DropoutFollowsTheModelsTrainingMode) {
   auto loss_with_seed = [&](uint64_t seed) {
     torch::NoGradGuard ng;
     torch::manual_seed(seed);
-    return m.forward(ids, labels, {}, {}, {}, 0).loss().item<double>();
+    return m.forward(text_inputs(ids, labels)).loss().item<double>();
   };
-  Lora lora(m, LoraOptions{4, 8, 0.5});
+  install_lora(m, LoraOptions{4, 8, 0.5});
   {
     torch::NoGradGuard ng;
     for (auto& p : m.named_parameters())
-      if (p.key().find(".lora.") != std::string::npos) p.value().normal_(0, 0.05);
+      if (is_adapter(p.key())) p.value().normal_(0, 0.05);
   }
   m.train();
   EXPECT_GT(std::abs(loss_with_seed(1) - loss_with_seed(2)), 1e-6);
@@ -423,7 +530,7 @@ TEST(Lora, DropoutFollowsTheModelsTrainingMode) {
   const double eval_loss = loss_with_seed(1);
   EXPECT_EQ(eval_loss, loss_with_seed(2));
   // ... which is the merged model's loss (no dropout in the merged weights)
-  lora.merge();
+  merge_lora(m);
   EXPECT_NEAR(loss_with_seed(3), eval_loss, 1e-5);
 }
 
@@ -435,13 +542,13 @@ TEST(Lora, GradientCheckpointingGivesTheSameAdapterGradients) {
   for (double p : {0.0, 0.3}) {
     LoadedLlava l = load_llava(tiny_model_dir());
     auto& m = *l.model;
-    Lora lora(m, LoraOptions{4, 8, p});
+    install_lora(m, LoraOptions{4, 8, p});
     m.train();
     std::vector<std::pair<std::string, torch::Tensor>> adapters;
     {
       torch::NoGradGuard ng;
       for (auto& item : m.named_parameters()) {
-        const bool adapter = item.key().find(".lora.") != std::string::npos;
+        const bool adapter = is_adapter(item.key());
         item.value().set_requires_grad(adapter);
         if (adapter) {
           item.value().normal_(0, 0.05);  // B != 0: A gets a gradient too
@@ -455,7 +562,7 @@ TEST(Lora, GradientCheckpointingGivesTheSameAdapterGradients) {
       m.set_gradient_checkpointing(checkpointing);
       for (auto& [name, t] : adapters) t.mutable_grad() = torch::Tensor();
       torch::manual_seed(42);
-      m.forward(ids, labels, {}, {}, {}, 0).loss().backward();
+      m.forward(text_inputs(ids, labels)).loss().backward();
       std::vector<torch::Tensor> grads;
       for (auto& [name, t] : adapters) grads.push_back(t.grad().clone());
       return std::make_pair(grads, torch::rand({4}));

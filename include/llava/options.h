@@ -66,7 +66,10 @@ namespace llava {
   X(long, seed, 42, "random seed")                                                                               \
   X(std::string, resume_from_checkpoint, "", "checkpoint dir or 'latest'")                                       \
   X(std::string, report_to, "none", "accepted for compatibility (metrics.jsonl is always written)")              \
+  X(std::string, logging_dir, "", "TensorBoard event files (default: output_dir/runs/<date>_<host>)")           \
+  X(std::string, run_name, "", "a name for the run in logs and TensorBoard")                                     \
   X(int, max_bad_steps, 10, "stop after N non-finite steps in a row")                                            \
+  X(double, max_skipped_share, 0.05, "warn loudly at the end when more than this share of samples was bad")     \
   X(bool, average_tokens_across_devices, true, "normalise the loss over all tokens of the optimizer step")      \
   /* distributed */                                                                                               \
   X(std::string, deepspeed, "", "accepted with a warning: use --zero_stage")                                     \
@@ -74,7 +77,7 @@ namespace llava {
   X(std::string, ddp_backend, "", "nccl | gloo (default: nccl on cuda, gloo on cpu)")                            \
   X(int, ddp_timeout, 1800, "seconds before a missing peer is an error")                                         \
   X(int, ddp_bucket_cap_mb, 25, "gradient all-reduce bucket size")                                               \
-  X(std::string, device, "cpu", "cpu | cuda")                                                                    \
+  X(std::string, device, "auto", "auto (CUDA when available, else CPU) | cpu | cuda")                           \
   /* subcommand inputs/outputs */                                                                                 \
   X(std::string, config, "", "YAML file with any of these keys")                                                 \
   X(std::string, output, "", "output file (preprocess, eval, tokenize)")                                         \

@@ -3,7 +3,10 @@
 #include <torch/torch.h>
 #include <torch/version.h>
 
+#include <cmath>
+#include <limits>
 #include <type_traits>
+#include <vector>
 #include <utility>
 
 #define LLAVA_TORCH_AT_LEAST(major, minor) \
@@ -16,12 +19,12 @@ class Backend;
 
 namespace llava::compat {
 
-// c10d: the class ProcessGroupGloo / ProcessGroupNCCL derive from, whose collectives (allreduce, broadcast,
-// allgather, _allgather_base, _reduce_scatter_base) src/dist calls: c10d::ProcessGroup in 1.13,
+// c10d: the class ProcessGroupGloo / ProcessGroupNCCL derive from, whose collectives (allreduce, reduce,
+// broadcast) src/dist calls: c10d::ProcessGroup in 1.13,
 // c10d::Backend in 2.x (where c10d::ProcessGroup became a dispatching wrapper). Everything else src/dist uses
 // (TCPStore(host, TCPStoreOptions) but for useLibUV below, ProcessGroupGloo::Options::create(timeout),
 // ProcessGroupNCCL::Options, Work::wait/isCompleted, autograd grad_accumulator post-hooks) has the same signature
-// in both. LibTorch 1.13's Gloo also lacks bfloat16 and reduce_scatter: src/dist avoids both on every version.
+// in both. LibTorch 1.13's Gloo also lacks bfloat16: src/dist sends bf16 as fp32 on Gloo.
 #if LLAVA_TORCH_AT_LEAST(2, 0)
 using C10dBackend = ::c10d::Backend;
 #else
@@ -54,21 +57,62 @@ inline void shutdown_backend(Backend& backend) {
   shutdown_backend(backend, 0);
 }
 
-// Attention over [B, H, T, D] tensors. `mask` is additive ([B or 1, 1, T, T], 0 or -inf) or undefined.
+// Attention over [B, H, Tq, D] queries and [B, H, Tk, D] keys/values. `mask` is additive ([B or 1, 1, Tq, Tk],
+// 0 or the dtype's lowest) or undefined. `causal` adds the causal mask, aligned bottom-right (query i is
+// position Tk - Tq + i: a KV-cache step sees every earlier key); with no `mask` and Tq == Tk the fused kernel
+// gets is_causal and no mask tensor, which lets it pick flash attention.
 // 2.x: fused scaled_dot_product_attention; 1.13: the same math written out (tests check they agree).
 inline at::Tensor scaled_dot_product_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                               const at::Tensor& mask, bool use_fused = true) {
+                                               const at::Tensor& mask, bool causal, bool use_fused = true) {
+  const int64_t tq = q.size(-2), tk = k.size(-2);
+  auto causal_masked = [&] { return at::ones({tq, tk}, q.options().dtype(at::kBool)).triu(tk - tq + 1); };
+  constexpr float kMasked = -std::numeric_limits<float>::infinity();
 #if LLAVA_TORCH_AT_LEAST(2, 0)
   if (use_fused) {
-    return at::scaled_dot_product_attention(q, k, v, mask.defined() ? c10::optional<at::Tensor>(mask) : c10::nullopt);
+    if (causal && !mask.defined() && tq == tk) return at::scaled_dot_product_attention(q, k, v, c10::nullopt, 0.0, true);
+    at::Tensor m = mask;
+    if (causal) {
+      at::Tensor c = at::zeros({tq, tk}, q.options()).masked_fill(causal_masked(), kMasked);
+      m = m.defined() ? m + c : c;  // [B,1,1,Tk] + [Tq,Tk] -> [B,1,Tq,Tk]
+    }
+    return at::scaled_dot_product_attention(q, k, v, m.defined() ? c10::optional<at::Tensor>(m) : c10::nullopt);
   }
 #endif
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
   at::Tensor scores = at::matmul(q, k.transpose(-2, -1)) * scale;
   if (mask.defined()) scores = scores + mask;
+  if (causal) scores = scores.masked_fill(causal_masked(), kMasked);
   // softmax in fp32 for low-precision inputs, as HF's eager attention does
   at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
   return at::matmul(probs, v);
+}
+
+// torch.optim.AdamW(fused=True)'s kernel, at::_fused_adamw_: CUDA since 2.0, CPU since 2.4.
+inline bool has_fused_adamw(const c10::Device& device) {
+#if LLAVA_TORCH_AT_LEAST(2, 4)
+  return device.is_cuda() || device.is_cpu();
+#elif LLAVA_TORCH_AT_LEAST(2, 0)
+  return device.is_cuda();
+#else
+  (void)device;
+  return false;
+#endif
+}
+// One fused AdamW step over lists of fp32 tensors (amsgrad off); `step` is the step being taken (1-based).
+inline void fused_adamw(std::vector<at::Tensor>& params, std::vector<at::Tensor>& grads,
+                        std::vector<at::Tensor>& exp_avgs, std::vector<at::Tensor>& exp_avg_sqs, int64_t step,
+                        double lr, double beta1, double beta2, double weight_decay, double eps) {
+#if LLAVA_TORCH_AT_LEAST(2, 0)
+  std::vector<at::Tensor> steps;
+  steps.reserve(params.size());
+  for (const auto& p : params) steps.push_back(at::full({}, static_cast<double>(step), p.options().dtype(at::kFloat)));
+  at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, {}, steps, lr, beta1, beta2, weight_decay, eps,
+                    /*amsgrad=*/false, /*maximize=*/false);
+#else
+  (void)params, (void)grads, (void)exp_avgs, (void)exp_avg_sqs, (void)step, (void)lr, (void)beta1, (void)beta2;
+  (void)weight_decay, (void)eps;
+  TORCH_CHECK(false, "fused AdamW needs LibTorch >= 2.0");
+#endif
 }
 
 inline constexpr bool has_fused_attention() { return LLAVA_TORCH_AT_LEAST(2, 0); }

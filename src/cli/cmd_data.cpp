@@ -167,7 +167,7 @@ int cmd_bench_data(const Options& o) {
   while (loader.next(b)) {
     samples += b.size();
     skipped += b.skipped;
-    images += b.pixel_values.defined() ? b.pixel_values.size(0) : 0;
+    images += b.inputs.pixel_values.defined() ? b.inputs.pixel_values.size(0) : 0;
   }
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::cout << dump({{"samples", samples}, {"images", images}, {"skipped", skipped}, {"seconds", s},

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "llava/dist/process_group.h"
 #include "llava/error.h"
 #include "llava/model/checkpoint.h"
 #include "llava/pipeline.h"
@@ -13,22 +14,7 @@
 namespace llava::cli {
 using json = nlohmann::ordered_json;
 
-namespace {
-int run_eval(const Options& o);
-}
-
 int cmd_eval(const Options& o) {
-  try {
-    return run_eval(o);
-  } catch (const c10::Error& e) {  // e.g. out of memory: a message, not an abort
-    std::cerr << "error: " << e.what_without_backtrace() << "\n";
-    return 1;
-  }
-}
-
-namespace {
-
-int run_eval(const Options& o) {
   auto data = make_data_pipeline(o, /*needs_dataset=*/true);
   LoadOptions lo;
   lo.vision_tower = o.vision_tower;
@@ -37,12 +23,7 @@ int run_eval(const Options& o) {
   if (o.set_keys.count("mm_vision_select_layer")) lo.mm_vision_select_layer = o.mm_vision_select_layer;
   if (o.set_keys.count("mm_vision_select_feature")) lo.mm_vision_select_feature = o.mm_vision_select_feature;
   lo.dtype = o.bf16 ? torch::kBFloat16 : torch::kFloat32;
-  if (o.device == "cuda") {
-    if (!torch::cuda::is_available()) throw Error("--device cuda: no CUDA device is visible (or LibTorch is CPU-only)");
-    lo.device = torch::Device(torch::kCUDA, 0);
-  } else if (o.device != "cpu") {
-    throw Error("--device must be cpu or cuda, got '" + o.device + "'");
-  }
+  lo.device = dist::resolve_device(o.device, dist::DistEnv::from_environment());
   lo.seed = static_cast<uint64_t>(o.seed);
   LoadedLlava loaded = load_llava(o.model_name_or_path, lo);
   for (const auto& note : loaded.notes) std::cerr << "model: " << note << "\n";
@@ -61,7 +42,6 @@ int run_eval(const Options& o) {
   eo.max_samples = o.max_samples;
   eo.num_workers = o.dataloader_num_workers;
   eo.pad_id = data->tokenizer.pad_id();
-  eo.max_length = o.model_max_length;
   EvalSummary s = evaluate(*loaded.model, *data->dataset, data->example, eo, [&](const EvalSample& r) {
     if (!r.ok) {
       std::cerr << "warning: skipping bad sample: " << r.error << "\n";
@@ -84,7 +64,5 @@ int run_eval(const Options& o) {
             << "\n";
   return 0;
 }
-
-}  // namespace
 
 }  // namespace llava::cli

@@ -1,9 +1,8 @@
-// DDP: parameter broadcast and bucketed gradient all-reduce (GradReducer in AllReduce mode).
+// broadcast_parameters: rank 0's weights to every rank (ddp.h).
 #include "llava/dist/ddp.h"
 
 #include <torch/torch.h>
 
-#include "dist/grad_buckets.h"
 
 namespace llava::dist {
 
@@ -34,22 +33,5 @@ void broadcast_parameters(ProcessGroup& pg, const std::vector<at::Tensor>& param
     i = j;
   }
 }
-
-GradientSync::GradientSync(std::shared_ptr<ProcessGroup> pg, std::vector<at::Tensor> params, size_t bucket_cap_bytes)
-    : reducer_(std::make_unique<detail::GradReducer>(std::move(pg), std::move(params), bucket_cap_bytes,
-                                                     detail::GradReducer::Mode::AllReduce, 1)) {}
-
-GradientSync::~GradientSync() = default;
-
-void GradientSync::set_sync(bool sync) { reducer_->set_sync(sync); }
-
-void GradientSync::finish(double scale) {
-  reducer_->finish();
-  reducer_->scale(scale);
-}
-
-void GradientSync::zero_grad() { reducer_->zero_grad(); }
-
-size_t GradientSync::num_buckets() const { return reducer_->buckets().size(); }
 
 }  // namespace llava::dist

@@ -6,6 +6,8 @@
 
 #include "llava/dist/process_group.h"
 
+#include <torch/cuda.h>
+
 namespace llava::dist {
 
 namespace {
@@ -113,6 +115,19 @@ DistEnv DistEnv::from_environment() {
     if (!v) return std::nullopt;
     return std::string(v);
   });
+}
+
+c10::Device resolve_device(const std::string& device, const DistEnv& env) {
+  if (device != "auto" && device != "cpu" && device != "cuda")
+    throw Error("--device must be auto, cpu or cuda, got '" + device + "'");
+  const bool cuda = device == "cuda" || (device == "auto" && torch::cuda::is_available());
+  if (!cuda) return c10::Device(c10::kCPU);
+  if (!torch::cuda::is_available())
+    throw Error("--device cuda: no CUDA device is visible (or LibTorch is CPU-only)");
+  if (env.local_rank >= static_cast<int>(torch::cuda::device_count()))
+    throw Error("rank " + std::to_string(env.rank) + ": local rank " + std::to_string(env.local_rank) + " but only " +
+                std::to_string(torch::cuda::device_count()) + " CUDA device(s) are visible (CUDA_VISIBLE_DEVICES?)");
+  return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
 }
 
 std::string DistEnv::describe() const {

@@ -345,6 +345,26 @@ double ProcessGroup::allreduce_scalar(double value) {
   return t.item<double>();
 }
 
+PendingOp ProcessGroup::reduce_sum_async(const at::Tensor& tensor, int root) {
+  Impl::check(*this, tensor, "reduce");
+  if (root < 0 || root >= world_size_) throw Error("reduce: root " + std::to_string(root) + " out of range");
+  const bool wide = widen(backend_, tensor);
+  at::Tensor dst = tensor, buf = wide ? tensor.to(at::kFloat) : tensor;
+  std::vector<at::Tensor> v{buf};
+  std::function<void()> done;
+  if (wide) done = [dst, buf]() mutable { dst.copy_(buf); };
+  return Impl::launch(
+      *this, "reduce",
+      [&] {
+        c10d::ReduceOptions o;
+        o.reduceOp = c10d::ReduceOp::SUM;
+        o.rootRank = root;
+        o.rootTensor = 0;
+        return impl_->backend->reduce(v, o);
+      },
+      std::move(done));
+}
+
 void ProcessGroup::broadcast(at::Tensor& tensor, int root) {
   Impl::check(*this, tensor, "broadcast");
   if (root < 0 || root >= world_size_) throw Error("broadcast: root " + std::to_string(root) + " out of range");
@@ -358,58 +378,6 @@ void ProcessGroup::broadcast(at::Tensor& tensor, int root) {
     return impl_->backend->broadcast(v, o);
   }).wait();
   if (wide) tensor.copy_(buf);
-}
-
-PendingOp ProcessGroup::all_gather_async(const at::Tensor& input, const at::Tensor& output) {
-  Impl::check(*this, input, "all_gather");
-  Impl::check(*this, output, "all_gather");
-  if (output.numel() != input.numel() * world_size_ || output.scalar_type() != input.scalar_type())
-    throw Error("all_gather: output must hold world_size x input elements of the input's dtype");
-  if (backend_ == "nccl") {
-    at::Tensor in = input, out = output;
-    return Impl::launch(*this, "all_gather", [&] { return impl_->backend->_allgather_base(out, in); });
-  }
-  const bool wide = widen(backend_, input);
-  at::Tensor dst = output, out = wide ? at::empty(output.sizes(), output.options().dtype(at::kFloat)) : output;
-  std::vector<at::Tensor> ins{(wide ? input.to(at::kFloat) : input).view({-1})};
-  std::vector<std::vector<at::Tensor>> outs{out.view({-1}).chunk(world_size_)};
-  std::function<void()> done;
-  if (wide) done = [dst, out]() mutable { dst.copy_(out); };
-  return Impl::launch(*this, "all_gather", [&] { return impl_->backend->allgather(outs, ins); }, std::move(done));
-}
-
-void ProcessGroup::all_gather(const at::Tensor& input, at::Tensor& output) { all_gather_async(input, output).wait(); }
-
-PendingOp ProcessGroup::reduce_scatter_sum_async(const at::Tensor& input, const at::Tensor& output) {
-  Impl::check(*this, input, "reduce_scatter");
-  Impl::check(*this, output, "reduce_scatter");
-  const int64_t n = output.numel();
-  if (input.numel() != n * world_size_ || output.scalar_type() != input.scalar_type())
-    throw Error("reduce_scatter: input must hold world_size x output elements of the output's dtype");
-  if (backend_ == "nccl") {
-    at::Tensor in = input, out = output;
-    return Impl::launch(*this, "reduce_scatter", [&] {
-      c10d::ReduceScatterOptions o;
-      o.reduceOp = c10d::ReduceOp::SUM;
-      return impl_->backend->_reduce_scatter_base(out, in, o);
-    });
-  }
-  // Gloo (no reduce_scatter in LibTorch 1.13's Gloo): allreduce the whole input, keep this rank's chunk.
-  at::Tensor buf = widen(backend_, input) ? input.to(at::kFloat) : input, out = output;
-  std::vector<at::Tensor> v{buf};
-  const int64_t start = n * rank_;
-  return Impl::launch(
-      *this, "reduce_scatter",
-      [&] {
-        c10d::AllreduceOptions o;
-        o.reduceOp = c10d::ReduceOp::SUM;
-        return impl_->backend->allreduce(v, o);
-      },
-      [buf, out, start, n]() mutable { out.view({-1}).copy_(buf.view({-1}).narrow(0, start, n)); });
-}
-
-void ProcessGroup::reduce_scatter_sum(const at::Tensor& input, at::Tensor& output) {
-  reduce_scatter_sum_async(input, output).wait();
 }
 
 void ProcessGroup::barrier() {

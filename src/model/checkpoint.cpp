@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "llava/error.h"
+#include "llava/model/linear_layer.h"
 #include "llava/model/param_init.h"
 #include "model/config_json.h"
 #include "model/weights.h"
@@ -142,10 +143,12 @@ NameScheme projector_scheme(const std::string& type) {
   return s;
 }
 
+// The parameters under their checkpoint-facing (base model) names: a LoRA-wrapped projection counts as the
+// projection it wraps; adapter tensors are not part of the model (linear_layer.h).
 std::map<std::string, torch::Tensor> params_of(const torch::nn::Module& m, const std::string& prefix = "") {
   std::map<std::string, torch::Tensor> out;
-  for (const auto& item : m.named_parameters())
-    if (starts_with(item.key(), prefix)) out[item.key()] = item.value();
+  for (auto& [name, tensor] : base_model_parameters(m))
+    if (starts_with(name, prefix)) out[name] = tensor;
   return out;
 }
 
@@ -351,7 +354,7 @@ std::vector<std::pair<std::string, std::string>> checkpoint_names(const LlavaFor
   else if (format == "llava_llama") s = original_scheme(model.config());
   else throw Error("checkpoint_names: unknown format '" + format + "' (llava or llava_llama)");
   std::vector<std::pair<std::string, std::string>> out;
-  for (const auto& item : model.named_parameters()) out.emplace_back(item.key(), s.to_checkpoint(item.key()));
+  for (const auto& [name, tensor] : params_of(model)) out.emplace_back(name, s.to_checkpoint(name));
   return out;
 }
 

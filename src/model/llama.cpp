@@ -48,12 +48,6 @@ torch::Tensor inv_freq_for(const LlamaConfig& c, int64_t seq_len, torch::Device 
   return inv;
 }
 
-// y = proj(x), adapted when the projection has an adapter (LoRA).
-torch::Tensor project(torch::nn::Linear& proj, const std::shared_ptr<LinearAdapter>& adapter, const torch::Tensor& x) {
-  torch::Tensor y = proj(x);
-  return adapter ? adapter->forward(x, y) : y;
-}
-
 // The default generator that random ops on `device` draw from (dropout in a LoRA adapter).
 at::Generator default_generator(const torch::Device& device) {
   return device.is_cpu() ? at::detail::getDefaultCPUGenerator() : at::globalContext().defaultGenerator(device);
@@ -88,30 +82,35 @@ class ForkedRng {
 // run their forward under no-grad); backward recomputes the layer with grad on and differentiates it.
 // The layer's parameters are inputs of the Function, so the output requires grad whenever any of them
 // does (even when the hidden state does not) and their gradients flow through normal AccumulateGrad
-// nodes (DDP hooks see them). The layer may draw random numbers (LoRA dropout): the generator's state is
-// kept from the forward and the recomputation runs from it, so it draws the same masks; the generator then
-// continues where it was, so checkpointing does not change the random stream (torch.utils.checkpoint's
-// preserve_rng_state).
+// nodes (the gradient reducer's hooks see them). The layer may draw random numbers (LoRA dropout): the
+// generator's state is kept from the forward and the recomputation runs from it, so it draws the same masks;
+// the generator then continues where it was, so checkpointing does not change the random stream
+// (torch.utils.checkpoint's preserve_rng_state). The key-padding mask is an input only when there is one.
 struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
-  // inputs = {hidden, mask, cos, sin, params...}
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, at::TensorList inputs, int64_t layer_address) {
+  // inputs = {hidden, cos, sin, [key-padding mask,] params...}
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, at::TensorList inputs, bool has_mask,
+                               int64_t layer_address) {
     auto* layer = reinterpret_cast<LlamaDecoderLayerImpl*>(static_cast<intptr_t>(layer_address));
     ctx->saved_data["layer"] = layer_address;
+    ctx->saved_data["has_mask"] = has_mask;
     if (layer->draws_random_numbers()) {  // LoRA dropout in training; a plain layer draws nothing
       at::Generator gen = default_generator(inputs[0].device());
       ctx->saved_data["rng_state"] = get_rng_state(gen);
     }
-    ctx->save_for_backward({inputs[0], inputs[1], inputs[2], inputs[3]});
-    return layer->forward(inputs[0], inputs[1], inputs[2], inputs[3]);
+    const torch::Tensor mask = has_mask ? inputs[3] : torch::Tensor();
+    ctx->save_for_backward({inputs[0], inputs[1], inputs[2], mask});
+    return layer->forward(inputs[0], mask, inputs[1], inputs[2]);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs) {
     auto* layer = reinterpret_cast<LlamaDecoderLayerImpl*>(static_cast<intptr_t>(ctx->saved_data["layer"].toInt()));
     auto saved = ctx->get_saved_variables();
+    const bool has_mask = ctx->saved_data["has_mask"].toBool();
+    const torch::Tensor mask = has_mask ? saved[3] : torch::Tensor();
     std::vector<torch::Tensor> params = layer->parameters();
-    const size_t n_fixed = 4;
-    torch::autograd::variable_list result(n_fixed + params.size() + 1);  // + the non-tensor layer_address
+    const size_t n_fixed = has_mask ? 4 : 3;
+    torch::autograd::variable_list result(n_fixed + params.size() + 2);  // + the two non-tensor arguments
 
     torch::AutoGradMode enable_grad(true);
     const bool want_input = ctx->needs_input_grad(0);
@@ -119,9 +118,9 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
     torch::Tensor out;
     if (ctx->saved_data.count("rng_state")) {
       ForkedRng same_draws(default_generator(h.device()), ctx->saved_data["rng_state"].toTensor());
-      out = layer->forward(h, saved[1], saved[2], saved[3]);
+      out = layer->forward(h, mask, saved[1], saved[2]);
     } else {
-      out = layer->forward(h, saved[1], saved[2], saved[3]);
+      out = layer->forward(h, mask, saved[1], saved[2]);
     }
     std::vector<torch::Tensor> wrt;
     std::vector<size_t> slot;
@@ -155,21 +154,15 @@ std::pair<torch::Tensor, torch::Tensor> rotary_cos_sin(const LlamaConfig& c, int
   return {emb.cos().to(dtype), emb.sin().to(dtype)};
 }
 
-torch::Tensor causal_attention_mask(const torch::Tensor& key_mask, int64_t seq_len, torch::Device device,
-                                    torch::Dtype dtype) {
-  auto bopt = torch::TensorOptions().dtype(torch::kBool).device(device);
-  torch::Tensor allowed = torch::ones({seq_len, seq_len}, bopt).tril().view({1, 1, seq_len, seq_len});
-  if (key_mask.defined()) {
-    torch::Tensor keys = key_mask.to(device).ne(0).view({key_mask.size(0), 1, 1, seq_len});
-    allowed = allowed.logical_and(keys);
-  }
-  torch::Tensor mask = torch::zeros(allowed.sizes(), torch::TensorOptions().dtype(dtype).device(device));
-  // the dtype's lowest finite value, like HF's torch.finfo(dtype).min (a row always keeps key 0, so no NaN)
+torch::Tensor key_padding_mask(const torch::Tensor& key_mask, torch::Dtype dtype) {
+  const int64_t b = key_mask.size(0), l = key_mask.size(1);
+  torch::Tensor pad = key_mask.ne(0).logical_not().view({b, 1, 1, l});
+  // the dtype's lowest finite value, like HF's torch.finfo(dtype).min (a row always keeps a real key: no NaN)
   double lowest = std::numeric_limits<float>::lowest();
   if (dtype == torch::kDouble) lowest = std::numeric_limits<double>::lowest();
   if (dtype == torch::kHalf) lowest = -65504.0;
   if (dtype == torch::kBFloat16) lowest = -3.3895313892515355e38;
-  return mask.masked_fill(allowed.logical_not(), lowest);
+  return torch::zeros(pad.sizes(), torch::TensorOptions().dtype(dtype).device(key_mask.device())).masked_fill(pad, lowest);
 }
 
 LlamaRMSNormImpl::LlamaRMSNormImpl(int64_t hidden, double eps) : eps_(eps) {
@@ -185,48 +178,69 @@ torch::Tensor LlamaRMSNormImpl::forward(const torch::Tensor& x) {
 
 LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& c)
     : heads_(c.num_attention_heads), kv_heads_(c.num_key_value_heads), head_dim_(c.head_dim()) {
-  auto lin = [&](int64_t in, int64_t out) {
-    return make_linear(torch::nn::LinearOptions(in, out).bias(c.attention_bias));
+  auto lin = [&](const char* name, int64_t in, int64_t out) {
+    return register_module(name, std::make_shared<DenseImpl>(in, out, c.attention_bias));
   };
-  q_proj = register_module("q_proj", lin(c.hidden_size, heads_ * head_dim_));
-  k_proj = register_module("k_proj", lin(c.hidden_size, kv_heads_ * head_dim_));
-  v_proj = register_module("v_proj", lin(c.hidden_size, kv_heads_ * head_dim_));
-  o_proj = register_module("o_proj", lin(heads_ * head_dim_, c.hidden_size));
+  q_proj = lin("q_proj", c.hidden_size, heads_ * head_dim_);
+  k_proj = lin("k_proj", c.hidden_size, kv_heads_ * head_dim_);
+  v_proj = lin("v_proj", c.hidden_size, kv_heads_ * head_dim_);
+  o_proj = lin("o_proj", heads_ * head_dim_, c.hidden_size);
+}
+
+std::vector<ProjectionSlot> LlamaAttentionImpl::projections() {
+  return {{"q_proj", "q_proj", this, &q_proj},
+          {"k_proj", "k_proj", this, &k_proj},
+          {"v_proj", "v_proj", this, &v_proj},
+          {"o_proj", "o_proj", this, &o_proj}};
 }
 
 torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& mask, const torch::Tensor& cos,
                                           const torch::Tensor& sin) {
   const int64_t b = x.size(0), l = x.size(1);
-  torch::Tensor q = project(q_proj, q_adapter, x).view({b, l, heads_, head_dim_}).transpose(1, 2);     // [B,H,L,hd]
-  torch::Tensor k = project(k_proj, k_adapter, x).view({b, l, kv_heads_, head_dim_}).transpose(1, 2);  // [B,kvH,L,hd]
-  torch::Tensor v = project(v_proj, v_adapter, x).view({b, l, kv_heads_, head_dim_}).transpose(1, 2);
+  torch::Tensor q = q_proj->forward(x).view({b, l, heads_, head_dim_}).transpose(1, 2);     // [B,H,L,hd]
+  torch::Tensor k = k_proj->forward(x).view({b, l, kv_heads_, head_dim_}).transpose(1, 2);  // [B,kvH,L,hd]
+  torch::Tensor v = v_proj->forward(x).view({b, l, kv_heads_, head_dim_}).transpose(1, 2);
   torch::Tensor c = cos.view({1, 1, l, head_dim_}), s = sin.view({1, 1, l, head_dim_});
   q = q * c + rotate_half(q) * s;
   k = k * c + rotate_half(k) * s;
   const int64_t n_rep = heads_ / kv_heads_;
   torch::Tensor o = compat::scaled_dot_product_attention(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), mask,
-                                                         use_fused_attention);  // [B,H,L,hd]
-  return project(o_proj, o_adapter, o.transpose(1, 2).reshape({b, l, heads_ * head_dim_}));
+                                                         /*causal=*/true, use_fused_attention);  // [B,H,L,hd]
+  return o_proj->forward(o.transpose(1, 2).reshape({b, l, heads_ * head_dim_}));
 }
 
 LlamaMLPImpl::LlamaMLPImpl(const LlamaConfig& c) : silu_(c.hidden_act == "silu") {
-  auto lin = [&](int64_t in, int64_t out) { return make_linear(torch::nn::LinearOptions(in, out).bias(false)); };
-  gate_proj = register_module("gate_proj", lin(c.hidden_size, c.intermediate_size));
-  up_proj = register_module("up_proj", lin(c.hidden_size, c.intermediate_size));
-  down_proj = register_module("down_proj", lin(c.intermediate_size, c.hidden_size));
+  auto lin = [&](const char* name, int64_t in, int64_t out) {
+    return register_module(name, std::make_shared<DenseImpl>(in, out, false));
+  };
+  gate_proj = lin("gate_proj", c.hidden_size, c.intermediate_size);
+  up_proj = lin("up_proj", c.hidden_size, c.intermediate_size);
+  down_proj = lin("down_proj", c.intermediate_size, c.hidden_size);
+}
+
+std::vector<ProjectionSlot> LlamaMLPImpl::projections() {
+  return {{"gate_proj", "gate_proj", this, &gate_proj},
+          {"up_proj", "up_proj", this, &up_proj},
+          {"down_proj", "down_proj", this, &down_proj}};
 }
 
 torch::Tensor LlamaMLPImpl::forward(const torch::Tensor& x) {
-  torch::Tensor g = project(gate_proj, gate_adapter, x);
+  torch::Tensor g = gate_proj->forward(x);
   g = silu_ ? torch::silu(g) : torch::gelu(g);
-  return project(down_proj, down_adapter, g * project(up_proj, up_adapter, x));
+  return down_proj->forward(g * up_proj->forward(x));
 }
 
 bool LlamaDecoderLayerImpl::draws_random_numbers() const {
-  for (const auto* a : {&self_attn->q_adapter, &self_attn->k_adapter, &self_attn->v_adapter, &self_attn->o_adapter,
-                        &mlp->gate_adapter, &mlp->up_adapter, &mlp->down_adapter})
-    if (*a && (*a)->draws_random_numbers()) return true;
+  for (const auto& m : modules())
+    if (const auto* p = dynamic_cast<const LinearLayerImpl*>(m.get()); p && p->draws_random_numbers()) return true;
   return false;
+}
+
+std::vector<ProjectionSlot> LlamaDecoderLayerImpl::projections() {
+  std::vector<ProjectionSlot> out;
+  for (ProjectionSlot s : self_attn->projections()) out.push_back({"self_attn." + s.path, s.name, s.owner, s.member});
+  for (ProjectionSlot s : mlp->projections()) out.push_back({"mlp." + s.path, s.name, s.owner, s.member});
+  return out;
 }
 
 LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlamaConfig& c) {
@@ -262,26 +276,25 @@ void LlamaModelImpl::set_fused_attention(bool on) {
   for (auto& l : layers) l->self_attn->use_fused_attention = on;
 }
 
-torch::Tensor LlamaModelImpl::forward(const torch::Tensor& inputs_embeds, const torch::Tensor& attention_mask) {
+torch::Tensor LlamaModelImpl::forward(const torch::Tensor& inputs_embeds, const torch::Tensor& key_mask) {
   const int64_t l = inputs_embeds.size(1);
   const auto device = inputs_embeds.device();
   const auto dtype = inputs_embeds.scalar_type();
-  torch::Tensor key_mask;
-  if (attention_mask.defined() && !attention_mask.ne(0).all().item<bool>()) key_mask = attention_mask;
-  torch::Tensor mask = causal_attention_mask(key_mask, l, device, dtype);
+  const torch::Tensor mask = key_mask.defined() ? key_padding_mask(key_mask.to(device), dtype) : torch::Tensor();
   auto [cos, sin] = rotary_cos_sin(config_, l, device, dtype);
   torch::Tensor h = inputs_embeds;
   for (auto& layer : layers) {
     bool checkpoint = gradient_checkpointing_ && torch::GradMode::is_enabled();
     if (checkpoint) {
-      std::vector<torch::Tensor> inputs = {h, mask, cos, sin};
+      std::vector<torch::Tensor> inputs = {h, cos, sin};
+      if (mask.defined()) inputs.push_back(mask);
       bool any_grad = h.requires_grad();
       for (auto& p : layer->parameters()) {
         inputs.push_back(p);
         any_grad = any_grad || p.requires_grad();
       }
       if (any_grad) {
-        h = CheckpointedLayer::apply(at::TensorList(inputs),
+        h = CheckpointedLayer::apply(at::TensorList(inputs), mask.defined(),
                                      static_cast<int64_t>(reinterpret_cast<intptr_t>(layer.get())));
         continue;
       }
@@ -298,13 +311,12 @@ LlamaForCausalLMImpl::LlamaForCausalLMImpl(const LlamaConfig& c) : config_(c) {
                               make_linear(torch::nn::LinearOptions(c.hidden_size, c.vocab_size).bias(false)));
 }
 
-torch::Tensor LlamaForCausalLMImpl::logits(const torch::Tensor& hidden) {
-  if (lm_head) return lm_head(hidden);
-  return torch::matmul(hidden, model->embed_tokens->weight.t());
+const torch::Tensor& LlamaForCausalLMImpl::output_weight() const {
+  return lm_head ? lm_head->weight : model->embed_tokens->weight;
 }
 
-torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask) {
-  return logits(model->forward(model->embed(input_ids), attention_mask));
+torch::Tensor LlamaForCausalLMImpl::logits(const torch::Tensor& hidden) {
+  return torch::linear(hidden, output_weight());
 }
 
 }  // namespace llava

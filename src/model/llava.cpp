@@ -3,19 +3,10 @@
 #include <algorithm>
 
 #include "llava/error.h"
+#include "llava/model/lm_loss.h"
 #include "llava/tokenizer.h"
 
 namespace llava {
-
-bool is_no_decay_parameter(const std::string& name) {
-  auto ends_with = [&](const char* suffix) {
-    const std::string s(suffix);
-    return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
-  };
-  // every LayerNorm/RMSNorm here has "norm" in its module name (layer_norm1, pre_layrnorm, input_layernorm, norm)
-  return ends_with(".bias") || name.find("norm.weight") != std::string::npos ||
-         name.find("norm1.weight") != std::string::npos || name.find("norm2.weight") != std::string::npos;
-}
 
 torch::Tensor LlavaOutput::loss() const {
   if (num_target_tokens == 0) return loss_sum * 0.0;
@@ -53,9 +44,10 @@ torch::Tensor LlavaForCausalLMImpl::image_features(const torch::Tensor& pixel_va
   return multi_modal_projector(vision_features(pixel_values));
 }
 
-MergedInputs LlavaForCausalLMImpl::merge_inputs(const torch::Tensor& input_ids, const torch::Tensor& labels,
-                                                const torch::Tensor& attention_mask, const torch::Tensor& pixel_values,
-                                                const std::vector<int64_t>& image_counts, int64_t max_length) {
+MergedInputs LlavaForCausalLMImpl::merge_inputs(const LlavaInputs& in) {
+  const torch::Tensor &input_ids = in.input_ids, &labels = in.labels, &attention_mask = in.attention_mask;
+  const torch::Tensor& pixel_values = in.pixel_values;
+  const std::vector<int64_t>& image_counts = in.image_counts;
   if (input_ids.dim() != 2) throw Error("model input: input_ids must be [B, T], got " + c10::str(input_ids.sizes()));
   const int64_t B = input_ids.size(0), T = input_ids.size(1);
   auto check_shape = [&](const torch::Tensor& t, const char* name) {
@@ -122,28 +114,20 @@ MergedInputs LlavaForCausalLMImpl::merge_inputs(const torch::Tensor& input_ids, 
   const int64_t M = static_cast<int64_t>(text_ids.size());
   const int64_t zero_row = M + N * P;
   MergedInputs out;
-  int64_t L = 0;
+  int64_t L = 1;
   for (int64_t b = 0; b < B; ++b) {
-    if (max_length > 0 && static_cast<int64_t>(src[b].size()) > max_length) {
-      src[b].resize(max_length);
-      lbl[b].resize(max_length);
-    }
     out.lengths.push_back(static_cast<int64_t>(src[b].size()));
     L = std::max<int64_t>(L, static_cast<int64_t>(src[b].size()));
   }
-  L = std::max<int64_t>(L, 1);
   torch::Tensor index = torch::full({B, L}, zero_row, torch::kLong);
-  torch::Tensor merged_labels = torch::full({B, L}, static_cast<int64_t>(kIgnoreIndex), torch::kLong);
-  torch::Tensor merged_mask = torch::zeros({B, L}, torch::kBool);
+  out.labels = torch::full({B, L}, static_cast<int64_t>(kIgnoreIndex), torch::kLong);
   auto idx_a = index.accessor<int64_t, 2>();
-  auto lab_a = merged_labels.accessor<int64_t, 2>();
-  auto msk_a = merged_mask.accessor<bool, 2>();
+  auto lab_a = out.labels.accessor<int64_t, 2>();
   for (int64_t b = 0; b < B; ++b) {
     for (size_t t = 0; t < src[b].size(); ++t) {
       const int64_t s = src[b][t];
       idx_a[b][t] = s >= 0 ? s : M + (-s - 1);
       lab_a[b][t] = lbl[b][t];
-      msk_a[b][t] = true;
     }
   }
 
@@ -158,54 +142,35 @@ MergedInputs LlavaForCausalLMImpl::merge_inputs(const torch::Tensor& input_ids, 
   parts.push_back(torch::zeros({1, D}, torch::TensorOptions().dtype(dtype).device(device)));
   torch::Tensor source = torch::cat(parts, 0);
   out.inputs_embeds = source.index_select(0, index.view({-1}).to(device)).view({B, L, D});
-  out.labels = merged_labels.to(device);
-  out.attention_mask = merged_mask.to(device);
   return out;
 }
 
-LlavaOutput LlavaForCausalLMImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& labels,
-                                          const torch::Tensor& attention_mask, const torch::Tensor& pixel_values,
-                                          const std::vector<int64_t>& image_counts, int64_t max_length,
-                                          bool return_logits) {
-  MergedInputs in = merge_inputs(input_ids, labels, attention_mask, pixel_values, image_counts, max_length);
+LlavaOutput LlavaForCausalLMImpl::forward(const LlavaInputs& inputs, bool return_logits) {
+  MergedInputs in = merge_inputs(inputs);
   const int64_t B = in.inputs_embeds.size(0), L = in.inputs_embeds.size(1), D = in.inputs_embeds.size(2);
-  torch::Tensor hidden = language_model->model->forward(in.inputs_embeds, in.attention_mask);  // [B,L,D]
+  torch::Tensor hidden = language_model->model->forward(in.inputs_embeds);  // [B,L,D]; right-padded: causal only
+  const auto device = hidden.device();
 
   LlavaOutput out;
   out.lengths = in.lengths;
+  // Targets and their positions from the CPU labels: no device round trip.
   out.shift_labels = in.labels.narrow(1, 1, L - 1);  // [B, L-1]
   torch::Tensor valid = out.shift_labels.ne(kIgnoreIndex);
   out.per_sample_targets = valid.sum(1).to(torch::kLong);
   out.num_target_tokens = out.per_sample_targets.sum().item<int64_t>();
-  const auto fopt = torch::TensorOptions().dtype(torch::kFloat).device(hidden.device());
-
+  torch::Tensor flat_valid = valid.reshape({-1}).nonzero().view({-1});  // indices into B*(L-1)
+  torch::Tensor row = flat_valid.div(L - 1, "floor").to(device);
+  torch::Tensor target = out.shift_labels.reshape({-1}).index_select(0, flat_valid).to(device);
+  torch::Tensor h = hidden.narrow(1, 0, L - 1).reshape({-1, D}).index_select(0, flat_valid.to(device));
+  TokenLosses ce = linear_cross_entropy(h, language_model->output_weight(), target);  // [n_valid]
+  out.loss_sum = ce.loss_sum;
+  const auto fopt = torch::TensorOptions().dtype(torch::kFloat).device(device);
+  out.per_sample_loss_sum = torch::zeros({B}, fopt).index_add(0, row, ce.losses);
+  out.per_sample_correct =
+      torch::zeros({B}, fopt.dtype(torch::kLong)).index_add(0, row, ce.correct.to(torch::kLong));
   if (return_logits) {
+    torch::NoGradGuard no_grad;
     out.logits = language_model->logits(hidden).to(torch::kFloat);  // HF upcasts logits to fp32
-    const int64_t V = out.logits.size(2);
-    torch::Tensor shift_logits = out.logits.narrow(1, 0, L - 1);
-    torch::Tensor ce = torch::nn::functional::cross_entropy(
-        shift_logits.reshape({-1, V}), out.shift_labels.reshape({-1}),
-        torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone).ignore_index(kIgnoreIndex));
-    ce = ce.view({B, L - 1});
-    out.loss_sum = ce.sum();
-    out.per_sample_loss_sum = ce.detach().sum(1);
-    torch::NoGradGuard no_grad;
-    out.per_sample_correct = shift_logits.argmax(-1).eq(out.shift_labels).logical_and(valid).sum(1).to(torch::kLong);
-  } else {
-    // lm_head only where there is a target: rows (b, t) of hidden[:, :-1] with shift_labels != -100.
-    torch::Tensor flat_valid = valid.reshape({-1}).nonzero().view({-1});  // indices into B*(L-1)
-    torch::Tensor h = hidden.narrow(1, 0, L - 1).reshape({-1, D}).index_select(0, flat_valid);
-    torch::Tensor target = out.shift_labels.reshape({-1}).index_select(0, flat_valid);
-    torch::Tensor logits = language_model->logits(h).to(torch::kFloat);  // [n_valid, V]
-    torch::Tensor ce = torch::nn::functional::cross_entropy(
-        logits, target, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
-    out.loss_sum = ce.sum();
-    torch::Tensor row = flat_valid.div(L - 1, "floor");
-    out.per_sample_loss_sum = torch::zeros({B}, fopt).index_add(0, row, ce.detach());
-    torch::NoGradGuard no_grad;
-    torch::Tensor correct = logits.argmax(-1).eq(target).to(torch::kLong);
-    out.per_sample_correct =
-        torch::zeros({B}, torch::TensorOptions().dtype(torch::kLong).device(hidden.device())).index_add(0, row, correct);
   }
   return out;
 }

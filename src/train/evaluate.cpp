@@ -40,9 +40,7 @@ EvalSummary evaluate(LlavaForCausalLMImpl& model, const Dataset& dataset, const 
   for (int64_t k = 0; loader.next(batch); ++k) {
     LlavaOutput out;
     if (batch.size() > 0) {
-      // return_logits=false: lm_head only at supervised positions; the same per-sample sums.
-      out = model.forward(batch.input_ids, batch.labels, batch.attention_mask, batch.pixel_values,
-                          batch.image_counts, o.max_length, /*return_logits=*/false);
+      out = model.forward(batch.inputs);  // lm_head only at supervised positions
     }
     torch::Tensor loss = out.per_sample_loss_sum.defined() ? out.per_sample_loss_sum.to(torch::kCPU, torch::kDouble)
                                                            : torch::Tensor();

@@ -13,9 +13,11 @@ Batch build_batch(const Dataset& dataset, const ExampleOptions& options, const s
       examples.push_back(build_example(dataset.sample(static_cast<size_t>(i)), options));
     } catch (const Error& e) {
       errors.push_back(e.what());
+    } catch (const std::exception& e) {  // e.g. an allocation an absurd input asked for: still one bad sample
+      errors.push_back(sample_context(i, dataset.id(static_cast<size_t>(i))) + ": " + e.what());
     }
   }
-  Batch b = collate(std::move(examples), pad_id, options.model_max_length);
+  Batch b = collate(std::move(examples), pad_id);
   b.skipped = static_cast<int64_t>(errors.size());
   b.errors = std::move(errors);
   return b;

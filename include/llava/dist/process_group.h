@@ -49,6 +49,11 @@ struct DistEnv {
   static DistEnv from_lookup(const Lookup& getenv);
 };
 
+// --device: "auto" = CUDA where LibTorch has it and a device is visible (LLaVA's users never pass one), else
+// the CPU; "cuda" must find one; "cpu". A CUDA rank runs on GPU env.local_rank (torchrun's LOCAL_RANK,
+// srun's SLURM_LOCALID). Throws llava::Error for other values.
+c10::Device resolve_device(const std::string& device, const DistEnv& env);
+
 // --ddp_backend resolution: "" -> nccl for --device cuda*, gloo otherwise; "nccl"/"gloo" as given.
 // Throws llava::Error for other names, and for nccl where this build has no CUDA/NCCL.
 std::string resolve_backend(const std::string& ddp_backend, const std::string& device);
@@ -95,17 +100,10 @@ class ProcessGroup : public std::enable_shared_from_this<ProcessGroup> {
   PendingOp allreduce_sum_async(const at::Tensor& tensor);
   double allreduce_scalar(double value);  // sum over ranks (fp64)
 
+  // In place; only `root` ends with the sum over ranks (the others' tensors are scratch afterwards).
+  PendingOp reduce_sum_async(const at::Tensor& tensor, int root);
+
   void broadcast(at::Tensor& tensor, int root);
-
-  // output (world_size * n elements, flat) = concatenation of every rank's input (n elements) in rank order.
-  void all_gather(const at::Tensor& input, at::Tensor& output);
-  PendingOp all_gather_async(const at::Tensor& input, const at::Tensor& output);
-
-  // input: world_size * n elements (flat); output: n elements = sum over ranks of their input's chunk number
-  // rank(). NCCL: native reduce-scatter. Gloo (no reduce_scatter in LibTorch's Gloo): allreduce of `input`
-  // in place, then the own chunk is copied out -- so `input` is overwritten either way; treat it as scratch.
-  void reduce_scatter_sum(const at::Tensor& input, at::Tensor& output);
-  PendingOp reduce_scatter_sum_async(const at::Tensor& input, const at::Tensor& output);
 
   void barrier();
 

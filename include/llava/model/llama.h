@@ -9,17 +9,17 @@
 #include <vector>
 
 #include "llava/model/config.h"
-#include "llava/model/linear_adapter.h"
+#include "llava/model/linear_layer.h"
 
 namespace llava {
 
 // cos/sin tables [L, head_dim] for positions 0..L-1, computed in fp32 and returned in `dtype` (as HF does).
 std::pair<torch::Tensor, torch::Tensor> rotary_cos_sin(const LlamaConfig& config, int64_t seq_len,
                                                        torch::Device device, torch::Dtype dtype);
-// Additive attention mask [B or 1, 1, L, L] in `dtype`: 0 where a query may attend (causal, key not padding),
-// dtype's lowest value elsewhere. key_mask: [B, L] (bool/int, nonzero = real token) or undefined (no padding).
-torch::Tensor causal_attention_mask(const torch::Tensor& key_mask, int64_t seq_len, torch::Device device,
-                                    torch::Dtype dtype);
+// Additive key-padding mask [B, 1, 1, L] in `dtype`: 0 for real keys, the dtype's lowest value (HF's
+// torch.finfo(dtype).min) for padding. key_mask: [B, L] (bool/int, nonzero = real token). The causal part is
+// the attention's own (compat::scaled_dot_product_attention's `causal`).
+torch::Tensor key_padding_mask(const torch::Tensor& key_mask, torch::Dtype dtype);
 
 class LlamaRMSNormImpl : public torch::nn::Module {
  public:
@@ -35,13 +35,12 @@ TORCH_MODULE(LlamaRMSNorm);
 class LlamaAttentionImpl : public torch::nn::Module {
  public:
   explicit LlamaAttentionImpl(const LlamaConfig& config);
-  // x [B,L,D]; mask additive [B|1,1,L,L]; cos/sin [L,hd]
+  // x [B,L,D]; mask additive key padding [B,1,1,L] or undefined (causal only); cos/sin [L,hd]
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask, const torch::Tensor& cos,
                         const torch::Tensor& sin);
+  std::vector<ProjectionSlot> projections();  // q_proj, k_proj, v_proj, o_proj
 
-  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
-  // Optional adapters on the projections' outputs (LoRA, attached by train/lora.cpp); null: none.
-  std::shared_ptr<LinearAdapter> q_adapter, k_adapter, v_adapter, o_adapter;
+  std::shared_ptr<LinearLayerImpl> q_proj, k_proj, v_proj, o_proj;
   bool use_fused_attention = true;  // compat::scaled_dot_product_attention: fused where LibTorch has it
 
  private:
@@ -53,10 +52,9 @@ class LlamaMLPImpl : public torch::nn::Module {
  public:
   explicit LlamaMLPImpl(const LlamaConfig& config);
   torch::Tensor forward(const torch::Tensor& x);  // down(act(gate(x)) * up(x))
+  std::vector<ProjectionSlot> projections();       // gate_proj, up_proj, down_proj
 
-  torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
-  // Optional adapters on the projections' outputs (LoRA, attached by train/lora.cpp); null: none.
-  std::shared_ptr<LinearAdapter> gate_adapter, up_adapter, down_adapter;
+  std::shared_ptr<LinearLayerImpl> gate_proj, up_proj, down_proj;
 
  private:
   bool silu_;
@@ -68,8 +66,9 @@ class LlamaDecoderLayerImpl : public torch::nn::Module {
   explicit LlamaDecoderLayerImpl(const LlamaConfig& config);
   torch::Tensor forward(const torch::Tensor& h, const torch::Tensor& mask, const torch::Tensor& cos,
                         const torch::Tensor& sin);
-  // Whether a forward draws random numbers (an adapter with dropout, in training mode).
+  // Whether a forward draws random numbers (a projection with dropout, in training mode).
   bool draws_random_numbers() const;
+  std::vector<ProjectionSlot> projections();  // self_attn.q_proj ... mlp.down_proj
 
   LlamaAttention self_attn{nullptr};
   LlamaMLP mlp{nullptr};
@@ -81,9 +80,11 @@ class LlamaModelImpl : public torch::nn::Module {
  public:
   explicit LlamaModelImpl(const LlamaConfig& config);
   torch::Tensor embed(const torch::Tensor& input_ids);  // ids must be in [0, vocab)
-  // inputs_embeds [B,L,D], attention_mask [B,L] (nonzero = real token; undefined = no padding) -> final-normed
-  // hidden states [B,L,D]. Positions are 0..L-1 for every row (right padding).
-  torch::Tensor forward(const torch::Tensor& inputs_embeds, const torch::Tensor& attention_mask);
+  // inputs_embeds [B,L,D] -> final-normed hidden states [B,L,D]. Positions are 0..L-1 for every row.
+  // key_mask [B,L] (nonzero = real token) only where a real position could see padding; right-padded rows
+  // need none (under the causal mask a real position only sees earlier, real ones), so pass it undefined and
+  // the attention runs without a mask tensor (flash attention where LibTorch has it).
+  torch::Tensor forward(const torch::Tensor& inputs_embeds, const torch::Tensor& key_mask = {});
   // Recompute each decoder layer in backward instead of keeping its activations (only while grad is on).
   void set_gradient_checkpointing(bool on) { gradient_checkpointing_ = on; }
   bool gradient_checkpointing() const { return gradient_checkpointing_; }
@@ -105,8 +106,7 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   explicit LlamaForCausalLMImpl(const LlamaConfig& config);
   // hidden [.., D] -> logits [.., V] in the parameters' dtype (lm_head, or embed_tokens when tied).
   torch::Tensor logits(const torch::Tensor& hidden);
-  // ids [B,L] -> logits [B,L,V]
-  torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask = {});
+  const torch::Tensor& output_weight() const;  // [V, D]: lm_head's weight, or embed_tokens' when tied
   const LlamaConfig& config() const { return config_; }
 
   LlamaModel model{nullptr};

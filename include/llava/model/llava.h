@@ -15,23 +15,33 @@
 
 namespace llava {
 
-// prepare_inputs_labels_for_multimodal's result: what the language model sees.
+// One micro-batch as the model takes it (design.md §1). Token tensors live on the CPU (the merge's
+// bookkeeping reads them there, without a device synchronisation); pixels may be on the model's device.
+struct LlavaInputs {
+  torch::Tensor input_ids;            // [B,T] int64, right-padded; -200 marks an image
+  torch::Tensor labels;               // [B,T] int64; -100 = not supervised; undefined = nothing supervised
+  torch::Tensor attention_mask;       // [B,T] bool/int (nonzero = real token); undefined = every token real
+  torch::Tensor pixel_values;         // [N,3,H,W] float32, the batch's images in sample-then-marker order
+  std::vector<int64_t> image_counts;  // per sample, checked against its markers (empty = not checked)
+};
+
+// prepare_inputs_labels_for_multimodal's result: what the language model sees. Rows are left-aligned
+// (right padding), so no real position ever sees a pad key under the causal mask.
 struct MergedInputs {
-  torch::Tensor inputs_embeds;   // [B, L, D] (zeros at padding)
-  torch::Tensor labels;          // [B, L] int64 (-100 at image rows, padding and anything unsupervised)
-  torch::Tensor attention_mask;  // [B, L] bool (true = real position)
-  std::vector<int64_t> lengths;  // real length of each row after the merge and truncation
+  torch::Tensor inputs_embeds;   // [B, L, D] (zeros at padding), on the model's device
+  torch::Tensor labels;          // [B, L] int64 on the CPU (-100 at image rows, padding and unsupervised tokens)
+  std::vector<int64_t> lengths;  // real length of each row after the merge
 };
 
 struct LlavaOutput {
-  torch::Tensor logits;               // [B, L, V] fp32; undefined when forward(..., return_logits=false)
-  torch::Tensor shift_labels;         // [B, L-1] int64: labels[:, 1:] (targets of logits[:, :-1])
+  torch::Tensor logits;               // [B, L, V] fp32; undefined unless forward(..., return_logits=true)
+  torch::Tensor shift_labels;         // [B, L-1] int64 (CPU): labels[:, 1:] (targets of logits[:, :-1])
   torch::Tensor loss_sum;             // scalar fp32: summed CE over supervised tokens (differentiable)
   int64_t num_target_tokens = 0;      // number of supervised tokens (labels != -100 after the shift)
   torch::Tensor per_sample_loss_sum;  // [B] fp32, detached
-  torch::Tensor per_sample_targets;   // [B] int64
+  torch::Tensor per_sample_targets;   // [B] int64 (CPU)
   torch::Tensor per_sample_correct;   // [B] int64: argmax == label among the supervised tokens
-  std::vector<int64_t> lengths;       // merged length of each sample (after truncation)
+  std::vector<int64_t> lengths;       // merged length of each sample
   // Mean CE over the batch's supervised tokens (0, still differentiable, when there are none).
   torch::Tensor loss() const;
 };
@@ -47,23 +57,15 @@ class LlavaForCausalLMImpl : public torch::nn::Module {
   // [N,3,H,W] -> projected features [N, P, D_text] (in the projector's dtype).
   torch::Tensor image_features(const torch::Tensor& pixel_values);
 
-  // LLaVA's prepare_inputs_labels_for_multimodal for right-padded rows:
-  //  input_ids [B,T] int64 with -200 per image; labels [B,T] (-100 = ignored; undefined = all -100);
-  //  attention_mask [B,T] (nonzero = real token; undefined = all real); pixel_values [N,3,H,W] with the
-  //  images of the batch in sample-then-marker order (undefined or N=0 for a text-only batch);
-  //  image_counts: per-sample image count, checked against the markers (empty = not checked);
-  //  max_length: truncate every merged row to this many positions (<= 0: no truncation).
-  // The k-th -200 of the batch (row-major) gets image k's P feature rows, labelled -100. Throws llava::Error
-  // when marker and image counts disagree or a token id is outside the vocabulary.
-  MergedInputs merge_inputs(const torch::Tensor& input_ids, const torch::Tensor& labels,
-                            const torch::Tensor& attention_mask, const torch::Tensor& pixel_values,
-                            const std::vector<int64_t>& image_counts, int64_t max_length);
+  // LLaVA's prepare_inputs_labels_for_multimodal for right-padded rows: the k-th -200 of the batch
+  // (row-major) gets image k's P feature rows, labelled -100. Sequence lengths were checked against
+  // --model_max_length when the examples were built (the one place that limit is applied). Throws
+  // llava::Error when marker and image counts disagree or a token id is outside the vocabulary.
+  MergedInputs merge_inputs(const LlavaInputs& inputs);
 
-  // Full forward + shifted cross entropy. return_logits=false skips the [B,L,V] logits and runs lm_head
-  // only on the supervised positions (same loss, a fraction of the memory; for training).
-  LlavaOutput forward(const torch::Tensor& input_ids, const torch::Tensor& labels,
-                      const torch::Tensor& attention_mask, const torch::Tensor& pixel_values,
-                      const std::vector<int64_t>& image_counts, int64_t max_length, bool return_logits = true);
+  // Forward + shifted cross entropy. By default the output layer runs only on the supervised positions, in
+  // chunks (model/lm_loss.h): the same loss without [B,L,V] logits. return_logits=true also returns them.
+  LlavaOutput forward(const LlavaInputs& inputs, bool return_logits = false);
 
   void set_gradient_checkpointing(bool on) { language_model->model->set_gradient_checkpointing(on); }
   // false: the written-out attention even where LibTorch has a fused kernel (tests compare both).
@@ -78,9 +80,5 @@ class LlavaForCausalLMImpl : public torch::nn::Module {
   LlavaConfig config_;
 };
 TORCH_MODULE(LlavaForCausalLM);
-
-// HF Trainer's weight-decay rule (get_decay_parameter_names with ALL_LAYERNORM_LAYERS incl. LlamaRMSNorm):
-// biases and LayerNorm/RMSNorm weights get no weight decay; everything else does.
-bool is_no_decay_parameter(const std::string& name);
 
 }  // namespace llava

@@ -34,7 +34,6 @@ struct EvalOptions {
   int64_t max_samples = -1;  // < 0: all
   int num_workers = 0;
   int pad_id = 0;
-  int64_t max_length = 0;    // model_max_length (<= 0: no truncation)
 };
 
 // Calls on_sample for every sample in file order (evaluated or skipped) and returns the totals.

@@ -33,7 +33,6 @@ class DataLoader {
   // The next batch in order; false when the epoch is done. A batch whose samples were all bad comes
   // back with size() == 0 and skipped > 0 (the trainer counts it and moves on).
   bool next(Batch& out);
-  int64_t position() const { return next_; }  // batches handed out so far
   int64_t size() const { return static_cast<int64_t>(batches_.size()); }
 
  private:

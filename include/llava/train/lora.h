@@ -1,23 +1,20 @@
 #pragma once
 // LoRA on the LLM's q,k,v,o,gate,up,down projections (LLaVA's finetune_lora: every nn.Linear of the LLM
-// except lm_head), computed as PEFT's lora.Linear does: y = W0 x + (alpha/r) * B A dropout(x).
+// except lm_head), as PEFT's lora.Linear computes it: y = W0 x + (alpha/r) * B A dropout(x).
 //
-// How: each projection of the LLaMA layers has an optional adapter (model/linear_adapter.h); Lora puts a
-// LoraLinear (train/lora_linear.h) there. The adapters are registered as a child module "lora" of each
-// decoder layer (names like language_model.model.layers.0.lora.q_proj.lora_A), so the model's gradient
-// checkpointing, which recomputes a layer and differentiates it w.r.t. the layer's parameters, sees them
-// (and restores the RNG state, so a recomputed dropout mask is the forward's), and so do the optimizer,
-// ZeRO and DDP, which iterate the model's parameters. The frozen W0 are never touched until merge().
-// Cost per projection and forward: A's output [.., r] (and, with dropout, the dropped input and its mask);
-// no weight-sized W0 + scale * B A temporary is formed.
+// Installed by module replacement: each projection of every decoder layer is swapped (replace_module) for a
+// LoraLinear that wraps it as "base_layer" (PEFT's names: ...q_proj.base_layer.weight, ...q_proj.lora_A,
+// ...q_proj.lora_B). So the adapters are ordinary parameters of the decoder layer (gradient checkpointing,
+// the optimizer and the gradient reducer see them), and the base model's checkpoint names skip them
+// (model/linear_layer.h). The frozen W0 is never touched until merge_lora().
+// Cost per projection and forward: A's output [.., r] (and, with dropout, the dropped input and its mask).
 #include <torch/torch.h>
 
 #include <memory>
 #include <string>
-#include <vector>
 
+#include "llava/model/linear_layer.h"
 #include "llava/model/llava.h"
-#include "llava/train/lora_linear.h"
 
 namespace llava {
 
@@ -27,56 +24,37 @@ struct LoraOptions {
   double dropout = 0.0;  // on the adapters' input, in training mode only
 };
 
-class Lora {
+class LoraLinearImpl : public LinearLayerImpl {
  public:
-  // Attaches zero-effect adapters (A ~ kaiming-uniform as PEFT, B = 0) in the weights' dtype and device; uses
-  // torch's global RNG (seed it first). From then on the model's forward includes them.
-  Lora(LlavaForCausalLMImpl& model, LoraOptions options);
-  // Takes the adapters off the model (unless merged): it computes the base model again.
-  ~Lora();
-  Lora(const Lora&) = delete;
-  Lora& operator=(const Lora&) = delete;
+  // A ~ kaiming-uniform(a=sqrt(5)) (PEFT's init, drawn in fp32 on the CPU from torch's default generator),
+  // B = 0: the adapter starts with no effect. Parameters in the base weight's dtype and device.
+  LoraLinearImpl(std::shared_ptr<DenseImpl> base, const LoraOptions& options);
 
-  // Folds the adapters into W0 for good (in fp32, rounded once to the weight's dtype) and takes them off the
-  // model: it is a plain LLaVA model again.
-  void merge();
-  bool merged() const { return merged_; }
+  // base(x) + scale * B(A(dropout(x))); dropout draws from torch's default generator of x's device, so it
+  // is reproducible under torch::manual_seed and resumes exactly with the saved RNG state.
+  torch::Tensor forward(const torch::Tensor& x) override;
+  bool draws_random_numbers() const override { return dropout_ > 0 && is_training(); }
+  std::shared_ptr<LinearLayerImpl> wrapped() const override { return base_layer; }
+  torch::Tensor delta_weight() const;  // scale * B @ A in fp32: what merging adds to W0
 
-  // Scope in which the adapters are not among the model's parameters (saving a plain model directory).
-  class Detached {
-   public:
-    explicit Detached(Lora& lora);
-    ~Detached();
-
-   private:
-    Lora& lora_;
-  };
-
-  // PEFT layout: adapter_model.safetensors (base_model.model.<name>.lora_A.weight / lora_B.weight, as PEFT
-  // names them on LlavaForConditionalGeneration) + adapter_config.json.
-  void save_adapter(const std::string& dir, const std::string& base_model) const;
-  void load_adapter(const std::string& dir);
-
-  int64_t numel() const;
-  double scale() const { return scale_; }
+  std::shared_ptr<DenseImpl> base_layer;
+  torch::Tensor lora_A, lora_B;  // [r, in], [out, r]
 
  private:
-  struct Target {
-    std::string name;                        // language_model.model.layers.0.self_attn.q_proj
-    torch::nn::LinearImpl* linear;           // the frozen projection (W0)
-    std::shared_ptr<LinearAdapter>* slot;    // the model's adapter member for it
-    std::shared_ptr<LoraLinearImpl> adapter;
-  };
-  void attach_children();
-  void detach_children();
-  void detach_adapters();
-
-  LlavaForCausalLMImpl& model_;
-  LoraOptions opt_;
-  double scale_;
-  std::vector<Target> targets_;
-  std::vector<std::shared_ptr<torch::nn::Module>> children_;  // one "lora" module per decoder layer
-  bool merged_ = false;
+  double scale_, dropout_;
 };
+
+// Wraps every projection of every decoder layer (torch's global RNG draws the A matrices: seed it first).
+void install_lora(LlavaForCausalLMImpl& model, const LoraOptions& options);
+// Folds the adapters into W0 (in fp32, rounded once to the weight's dtype) and puts the plain projections
+// back: the model is a plain LLaVA model again.
+void merge_lora(LlavaForCausalLMImpl& model);
+int64_t lora_numel(const LlavaForCausalLMImpl& model);  // parameters of the installed adapters
+
+// PEFT layout: adapter_model.safetensors (base_model.model.<projection>.lora_A.weight / lora_B.weight, as
+// PEFT names them on LlavaForConditionalGeneration) + adapter_config.json.
+void save_lora_adapter(const LlavaForCausalLMImpl& model, const std::string& dir, const std::string& base_model,
+                       const LoraOptions& options);
+void load_lora_adapter(LlavaForCausalLMImpl& model, const std::string& dir);
 
 }  // namespace llava

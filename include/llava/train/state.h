@@ -2,7 +2,8 @@
 // Checkpoint directories and the trainer's own state in them.
 //
 // output_dir/checkpoint-<step>/ holds an HF LLaVA model directory (config.json, model*.safetensors, tokenizer
-// files), the optimizer state (optimizer.*.safetensors + optimizer.json), rng_state.safetensors and
+// files), the optimizer state (optimizer.json + optimizer.rank<r>.safetensors, one per rank that owns state),
+// the RNG state (rng_state.safetensors; rng_state_<r>.safetensors per rank for several ranks) and
 // trainer_state.json (HF's fields incl. log_history, plus a "llava_train" section with the data position and
 // running sums). It is written as checkpoint-<step>.tmp/ and renamed when complete, so a crash mid-save never
 // leaves a checkpoint-<step>/ behind; trainer_state.json is written last inside it as a second marker.
@@ -13,6 +14,9 @@
 #include <vector>
 
 namespace llava {
+
+class Optimizer;
+class LlavaForCausalLMImpl;
 
 // What trainer_state.json records (HF TrainerState's fields + ours).
 struct TrainerState {
@@ -31,7 +35,8 @@ struct TrainerState {
   double window_loss = 0.0;      // the current logging window (HF's tr_loss since the last log)
   int64_t window_steps = 0;
   int64_t consecutive_bad_steps = 0;
-  int64_t skipped_samples = 0;
+  int64_t skipped_samples = 0;  // bad samples left out so far
+  int64_t seen_samples = 0;     // samples trained on so far
   nlohmann::json run;            // settings that must match on resume (batch size, accumulation, seed, ...)
 
   nlohmann::json to_json() const;
@@ -56,8 +61,24 @@ void rotate_checkpoints(const std::string& output_dir, int limit);
 // Removes checkpoint-*.tmp leftovers of interrupted saves.
 void remove_partial_checkpoints(const std::string& output_dir);
 
-// torch's default CPU (and CUDA, when initialised) generator states, as rng_state.safetensors.
-void save_rng_state(const std::string& dir);
-void load_rng_state(const std::string& dir);
+// torch's default CPU (and CUDA, when initialised) generator states: rng_state.safetensors (world_size 1) or
+// rng_state_<rank>.safetensors. Loading falls back to rank 0's / the single file when this rank's is missing
+// (a resume with another world size).
+void save_rng_state(const std::string& dir, int rank, int world_size);
+void load_rng_state(const std::string& dir, int rank);
+
+// The optimizer's state in a checkpoint: optimizer.json (rank 0: hyper-parameters, groups, step) and
+// optimizer.rank<r>.safetensors with this rank's state_tensors() (ranks with none write no file). Loading
+// reads every optimizer.rank*.safetensors of the directory (their headers say which tensors each holds), so
+// any world size and ZeRO stage resumes the same state. Checkpoints of the earlier formats
+// (optimizer.exp_avg.safetensors, zero_shard_*) are refused with a message saying so.
+void save_optimizer_state(const Optimizer& optimizer, const std::string& dir, int rank);
+void load_optimizer_state(Optimizer& optimizer, const std::string& dir);
+
+// Writes the final model into output_dir, which also holds checkpoints and metrics (so it cannot be swapped
+// as a whole): files go to output_dir/.final.tmp first and are renamed in, config.json last, so the directory
+// only looks like a model once the weights are all there. Weights of an older final model are replaced.
+void save_final_model(const LlavaForCausalLMImpl& model, const std::string& output_dir,
+                      const std::string& tokenizer_source_dir);
 
 }  // namespace llava

@@ -1,5 +1,5 @@
-// GradReducer: bucketed gradient reduction from AccumulateGrad post-hooks (see grad_buckets.h).
-#include "dist/grad_buckets.h"
+// GradReducer: bucketed gradient reduction from AccumulateGrad post-hooks (see grad_reducer.h).
+#include "llava/dist/grad_reducer.h"
 
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/function_hook.h>
@@ -9,20 +9,22 @@
 #include <deque>
 #include <mutex>
 
-namespace llava::dist::detail {
+namespace llava::dist {
 
-std::vector<Bucket> make_buckets(const std::vector<at::Tensor>& params, size_t cap_bytes, int shards) {
-  if (shards < 1) throw Error("make_buckets: shards must be >= 1");
+std::vector<Bucket> make_buckets(const std::vector<at::Tensor>& params, const std::vector<int>& owner,
+                                 size_t cap_bytes) {
   std::vector<Bucket> buckets;
   size_t bytes = 0;
   for (size_t k = params.size(); k-- > 0;) {  // reverse registration order
     const at::Tensor& p = params[k];
     const size_t p_bytes = static_cast<size_t>(p.numel()) * p.element_size();
-    bool fresh = buckets.empty() || buckets.back().dtype != p.scalar_type() ||
-                 (bytes > 0 && bytes + p_bytes > cap_bytes);
+    const int o = owner.empty() ? -1 : owner[k];
+    const bool fresh = buckets.empty() || buckets.back().dtype != p.scalar_type() || buckets.back().owner != o ||
+                       (bytes > 0 && bytes + p_bytes > cap_bytes);
     if (fresh) {
       buckets.emplace_back();
       buckets.back().dtype = p.scalar_type();
+      buckets.back().owner = o;
       bytes = 0;
     }
     Bucket& b = buckets.back();
@@ -30,27 +32,21 @@ std::vector<Bucket> make_buckets(const std::vector<at::Tensor>& params, size_t c
     b.numel += p.numel();
     bytes += p_bytes;
   }
-  for (Bucket& b : buckets) {
-    b.padded = (b.numel + shards - 1) / shards * shards;
-    b.part = b.padded / shards;
-  }
   return buckets;
 }
 
 struct GradReducer::State {
   std::mutex mu;
   std::shared_ptr<ProcessGroup> pg;
-  std::vector<at::Tensor> params;
+  std::vector<at::Tensor> params, accumulators;
   Mode mode = Mode::AllReduce;
-  int shards = 1, shard_rank = 0;
+  int rank = 0;
   std::vector<Bucket> buckets;
   std::vector<std::pair<size_t, size_t>> where;  // param -> (bucket, slot)
 
-  std::vector<at::Tensor> buffers;      // AllReduce: persistent; ReduceScatter: only while in flight
-  std::vector<at::Tensor> shard_grads;  // ReduceScatter: fp32 [part] accumulators
-  std::vector<at::Tensor> rs_out;       // ReduceScatter: [part] outputs in flight
+  std::vector<at::Tensor> buffers;  // AllReduce: persistent; ReduceToOwner: only while in flight
   std::vector<PendingOp> ops;
-  std::deque<size_t> in_flight;  // ReduceScatter: launched, not yet retired (bounds the bucket buffers alive)
+  std::deque<size_t> in_flight;  // ReduceToOwner: launched, not yet retired
   static constexpr size_t kMaxInFlight = 2;
 
   bool sync = true;
@@ -58,7 +54,7 @@ struct GradReducer::State {
   std::vector<int64_t> missing;  // per bucket: parameters not ready yet
   size_t next_launch = 0;
 
-  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;
+  std::vector<std::shared_ptr<torch::autograd::Node>> grad_accumulators;
   std::vector<uintptr_t> hook_keys;
 
   at::Tensor slot_view(size_t b, const BucketSlot& s) const {
@@ -82,10 +78,10 @@ struct GradReducer::State {
 
   void ensure_buffer(size_t b) {
     if (!buffers[b].defined())
-      buffers[b] = at::zeros({buckets[b].padded}, params[buckets[b].slots[0].param].options());
+      buffers[b] = at::zeros({buckets[b].numel}, params[buckets[b].slots[0].param].options());
   }
 
-  // ReduceScatter: move parameter i's gradient into its bucket slot.
+  // ReduceToOwner: move parameter i's gradient into its bucket slot.
   void take_grad(size_t i) {
     auto [b, k] = where[i];
     ensure_buffer(b);
@@ -96,26 +92,34 @@ struct GradReducer::State {
     grad = at::Tensor();
   }
 
-  // ReduceScatter: wait for the oldest bucket in flight, add this rank's part, free the bucket.
+  // The reduced bucket's slots into their accumulators (where this rank keeps one).
+  void accumulate(size_t b) {
+    for (const BucketSlot& s : buckets[b].slots) {
+      at::Tensor& acc = accumulators[s.param];
+      if (!acc.defined()) continue;
+      at::Tensor view = slot_view(b, s);
+      acc.add_(view);
+      if (mode == Mode::AllReduce) view.zero_();
+    }
+  }
+
+  // ReduceToOwner: wait for the oldest bucket in flight; the owner keeps its sum, every rank frees the buffer.
   void retire_oldest() {
-    size_t b = in_flight.front();
+    const size_t b = in_flight.front();
     ops[b].wait();
-    shard_grads[b].add_(rs_out[b].to(at::kFloat));
-    rs_out[b] = at::Tensor();
+    if (buckets[b].owner == rank) accumulate(b);
     buffers[b] = at::Tensor();
     in_flight.pop_front();
   }
 
   void launch(size_t b) {
-    if (!pg) return;
     if (mode == Mode::AllReduce) {
-      ops[b] = pg->allreduce_sum_async(buffers[b]);
-    } else {
-      while (in_flight.size() >= kMaxInFlight) retire_oldest();
-      rs_out[b] = at::empty({buckets[b].part}, buffers[b].options());
-      ops[b] = pg->reduce_scatter_sum_async(buffers[b], rs_out[b]);
-      in_flight.push_back(b);
+      if (pg) ops[b] = pg->allreduce_sum_async(buffers[b]);
+      return;
     }
+    while (in_flight.size() >= kMaxInFlight) retire_oldest();
+    ops[b] = pg->reduce_sum_async(buffers[b], buckets[b].owner);
+    in_flight.push_back(b);
   }
 
   void launch_ready() {
@@ -130,7 +134,7 @@ struct GradReducer::State {
       throw Error("parameter " + std::to_string(i) +
                   " got its gradient twice before the gradients were reduced: call finish() after the backward of "
                   "every sync micro-step (set_sync(false) for the others)");
-    if (mode == Mode::ReduceScatter) take_grad(i);
+    if (mode == Mode::ReduceToOwner) take_grad(i);
     ready[i] = 1;
     if (--missing[where[i].first] == 0) launch_ready();
   }
@@ -157,16 +161,8 @@ struct ReadyHook : public torch::autograd::FunctionPostHook {
   size_t index_;
 };
 
-}  // namespace
-
-GradReducer::GradReducer(std::shared_ptr<ProcessGroup> pg, std::vector<at::Tensor> params, size_t cap_bytes, Mode mode,
-                         int shards)
-    : state_(std::make_shared<State>()) {
-  State& s = *state_;
+void check_params(const std::vector<at::Tensor>& params, const ProcessGroup* pg) {
   if (params.empty()) throw Error("gradient buckets: no parameters");
-  if (mode == Mode::ReduceScatter && !pg) throw Error("gradient buckets: reduce-scatter needs a process group");
-  if (shards != 1 && (!pg || shards != pg->world_size()))
-    throw Error("gradient buckets: shards must be 1 or the world size");
   for (size_t i = 0; i < params.size(); ++i) {
     const at::Tensor& p = params[i];
     if (!p.defined() || !p.requires_grad() || !p.is_leaf())
@@ -177,17 +173,36 @@ GradReducer::GradReducer(std::shared_ptr<ProcessGroup> pg, std::vector<at::Tenso
       throw Error("gradient buckets: parameters are on " + p.device().str() + " but the " + pg->backend() +
                   " group communicates on " + pg->device().str());
   }
+}
+
+}  // namespace
+
+GradReducer::GradReducer(std::shared_ptr<ProcessGroup> pg, std::vector<at::Tensor> params, std::vector<int> owner,
+                         std::vector<at::Tensor> accumulators, size_t cap_bytes, Mode mode)
+    : state_(std::make_shared<State>()) {
+  State& s = *state_;
+  check_params(params, pg.get());
+  if (mode == Mode::ReduceToOwner && !pg) throw Error("gradient buckets: reducing to owners needs a process group");
+  if (mode == Mode::AllReduce) owner.assign(params.size(), -1);
+  if (owner.size() != params.size() || (!accumulators.empty() && accumulators.size() != params.size()))
+    throw Error("gradient buckets: owner/accumulator lists do not match the parameters");
+  accumulators.resize(params.size());
+  s.rank = pg ? pg->rank() : 0;
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (mode == Mode::ReduceToOwner && (owner[i] < 0 || owner[i] >= pg->world_size()))
+      throw Error("gradient buckets: parameter " + std::to_string(i) + " has no owner rank");
+    if (mode == Mode::ReduceToOwner && owner[i] == s.rank && !accumulators[i].defined())
+      throw Error("gradient buckets: owned parameter " + std::to_string(i) + " has no accumulator");
+  }
   s.pg = std::move(pg);
   s.params = std::move(params);
+  s.accumulators = std::move(accumulators);
   s.mode = mode;
-  s.shards = shards;
-  s.shard_rank = shards > 1 ? s.pg->rank() : 0;
-  s.buckets = make_buckets(s.params, cap_bytes, shards);
+  s.buckets = make_buckets(s.params, owner, cap_bytes);
   s.where.resize(s.params.size());
   for (size_t b = 0; b < s.buckets.size(); ++b)
     for (size_t k = 0; k < s.buckets[b].slots.size(); ++k) s.where[s.buckets[b].slots[k].param] = {b, k};
   s.buffers.resize(s.buckets.size());
-  s.rs_out.resize(s.buckets.size());
   s.ready.resize(s.params.size());
   s.missing.resize(s.buckets.size());
   s.reset_round();
@@ -196,30 +211,25 @@ GradReducer::GradReducer(std::shared_ptr<ProcessGroup> pg, std::vector<at::Tenso
   if (mode == Mode::AllReduce) {
     for (size_t b = 0; b < s.buckets.size(); ++b) s.ensure_buffer(b);
     for (size_t i = 0; i < s.params.size(); ++i) s.bind_view(i);  // keeps gradients already there
-  } else {
-    for (size_t b = 0; b < s.buckets.size(); ++b)
-      s.shard_grads.push_back(
-          at::zeros({s.buckets[b].part}, s.params[0].options().dtype(at::kFloat)));
   }
   std::weak_ptr<State> weak = state_;
   for (size_t i = 0; i < s.params.size(); ++i) {
     std::shared_ptr<torch::autograd::Node> acc = torch::autograd::impl::grad_accumulator(s.params[i]);
     s.hook_keys.push_back(acc->add_post_hook(std::make_unique<ReadyHook>(weak, i)));
-    s.accumulators.push_back(std::move(acc));
+    s.grad_accumulators.push_back(std::move(acc));
   }
 }
 
 GradReducer::~GradReducer() {
   if (!state_) return;
-  for (size_t i = 0; i < state_->accumulators.size(); ++i) state_->accumulators[i]->del_post_hook(state_->hook_keys[i]);
+  for (size_t i = 0; i < state_->grad_accumulators.size(); ++i)
+    state_->grad_accumulators[i]->del_post_hook(state_->hook_keys[i]);
 }
 
 void GradReducer::set_sync(bool sync) {
   std::lock_guard<std::mutex> lock(state_->mu);
   state_->sync = sync;
 }
-
-bool GradReducer::sync() const { return state_->sync; }
 
 void GradReducer::finish() {
   State& s = *state_;
@@ -235,42 +245,32 @@ void GradReducer::finish() {
     s.missing[b] = 0;
   }
   s.launch_ready();
-  if (s.mode == Mode::ReduceScatter) {
+  if (s.mode == Mode::ReduceToOwner) {
     while (!s.in_flight.empty()) s.retire_oldest();
   } else {
-    for (size_t b = 0; b < s.buckets.size(); ++b) s.ops[b].wait();
+    for (size_t b = 0; b < s.buckets.size(); ++b) {
+      s.ops[b].wait();
+      s.accumulate(b);
+    }
   }
   s.reset_round();
-}
-
-void GradReducer::scale(double factor) {
-  if (factor == 1.0) return;
-  torch::NoGradGuard no_grad;
-  for (auto& t : state_->mode == Mode::AllReduce ? state_->buffers : state_->shard_grads) t.mul_(factor);
 }
 
 void GradReducer::zero_grad() {
   State& s = *state_;
   std::lock_guard<std::mutex> lock(s.mu);
   torch::NoGradGuard no_grad;
+  for (auto& a : s.accumulators)
+    if (a.defined()) a.zero_();
   if (s.mode == Mode::AllReduce) {
     for (auto& t : s.buffers) t.zero_();
     for (size_t i = 0; i < s.params.size(); ++i) s.bind_view(i);
   } else {
-    for (auto& t : s.shard_grads) t.zero_();
     for (auto& p : s.params) p.mutable_grad() = at::Tensor();
   }
   s.reset_round();
 }
 
 const std::vector<Bucket>& GradReducer::buckets() const { return state_->buckets; }
-int GradReducer::shards() const { return state_->shards; }
-int GradReducer::shard_rank() const { return state_->shard_rank; }
 
-at::Tensor GradReducer::grad_part(size_t b) const {
-  const State& s = *state_;
-  if (s.mode == Mode::ReduceScatter) return s.shard_grads[b];
-  return s.buffers[b].narrow(0, s.buckets[b].part * s.shard_rank, s.buckets[b].part);
-}
-
-}  // namespace llava::dist::detail
+}  // namespace llava::dist

@@ -1,0 +1,80 @@
+#pragma once
+// The settings of a training run, one small struct per component, made from the command line's Options and
+// validated in one place (TrainConfig::from_options). The components never see Options; the data pipeline
+// still takes them (make_data_pipeline), as `data`.
+#include <cstdint>
+#include <string>
+
+#include "llava/model/checkpoint.h"
+#include "llava/options.h"
+#include "llava/train/lora.h"
+#include "llava/train/optimizer.h"
+#include "llava/train/stage.h"
+
+namespace llava {
+
+struct LoopConfig {
+  double num_train_epochs = 3.0;
+  int64_t max_steps = -1;                  // > 0 overrides the epochs
+  int per_device_train_batch_size = 8;
+  int gradient_accumulation_steps = 1;
+  bool average_tokens_across_devices = true;
+  double max_grad_norm = 1.0;              // 0: no clipping
+  int max_bad_steps = 10;                  // non-finite steps in a row that stop the run
+  bool fail_on_bad_sample = false;         // --on_bad_sample fail
+  double max_skipped_share = 0.05;         // more skipped samples than this share: a loud warning at the end
+  uint64_t seed = 42;
+  bool shuffle = true, group_by_modality_length = false;
+  int group_by_length_window = 0;
+  int dataloader_num_workers = 0;
+  bool gradient_checkpointing = false;
+};
+
+struct ScheduleConfig {
+  std::string type = "linear";
+  int64_t warmup_steps = 0;
+  double warmup_ratio = 0.0;
+};
+
+struct LogConfig {
+  double logging_steps = 500;   // < 1: a fraction of the run's steps (HF)
+  std::string report_to = "none";
+  std::string logging_dir;      // TensorBoard files ("": HF's output_dir/runs/<date>_<host>)
+  std::string run_name;
+};
+
+struct CheckpointConfig {
+  std::string output_dir;
+  double save_steps = 500;      // < 1: a fraction of the run's steps; 0: final model only
+  int save_total_limit = -1;
+  std::string resume_from_checkpoint;  // a directory, "latest", or ""
+  std::string tokenizer_source_dir;    // copied into every saved model directory
+};
+
+struct DistConfig {
+  std::string device = "auto";  // resolved to cpu | cuda by the trainer
+  std::string ddp_backend;      // "" : nccl on cuda, gloo on cpu
+  int ddp_timeout_s = 1800;
+  int zero_stage = 0;
+};
+
+struct TrainConfig {
+  Options data;  // for make_data_pipeline (tokenizer, template, images, dataset)
+  std::string model_dir;
+  LoadOptions load;  // model loading (dtype, vision tower, projector); device and seed are set by the trainer
+  StageOptions stage;
+  bool lora_enable = false;
+  LoraOptions lora;
+  OptimizerConfig optimizer;
+  ScheduleConfig schedule;
+  LoopConfig loop;
+  LogConfig log;
+  CheckpointConfig checkpoint;
+  DistConfig dist;
+  bool bf16 = false, tf32 = false;
+
+  // Checks every training option (a clear llava::Error naming the flag) and fills the structs.
+  static TrainConfig from_options(const Options& options);
+};
+
+}  // namespace llava

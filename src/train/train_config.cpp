@@ -1,0 +1,101 @@
+// TrainConfig::from_options: every training flag checked once, turned into the components' settings.
+#include "llava/train/train_config.h"
+
+#include <cmath>
+
+#include "llava/error.h"
+
+namespace llava {
+
+namespace {
+
+void require(bool ok, const std::string& message) {
+  if (!ok) throw Error(message);
+}
+
+}  // namespace
+
+TrainConfig TrainConfig::from_options(const Options& o) {
+  require(!o.output_dir.empty(), "train: --output_dir is required");
+  require(!o.model_name_or_path.empty(), "train: --model_name_or_path is required");
+  require(o.per_device_train_batch_size >= 1, "--per_device_train_batch_size must be >= 1");
+  require(o.gradient_accumulation_steps >= 1, "--gradient_accumulation_steps must be >= 1");
+  require(o.max_steps > 0 || o.num_train_epochs > 0, "give --num_train_epochs > 0 or --max_steps > 0");
+  require(o.on_bad_sample == "skip" || o.on_bad_sample == "fail",
+          "--on_bad_sample must be skip or fail, got '" + o.on_bad_sample + "'");
+  require(o.max_bad_steps >= 1, "--max_bad_steps must be >= 1");
+  require(o.max_skipped_share >= 0 && o.max_skipped_share <= 1,
+          "--max_skipped_share must be in [0, 1], got " + std::to_string(o.max_skipped_share));
+  require(o.zero_stage >= 0 && o.zero_stage <= 2, "--zero_stage must be 0, 1 or 2, got " + std::to_string(o.zero_stage));
+  require(o.ddp_timeout >= 1, "--ddp_timeout must be >= 1 (seconds)");
+  require(o.ddp_bucket_cap_mb >= 1, "--ddp_bucket_cap_mb must be >= 1");
+  require(o.dataloader_num_workers >= 0,
+          "--dataloader_num_workers must be >= 0, got " + std::to_string(o.dataloader_num_workers));
+  require(o.learning_rate >= 0 && std::isfinite(o.learning_rate), "--learning_rate must be a finite number >= 0");
+  require(o.max_grad_norm >= 0, "--max_grad_norm must be >= 0 (0: no clipping)");
+  require(o.warmup_ratio >= 0 && o.warmup_ratio <= 1, "--warmup_ratio must be in [0, 1]");
+  require(o.warmup_steps >= 0, "--warmup_steps must be >= 0");
+  require(o.logging_steps >= 0, "--logging_steps must be >= 0");
+  require(o.save_steps >= 0, "--save_steps must be >= 0 (0: final model only)");
+  require(o.adam_beta1 >= 0 && o.adam_beta1 < 1 && o.adam_beta2 >= 0 && o.adam_beta2 < 1,
+          "--adam_beta1 / --adam_beta2 must be in [0, 1)");
+  require(o.adam_epsilon > 0, "--adam_epsilon must be > 0");
+
+  TrainConfig c;
+  c.data = o;
+  c.model_dir = o.model_name_or_path;
+  c.bf16 = o.bf16;
+  c.tf32 = o.tf32;
+  c.load.vision_tower = o.vision_tower;
+  c.load.pretrain_mm_mlp_adapter = o.pretrain_mm_mlp_adapter;
+  if (o.set_keys.count("mm_projector_type")) c.load.mm_projector_type = o.mm_projector_type;
+  if (o.set_keys.count("mm_vision_select_layer")) c.load.mm_vision_select_layer = o.mm_vision_select_layer;
+  if (o.set_keys.count("mm_vision_select_feature")) c.load.mm_vision_select_feature = o.mm_vision_select_feature;
+  c.load.dtype = o.bf16 ? torch::kBFloat16 : torch::kFloat32;
+  c.load.seed = static_cast<uint64_t>(o.seed);
+
+  c.stage = {o.tune_mm_mlp_adapter, o.freeze_backbone, o.freeze_mm_mlp_adapter, o.unfreeze_mm_vision_tower,
+             o.lora_enable};
+  c.lora_enable = o.lora_enable;
+  c.lora = {o.lora_r, o.lora_alpha, o.lora_dropout};
+  if (o.lora_enable) {
+    require(o.lora_r >= 1, "--lora_r must be >= 1, got " + std::to_string(o.lora_r));
+    require(o.lora_dropout >= 0 && o.lora_dropout < 1, "--lora_dropout must be in [0, 1)");
+  }
+
+  OptimizerConfig& opt = c.optimizer;
+  opt.learning_rate = o.learning_rate;
+  opt.weight_decay = o.weight_decay;
+  opt.projector_lr = o.mm_projector_lr;
+  opt.beta1 = o.adam_beta1;
+  opt.beta2 = o.adam_beta2;
+  opt.eps = o.adam_epsilon;
+  opt.zero_stage = o.zero_stage;
+  opt.bucket_cap_bytes = static_cast<size_t>(o.ddp_bucket_cap_mb) << 20;
+
+  c.schedule = {o.lr_scheduler_type, o.warmup_steps, o.warmup_ratio};
+
+  LoopConfig& l = c.loop;
+  l.num_train_epochs = o.num_train_epochs;
+  l.max_steps = o.max_steps;
+  l.per_device_train_batch_size = o.per_device_train_batch_size;
+  l.gradient_accumulation_steps = o.gradient_accumulation_steps;
+  l.average_tokens_across_devices = o.average_tokens_across_devices;
+  l.max_grad_norm = o.max_grad_norm;
+  l.max_bad_steps = o.max_bad_steps;
+  l.fail_on_bad_sample = o.on_bad_sample == "fail";
+  l.max_skipped_share = o.max_skipped_share;
+  l.seed = static_cast<uint64_t>(o.seed);
+  l.shuffle = o.shuffle;
+  l.group_by_modality_length = o.group_by_modality_length;
+  l.group_by_length_window = o.group_by_length_window;
+  l.dataloader_num_workers = o.dataloader_num_workers;
+  l.gradient_checkpointing = o.gradient_checkpointing;
+
+  c.log = {o.logging_steps, o.report_to, o.logging_dir, o.run_name};
+  c.checkpoint = {o.output_dir, o.save_steps, o.save_total_limit, o.resume_from_checkpoint, o.model_name_or_path};
+  c.dist = {o.device, o.ddp_backend, o.ddp_timeout, o.zero_stage};
+  return c;
+}
+
+}  // namespace llava
