@@ -6,6 +6,7 @@ bench/image_pipeline_py.py) with and without LLaVA's expand2square ("pad" / "squ
 
   pil_reference.py DIR EDGE      (EDGE: shortest_edge = crop size of the CLIP preprocessing)
 
+Every file is also written cut at 60% of its bytes (cut60_<file>): where PIL refuses those, so must we.
 Writes DIR/ref/<file>.rgb (H x W x 3 uint8), .square / .pad (3 x EDGE x EDGE float32) and DIR/manifest.json
 {"pillow": version, "cases": [{"file", "ok", "error", "width", "height", "mode"}]}.
 Images are built with PIL where PIL can write the layout, else by the small PNG / TIFF writers and the GIF
@@ -396,6 +397,13 @@ def main():
     for name, data in make_cases().items():
         with open(os.path.join(out_dir, name), "wb") as f:
             f.write(data)
+    for name in sorted(os.listdir(out_dir)):  # and every file cut at 60%: PIL's verdict on truncated data
+        path = os.path.join(out_dir, name)
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                data = f.read()
+            with open(os.path.join(out_dir, "cut60_" + name), "wb") as f:
+                f.write(data[: len(data) * 6 // 10])
     manifest = {"pillow": PIL.__version__, "edge": edge, "cases": []}
     for name in sorted(os.listdir(out_dir)):
         path = os.path.join(out_dir, name)

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -50,19 +51,57 @@ void cmyk_to_rgb(const uint8_t* cmyk, size_t n, uint8_t* rgb, bool adobe_inverte
   }
 }
 
+namespace {
+
+uint32_t le32(const uint8_t* p) { return p[0] | p[1] << 8 | p[2] << 16 | uint32_t(p[3]) << 24; }
+
+// What stb_image is about to read, for messages (it tries TGA last, as it has no signature).
+const char* stb_format(const uint8_t* d, size_t n) {
+  if (n >= 2 && d[0] == 'B' && d[1] == 'M') return "BMP";
+  if (n >= 4 && std::memcmp(d, "8BPS", 4) == 0) return "PSD";
+  if (n >= 2 && d[0] == 'P' && d[1] >= '1' && d[1] <= '7') return "PNM";
+  if (n >= 2 && d[0] == '#' && d[1] == '?') return "HDR";
+  return "TGA or unknown-format";
+}
+
+// stb_image reads past the end of a BMP as zeros where PIL raises "image file is truncated". For
+// uncompressed and bit-field BMPs the pixel array's size follows from the header (dimensions checked).
+void check_bmp_complete(const uint8_t* d, size_t size) {
+  if (size < 26) throw Error("truncated BMP (the header is incomplete)");
+  const uint32_t offset = le32(d + 10), header = le32(d + 14);
+  long long width = 0, height = 0, bits = 0, compression = 0;
+  if (header == 12) {  // OS/2 BITMAPCOREHEADER
+    width = d[18] | d[19] << 8, height = d[20] | d[21] << 8, bits = d[24] | d[25] << 8;
+  } else {
+    if (size < 34) throw Error("truncated BMP (the header is incomplete)");
+    width = static_cast<int32_t>(le32(d + 18)), height = static_cast<int32_t>(le32(d + 22));
+    bits = d[28] | d[29] << 8, compression = le32(d + 30);
+  }
+  if ((compression != 0 && compression != 3 && compression != 6) || width <= 0 || height == 0 || bits <= 0) return;
+  const unsigned long long row = ((static_cast<unsigned long long>(bits) * width + 31) / 32) * 4;
+  const unsigned long long needed = offset + row * static_cast<unsigned long long>(std::llabs(height));
+  if (needed > size)
+    throw Error("truncated BMP (the pixel data needs " + std::to_string(needed) + " bytes, the file has " +
+                std::to_string(size) + ")");
+}
+
+}  // namespace
+
 RgbImage decode_with_stb(const uint8_t* data, size_t size) {
   if (size > static_cast<size_t>(INT_MAX)) throw Error("image data too large (" + std::to_string(size) + " bytes)");
   const int len = static_cast<int>(size);
+  const char* format = stb_format(data, size);
   auto reason = [] { return printable(stbi_failure_reason()); };
   int width = 0, height = 0, comp = 0;
   if (!stbi_info_from_memory(data, len, &width, &height, &comp))
     throw Error("not an image or unsupported format (" + reason() + ")");
-  check_dimensions(width, height, "image");
+  check_dimensions(width, height, format);
+  if (std::strcmp(format, "BMP") == 0) check_bmp_complete(data, size);
   // req_comp 3: stb replicates grey and drops alpha, as convert("RGB") does.
   std::unique_ptr<stbi_uc, void (*)(void*)> pixels(stbi_load_from_memory(data, len, &width, &height, &comp, 3),
                                                   stbi_image_free);
-  if (!pixels) throw Error("cannot decode image (" + reason() + ")");
-  check_dimensions(width, height, "image");
+  if (!pixels) throw Error(std::string("cannot decode ") + format + " image (" + reason() + ")");
+  check_dimensions(width, height, format);
   RgbImage out;
   out.width = width;
   out.height = height;

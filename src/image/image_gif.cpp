@@ -20,13 +20,15 @@ namespace {
 struct GifSource {
   const uint8_t* data;
   size_t size, pos;
+  bool short_read;  // giflib asked for bytes past the end: whatever it reports, the file is cut off
 };
 
 int read_bytes(GifFileType* gif, GifByteType* out, int n) {
   auto* src = static_cast<GifSource*>(gif->UserData);
-  const size_t take = std::min(static_cast<size_t>(n < 0 ? 0 : n), src->size - src->pos);
+  const size_t want = static_cast<size_t>(n < 0 ? 0 : n), take = std::min(want, src->size - src->pos);
   std::memcpy(out, src->data + src->pos, take);
   src->pos += take;
+  src->short_read = src->short_read || take < want;
   return static_cast<int>(take);
 }
 
@@ -38,22 +40,22 @@ struct GifGuard {
   }
 };
 
-[[noreturn]] void fail(int code) {
+[[noreturn]] void fail(int code, const GifSource& src) {
   const std::string reason = printable(GifErrorString(code));
-  if (code == D_GIF_ERR_READ_FAILED || code == D_GIF_ERR_EOF_TOO_SOON) throw Error("truncated GIF (" + reason + ")");
+  if (src.short_read || code == D_GIF_ERR_EOF_TOO_SOON) throw Error("truncated GIF (" + reason + ")");
   throw Error("bad GIF (" + reason + ")");
 }
 
 // The transparent index after one extension record: a graphic control block with its transparency flag
 // sets it (one without the flag leaves it, as in PIL); other extensions are skipped.
-int read_extension(GifFileType* gif, int transparent) {
+int read_extension(GifFileType* gif, const GifSource& src, int transparent) {
   int code = 0;
   GifByteType* block = nullptr;
-  if (DGifGetExtension(gif, &code, &block) == GIF_ERROR) fail(gif->Error);
+  if (DGifGetExtension(gif, &code, &block) == GIF_ERROR) fail(gif->Error, src);
   // block[0] is the sub-block length: flags, delay (2 bytes), transparent index.
   if (code == GRAPHICS_EXT_FUNC_CODE && block && block[0] >= 4 && (block[1] & 1)) transparent = block[4];
   while (block)
-    if (DGifGetExtensionNext(gif, &block) == GIF_ERROR) fail(gif->Error);
+    if (DGifGetExtensionNext(gif, &block) == GIF_ERROR) fail(gif->Error, src);
   return transparent;
 }
 
@@ -71,22 +73,22 @@ int interlaced_row(int k, int height) {
 }  // namespace
 
 RgbImage decode_gif(const uint8_t* data, size_t size) {
-  GifSource src{data, size, 0};
+  GifSource src{data, size, 0, false};
   GifGuard guard;
   int error = 0;
   guard.gif = DGifOpen(&src, read_bytes, &error);
-  if (!guard.gif) fail(error);
+  if (!guard.gif) fail(error, src);
   GifFileType* gif = guard.gif;
 
   int transparent = -1;
   for (;;) {
     GifRecordType record = UNDEFINED_RECORD_TYPE;
-    if (DGifGetRecordType(gif, &record) == GIF_ERROR) fail(gif->Error);
+    if (DGifGetRecordType(gif, &record) == GIF_ERROR) fail(gif->Error, src);
     if (record == TERMINATE_RECORD_TYPE) throw Error("bad GIF (no image in the file)");
-    if (record == EXTENSION_RECORD_TYPE) transparent = read_extension(gif, transparent);
+    if (record == EXTENSION_RECORD_TYPE) transparent = read_extension(gif, src, transparent);
     if (record == IMAGE_DESC_RECORD_TYPE) break;
   }
-  if (DGifGetImageDesc(gif) == GIF_ERROR) fail(gif->Error);
+  if (DGifGetImageDesc(gif) == GIF_ERROR) fail(gif->Error, src);
   const GifImageDesc& frame = gif->Image;
   const long long width = std::max<long long>(gif->SWidth, frame.Left + frame.Width);
   const long long height = std::max<long long>(gif->SHeight, frame.Top + frame.Height);
@@ -96,7 +98,7 @@ RgbImage decode_gif(const uint8_t* data, size_t size) {
   for (int k = 0; k < frame.Height; ++k) {
     const int y = frame.Interlace ? interlaced_row(k, frame.Height) : k;
     uint8_t* row = &indices[static_cast<size_t>(frame.Top + y) * width + frame.Left];
-    if (frame.Width > 0 && DGifGetLine(gif, row, frame.Width) == GIF_ERROR) fail(gif->Error);
+    if (frame.Width > 0 && DGifGetLine(gif, row, frame.Width) == GIF_ERROR) fail(gif->Error, src);
   }
 
   const ColorMapObject* map = frame.ColorMap ? frame.ColorMap : gif->SColorMap;

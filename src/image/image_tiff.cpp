@@ -26,14 +26,17 @@ namespace {
 struct TiffSource {
   const uint8_t* data;
   uint64_t size, pos;
-  char message[200];
+  bool short_read;  // libtiff asked for bytes past the end
+  char message[200], warning[200];  // libtiff's first error and first warning
 };
 
 tmsize_t tiff_read(thandle_t h, void* out, tmsize_t n) {
   auto* src = static_cast<TiffSource*>(h);
-  const uint64_t take = src->pos >= src->size ? 0 : std::min<uint64_t>(static_cast<uint64_t>(n), src->size - src->pos);
+  const uint64_t want = static_cast<uint64_t>(n < 0 ? 0 : n);
+  const uint64_t take = src->pos >= src->size ? 0 : std::min(want, src->size - src->pos);
   std::memcpy(out, src->data + src->pos, take);
   src->pos += take;
+  src->short_read = src->short_read || take < want;
   return static_cast<tmsize_t>(take);
 }
 tmsize_t tiff_write(thandle_t, void*, tmsize_t) { return 0; }
@@ -57,7 +60,13 @@ int on_error(TIFF*, void* user, const char* module, const char* format, va_list 
   if (!src->message[0]) std::vsnprintf(src->message, sizeof src->message, format, args);  // the first one
   return 1;  // handled: libtiff prints nothing
 }
-int on_warning(TIFF*, void*, const char*, const char*, va_list) { return 1; }
+// Warnings are kept too: libtiff "repairs" some damage with one (a colour map cut off by the end of the
+// file: "IO error during reading of ColorMap; tag ignored", and the image turns greyscale).
+int on_warning(TIFF*, void* user, const char*, const char* format, va_list args) {
+  auto* src = static_cast<TiffSource*>(user);
+  if (!src->warning[0]) std::vsnprintf(src->warning, sizeof src->warning, format, args);
+  return 1;
+}
 
 struct TiffHandle {
   TIFF* tif = nullptr;
@@ -66,10 +75,22 @@ struct TiffHandle {
   }
 };
 
+// The first directory's offset (classic or BigTIFF header) lies past the end: the file is cut off.
+bool directory_past_end(const TiffSource& src) {
+  const uint8_t* d = src.data;
+  const bool little = d[0] == 'I', big_tiff = d[2] == 0x2B || d[3] == 0x2B;
+  const int at = big_tiff ? 8 : 4, bytes = big_tiff ? 8 : 4;
+  if (src.size < static_cast<uint64_t>(at + bytes)) return true;
+  uint64_t offset = 0;
+  for (int i = 0; i < bytes; ++i) offset |= uint64_t(d[at + (little ? i : bytes - 1 - i)]) << (8 * i);
+  return offset + 2 > src.size;
+}
+
 [[noreturn]] void fail(const TiffSource& src, const std::string& what) {
-  const std::string detail = src.message[0] ? ": " + printable(src.message) : "";
-  const bool truncated = std::string(src.message).find("Read error") != std::string::npos ||
-                         std::string(src.message).find("Seek error") != std::string::npos;
+  const std::string message = src.message;
+  const std::string detail = message.empty() ? "" : ": " + printable(src.message);
+  const bool truncated = src.short_read || directory_past_end(src) || message.find("Read error") != std::string::npos ||
+                         message.find("Seek error") != std::string::npos;
   throw Error(std::string(truncated ? "truncated TIFF (" : "bad TIFF (") + what + detail + ")");
 }
 
@@ -241,6 +262,14 @@ struct Band {
   uint8_t* plane(int p) { return data.data() + static_cast<size_t>(p) * rows * row_bytes; }
 };
 
+// libtiff fails silently on a tile whose data lies past the end of a memory-mapped file: say so first.
+void check_in_file(TIFF* tif, const TiffSource& src, uint32_t strile, const char* what) {
+  const uint64_t offset = TIFFGetStrileOffset(tif, strile), bytes = TIFFGetStrileByteCount(tif, strile);
+  if (offset > src.size || bytes > src.size - offset)
+    throw Error(std::string("truncated TIFF (") + what + " " + std::to_string(strile) + " ends at byte " +
+                std::to_string(offset + bytes) + ", the file has " + std::to_string(src.size) + ")");
+}
+
 // Rows [y0, y0 + n) of every plane into band.
 void read_band(TIFF* tif, const TiffSource& src, const Tags& t, int planes, uint32_t y0, uint32_t n, Band& band,
                std::vector<uint8_t>& tile) {
@@ -248,7 +277,9 @@ void read_band(TIFF* tif, const TiffSource& src, const Tags& t, int planes, uint
     uint8_t* dest = band.plane(p);
     if (!TIFFIsTiled(tif)) {
       const tmsize_t want = static_cast<tmsize_t>(n * band.row_bytes);
-      if (TIFFReadEncodedStrip(tif, TIFFComputeStrip(tif, y0, static_cast<uint16_t>(p)), dest, want) < 0)
+      const uint32_t strip = TIFFComputeStrip(tif, y0, static_cast<uint16_t>(p));
+      check_in_file(tif, src, strip, "strip");
+      if (TIFFReadEncodedStrip(tif, strip, dest, want) < 0)
         fail(src, "cannot decode strip at row " + std::to_string(y0));
       continue;
     }
@@ -258,6 +289,7 @@ void read_band(TIFF* tif, const TiffSource& src, const Tags& t, int planes, uint
     const size_t tile_row = static_cast<size_t>(TIFFTileRowSize64(tif));
     const int pixel_bits = t.bits * (planes > 1 ? 1 : t.samples);
     for (uint32_t x = 0; x < t.width; x += tile_w) {
+      check_in_file(tif, src, TIFFComputeTile(tif, x, y0, 0, static_cast<uint16_t>(p)), "tile");
       if (TIFFReadTile(tif, tile.data(), x, y0, 0, static_cast<uint16_t>(p)) < 0)
         fail(src, "cannot decode tile at " + std::to_string(x) + "," + std::to_string(y0));
       const size_t offset = static_cast<size_t>(x) * pixel_bits / 8;
@@ -366,7 +398,7 @@ struct OpenOptions {
 }  // namespace
 
 RgbImage decode_tiff(const uint8_t* data, size_t size) {
-  TiffSource src{data, size, 0, {}};
+  TiffSource src{data, size, 0, false, {}, {}};
   OpenOptions options;
   if (!options.opts) throw Error("cannot initialise libtiff");
   TIFFOpenOptionsSetErrorHandlerExtR(options.opts, on_error, &src);
@@ -377,6 +409,11 @@ RgbImage decode_tiff(const uint8_t* data, size_t size) {
                                  tiff_map, tiff_unmap, options.opts);
   if (!handle.tif) fail(src, "cannot read the header");
   TIFF* tif = handle.tif;
+  if (std::strstr(src.warning, "IO error")) {  // a tag's data lies past the end
+    std::snprintf(src.message, sizeof src.message, "%s", src.warning);
+    src.short_read = true;
+    fail(src, "reading the directory");
+  }
   const Tags tags = read_tags(tif);
   check_dimensions(tags.width, tags.height, "TIFF");
   Layout layout;
