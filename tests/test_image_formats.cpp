@@ -98,7 +98,10 @@ TEST(ImagePil, EveryModeDecodesAsPil) {
       EXPECT_FALSE(got_error.empty()) << "PIL refuses this file, we decoded it";
       continue;
     }
-    ASSERT_TRUE(got_error.empty()) << got_error;
+    if (!got_error.empty()) {
+      ADD_FAILURE() << "PIL decodes this file, we do not: " << got_error;
+      continue;
+    }
     const RgbImage im = llava::load_image_file(dir + "/" + file);  // by content: extensions are misleading
     const std::vector<uint8_t> want = read_bytes(dir + "/ref/" + file + ".rgb");
     if (im.width != c["width"].get<int>() || im.height != c["height"].get<int>() || want.size() != im.pixels.size()) {

@@ -36,7 +36,7 @@ constexpr long long kMaxImagePixels = 178956970;
 // Encoded bytes -> RGB exactly as PIL's Image.open(...).convert("RGB") gives them (Pillow 9.4, what
 // LLaVA reads every image with). The format comes from the leading bytes, never from a file name:
 // JPEG (TurboJPEG), PNG (libpng), GIF (giflib, first frame), WebP (libwebp, first frame), TIFF (libtiff,
-// first page), BMP/PSD/TGA/PNM (stb_image). As convert("RGB") does: alpha is dropped, never composited;
+// first page), PNM (PIL's rules, own parser), BMP/TGA/PSD (stb_image). As convert("RGB") does: alpha is dropped, never composited;
 // palettes are looked up (tRNS ignored); grey is replicated; 16-bit samples keep their high byte, except
 // 16-bit grey, which PIL clips to 255; CMYK uses PIL's cmyk2rgb (JPEG CMYK/YCCK read Adobe-inverted);
 // EXIF orientation is not applied, the TIFF Orientation tag is (as Pillow). min_short_side > 0 lets JPEG

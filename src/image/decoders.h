@@ -34,7 +34,8 @@ RgbImage decode_png(const uint8_t* data, size_t size);
 RgbImage decode_gif(const uint8_t* data, size_t size);
 RgbImage decode_webp(const uint8_t* data, size_t size);
 RgbImage decode_tiff(const uint8_t* data, size_t size);
-// BMP, PSD, TGA, PNM, ... (and JPEGs TurboJPEG refuses).
+RgbImage decode_pnm(const uint8_t* data, size_t size);  // data starts "P1".."P6"
+// BMP, PSD, TGA, HDR, ... (and JPEGs TurboJPEG refuses).
 RgbImage decode_with_stb(const uint8_t* data, size_t size);
 
 }  // namespace llava::image_detail

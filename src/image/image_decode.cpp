@@ -59,9 +59,10 @@ uint32_t le32(const uint8_t* p) { return p[0] | p[1] << 8 | p[2] << 16 | uint32_
 const char* stb_format(const uint8_t* d, size_t n) {
   if (n >= 2 && d[0] == 'B' && d[1] == 'M') return "BMP";
   if (n >= 4 && std::memcmp(d, "8BPS", 4) == 0) return "PSD";
-  if (n >= 2 && d[0] == 'P' && d[1] >= '1' && d[1] <= '7') return "PNM";
+  if (n >= 2 && d[0] == 'P' && d[1] == '7') return "PAM";
   if (n >= 2 && d[0] == '#' && d[1] == '?') return "HDR";
-  return "TGA or unknown-format";
+  if (n >= 4 && std::memcmp(d, "\x53\x80\xF6\x34", 4) == 0) return "PIC";
+  return "TGA";  // stb's format without a signature, tried last
 }
 
 // stb_image reads past the end of a BMP as zeros where PIL raises "image file is truncated". For
@@ -85,6 +86,27 @@ void check_bmp_complete(const uint8_t* d, size_t size) {
                 std::to_string(size) + ")");
 }
 
+// The same for TGA (PIL: "image file is truncated"): the pixels after the header, ID and colour map, raw or
+// as run-length packets (a header byte: 1 + its low 7 bits pixels, one value if its high bit is set).
+void check_tga_complete(const uint8_t* d, size_t size) {
+  if (size < 18) throw Error("truncated TGA (the header is incomplete)");
+  const size_t colour_map = d[1] ? static_cast<size_t>(d[5] | d[6] << 8) * ((d[7] + 7) / 8) : 0;
+  const size_t pixel = (d[16] + 7) / 8, pixels = static_cast<size_t>(d[12] | d[13] << 8) * (d[14] | d[15] << 8);
+  size_t pos = 18 + d[0] + colour_map, done = 0;
+  if (!(d[2] & 8)) {
+    pos += pixels * pixel;
+    done = pixels;
+  }
+  while (done < pixels && pos < size) {
+    const size_t count = (d[pos] & 0x7F) + 1;
+    pos += 1 + ((d[pos] & 0x80) ? pixel : count * pixel);
+    done += count;
+  }
+  if (pos > size || done < pixels)
+    throw Error("truncated TGA (the pixel data ends after " + std::to_string(std::min(done, pixels)) + " of " +
+                std::to_string(pixels) + " pixels)");
+}
+
 }  // namespace
 
 RgbImage decode_with_stb(const uint8_t* data, size_t size) {
@@ -97,6 +119,7 @@ RgbImage decode_with_stb(const uint8_t* data, size_t size) {
     throw Error("not an image or unsupported format (" + reason() + ")");
   check_dimensions(width, height, format);
   if (std::strcmp(format, "BMP") == 0) check_bmp_complete(data, size);
+  if (std::strcmp(format, "TGA") == 0) check_tga_complete(data, size);
   // req_comp 3: stb replicates grey and drops alpha, as convert("RGB") does.
   std::unique_ptr<stbi_uc, void (*)(void*)> pixels(stbi_load_from_memory(data, len, &width, &height, &comp, 3),
                                                   stbi_image_free);
@@ -119,7 +142,7 @@ bool starts_with(const uint8_t* data, size_t size, size_t offset, std::string_vi
   return size >= offset + magic.size() && std::memcmp(data + offset, magic.data(), magic.size()) == 0;
 }
 
-enum class Format { kJpeg, kPng, kGif, kWebp, kTiff, kOther };
+enum class Format { kJpeg, kPng, kGif, kWebp, kTiff, kPnm, kOther };
 
 // The leading bytes PIL's plugins accept (their _accept functions).
 Format sniff(const uint8_t* data, size_t size) {
@@ -129,6 +152,7 @@ Format sniff(const uint8_t* data, size_t size) {
   if (starts_with(data, size, 0, "RIFF"sv) && starts_with(data, size, 8, "WEBP"sv)) return Format::kWebp;
   for (std::string_view tiff : {"MM\0*"sv, "II*\0"sv, "MM*\0"sv, "II\0*"sv, "MM\0+"sv, "II+\0"sv})
     if (starts_with(data, size, 0, tiff)) return Format::kTiff;
+  if (size >= 2 && data[0] == 'P' && data[1] >= '1' && data[1] <= '6') return Format::kPnm;
   return Format::kOther;
 }
 
@@ -149,6 +173,7 @@ RgbImage decode_image(const uint8_t* data, size_t size, int min_short_side) {
     case Format::kGif: return image_detail::decode_gif(data, size);
     case Format::kWebp: return image_detail::decode_webp(data, size);
     case Format::kTiff: return image_detail::decode_tiff(data, size);
+    case Format::kPnm: return image_detail::decode_pnm(data, size);
     case Format::kOther: break;
   }
   if (const char* format = unsupported_format(data, size))
