@@ -36,7 +36,7 @@ std::string printable(const char* message) {
 
 Palette::Palette(const uint8_t* colours, int entries) {
   for (int i = 0; i < 256; ++i) rgb[3 * i] = rgb[3 * i + 1] = rgb[3 * i + 2] = static_cast<uint8_t>(i);
-  std::memcpy(rgb, colours, static_cast<size_t>(std::clamp(entries, 0, 256)) * 3);
+  if (colours && entries > 0) std::memcpy(rgb, colours, static_cast<size_t>(std::min(entries, 256)) * 3);
 }
 
 void cmyk_to_rgb(const uint8_t* cmyk, size_t n, uint8_t* rgb, bool adobe_inverted) {
