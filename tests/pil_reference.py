@@ -232,58 +232,72 @@ def pil_bytes(im, fmt, **kw):
     return b.getvalue()
 
 
-def make_cases():
+class Sources:
+    """The pictures every case is made from."""
+
+    def __init__(self):
+        self.rgb = picture(61, 43, 1)
+        self.im = Image.fromarray(self.rgb)
+        self.rgba = np.dstack([self.rgb, picture(61, 43, 2, 1)])
+        self.rgba[::3, ::2, 3] = 0  # fully transparent pixels keep their colour in the file
+        self.grey = picture(43, 61, 3, 1)[..., 0]
+        self.pal = Image.fromarray(self.rgb).quantize(colors=200)
+        self.pal16 = Image.fromarray(self.rgb).quantize(colors=16)
+        self.idx = picture(40, 30, 4, 1)[..., 0]
+        i16 = (picture(50, 30, 5, 1)[..., 0].astype(np.uint16) * 3) + np.arange(30)[:, None] * 5
+        i16[0, :5] = [0, 1, 255, 256, 65535]
+        self.i16 = i16
+        self.r16 = self.rgb.astype(np.uint16) * 257 + picture(61, 43, 6).astype(np.uint16)
+
+
+def png_cases(s):
+    """PNG: every bit depth and colour type, tRNS, short palettes, interlacing."""
     cases = {}
-    rgb = picture(61, 43, 1)
-    im = Image.fromarray(rgb)
-    rgba = np.dstack([rgb, picture(61, 43, 2, 1)])
-    rgba[::3, ::2, 3] = 0  # fully transparent pixels keep their colour in the file
-    grey = picture(43, 61, 3, 1)[..., 0]
-    pal = Image.fromarray(rgb).quantize(colors=200)
-    pal16 = Image.fromarray(rgb).quantize(colors=16)
+    cases["png_rgb8.jpg"] = pil_bytes(s.im, "PNG")
+    cases["png_rgba8.png"] = pil_bytes(Image.fromarray(s.rgba, "RGBA"), "PNG")
+    cases["png_l8.png"] = pil_bytes(Image.fromarray(s.grey), "PNG")
+    cases["png_la8.png"] = pil_bytes(Image.fromarray(np.dstack([s.grey, s.grey[::-1]]), "LA"), "PNG")
+    cases["png_1bit.png"] = pil_bytes(Image.fromarray(s.grey).convert("1"), "PNG")
+    cases["png_l2.png"] = png(s.grey >> 6, 2, 0)
+    cases["png_l4.png"] = png(s.grey >> 4, 4, 0)
+    cases["png_p8.png"] = pil_bytes(s.pal, "PNG")
+    cases["png_p4.png"] = pil_bytes(s.pal16, "PNG", bits=4)
+    cases["png_p8_trns_bytes.png"] = pil_bytes(s.pal, "PNG", transparency=bytes(range(0, 200)))
+    cases["png_p8_trns_index.png"] = pil_bytes(s.pal, "PNG", transparency=5)
+    cases["png_p_short_plte.png"] = png(s.idx, 8, 3, [(b"PLTE", bytes([200, 10, 20, 30, 200, 40, 1, 2, 3]))])
+    cases["png_p2_short_plte.png"] = png(s.idx >> 6, 2, 3, [(b"PLTE", bytes([200, 10, 20]))])
+    cases["png_i16.png"] = pil_bytes(Image.fromarray(s.i16.astype(np.uint16)), "PNG")
+    cases["png_i16_trns.png"] = png(s.i16, 16, 0, [(b"tRNS", struct.pack(">H", 300))])
+    cases["png_rgb16.png"] = png(s.r16, 16, 2)
+    cases["png_rgba16.png"] = png(np.dstack([s.r16, s.r16[..., :1] ^ 0x5555]), 16, 6)
+    cases["png_la16.png"] = png(np.dstack([s.r16[..., 0], s.r16[..., 1]]), 16, 4)
+    cases["png_rgb8_interlaced.png"] = png(s.rgb, 8, 2, interlace=True)
+    cases["png_p4_interlaced.png"] = png(s.idx >> 4, 4, 3, [(b"PLTE", bytes(range(48)))], interlace=True)
+    cases["png_l8_trns.png"] = pil_bytes(Image.fromarray(s.grey), "PNG", transparency=17)
+    cases["png_rgb8_trns.png"] = pil_bytes(s.im, "PNG", transparency=(250, 250, 250))
+    return cases
 
-    # PNG
-    cases["png_rgb8.jpg"] = pil_bytes(im, "PNG")
-    cases["png_rgba8.png"] = pil_bytes(Image.fromarray(rgba, "RGBA"), "PNG")
-    cases["png_l8.png"] = pil_bytes(Image.fromarray(grey), "PNG")
-    cases["png_la8.png"] = pil_bytes(Image.fromarray(np.dstack([grey, grey[::-1]]), "LA"), "PNG")
-    cases["png_1bit.png"] = pil_bytes(Image.fromarray(grey).convert("1"), "PNG")
-    cases["png_l2.png"] = png(grey >> 6, 2, 0)
-    cases["png_l4.png"] = png(grey >> 4, 4, 0)
-    cases["png_p8.png"] = pil_bytes(pal, "PNG")
-    cases["png_p4.png"] = pil_bytes(pal16, "PNG", bits=4)
-    cases["png_p8_trns_bytes.png"] = pil_bytes(pal, "PNG", transparency=bytes(range(0, 200)))
-    cases["png_p8_trns_index.png"] = pil_bytes(pal, "PNG", transparency=5)
-    idx = picture(40, 30, 4, 1)[..., 0]
-    cases["png_p_short_plte.png"] = png(idx, 8, 3, [(b"PLTE", bytes([200, 10, 20, 30, 200, 40, 1, 2, 3]))])
-    cases["png_p2_short_plte.png"] = png(idx >> 6, 2, 3, [(b"PLTE", bytes([200, 10, 20]))])
-    i16 = (picture(50, 30, 5, 1)[..., 0].astype(np.uint16) * 3) + np.arange(30)[:, None] * 5
-    i16[0, :5] = [0, 1, 255, 256, 65535]
-    cases["png_i16.png"] = pil_bytes(Image.fromarray(i16.astype(np.uint16)), "PNG")
-    cases["png_i16_trns.png"] = png(i16, 16, 0, [(b"tRNS", struct.pack(">H", 300))])
-    r16 = rgb.astype(np.uint16) * 257 + picture(61, 43, 6).astype(np.uint16)
-    cases["png_rgb16.png"] = png(r16, 16, 2)
-    cases["png_rgba16.png"] = png(np.dstack([r16, r16[..., :1] ^ 0x5555]), 16, 6)
-    cases["png_la16.png"] = png(np.dstack([r16[..., 0], r16[..., 1]]), 16, 4)
-    cases["png_rgb8_interlaced.png"] = png(rgb, 8, 2, interlace=True)
-    cases["png_p4_interlaced.png"] = png(idx >> 4, 4, 3, [(b"PLTE", bytes(range(48)))], interlace=True)
-    cases["png_l8_trns.png"] = pil_bytes(Image.fromarray(grey), "PNG", transparency=17)
-    cases["png_rgb8_trns.png"] = pil_bytes(im, "PNG", transparency=(250, 250, 250))
 
-    # JPEG
-    cases["jpeg_420.png"] = pil_bytes(im, "JPEG", quality=90)
-    cases["jpeg_444.jpg"] = pil_bytes(im, "JPEG", quality=95, subsampling=0)
-    cases["jpeg_422.jpg"] = pil_bytes(im, "JPEG", quality=85, subsampling=1)
-    cases["jpeg_progressive.jpg"] = pil_bytes(im, "JPEG", quality=80, progressive=True)
-    cases["jpeg_grey.jpg"] = pil_bytes(Image.fromarray(grey), "JPEG", quality=90)
-    cases["jpeg_cmyk_adobe.jpg"] = pil_bytes(im.convert("CMYK"), "JPEG", quality=90)
+def jpeg_cases(s):
+    """JPEG: subsamplings, progressive, grey, Adobe CMYK, an EXIF orientation PIL does not apply."""
+    cases = {}
+    cases["jpeg_420.png"] = pil_bytes(s.im, "JPEG", quality=90)
+    cases["jpeg_444.jpg"] = pil_bytes(s.im, "JPEG", quality=95, subsampling=0)
+    cases["jpeg_422.jpg"] = pil_bytes(s.im, "JPEG", quality=85, subsampling=1)
+    cases["jpeg_progressive.jpg"] = pil_bytes(s.im, "JPEG", quality=80, progressive=True)
+    cases["jpeg_grey.jpg"] = pil_bytes(Image.fromarray(s.grey), "JPEG", quality=90)
+    cases["jpeg_cmyk_adobe.jpg"] = pil_bytes(s.im.convert("CMYK"), "JPEG", quality=90)
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 CW to display: PIL (and so LLaVA) does not
-    cases["jpeg_exif_orientation6.jpg"] = pil_bytes(im, "JPEG", quality=90, exif=exif.tobytes())
+    cases["jpeg_exif_orientation6.jpg"] = pil_bytes(s.im, "JPEG", quality=90, exif=exif.tobytes())
+    return cases
 
-    # GIF
+
+def gif_cases(s):
+    """GIF: first frames of animations, frames off the screen, local / short / missing colour tables."""
+    cases = {}
     frames = [Image.fromarray(picture(40, 30, s)).quantize(colors=64) for s in (7, 8, 9)]
-    cases["gif_static_small.gif"] = pil_bytes(pal16.resize((12, 9)), "GIF")  # < 16 px: not interlaced
+    cases["gif_static_small.gif"] = pil_bytes(s.pal16.resize((12, 9)), "GIF")  # < 16 px: not interlaced
     cases["gif_static_interlaced.gif"] = pil_bytes(frames[0], "GIF")
     anim = pil_bytes(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=[50, 60, 70], loop=0)
     cases["gif_animated.gif"] = anim
@@ -293,82 +307,98 @@ def make_cases():
     cases["gif_frame_inside_screen.gif"] = gif_edit(anim, screen=(70, 50), offset=(9, 7), drop_transparency=True)
     cases["gif_frame_outside_screen.gif"] = gif_edit(anim, screen=(20, 10), offset=(3, 5))
     cases["gif_local_table.gif"] = gif_edit(anim, table_to_local=True)
-    cases["gif_short_table.gif"] = gif_edit(pil_bytes(pal16.resize((40, 30)), "GIF"), table_entries=4)
-    cases["gif_no_table.gif"] = gif_edit(pil_bytes(pal16.resize((40, 30)), "GIF"), drop_table=True)
-    cases["gif_grey_identity.gif"] = pil_bytes(Image.fromarray(grey), "GIF")
+    cases["gif_short_table.gif"] = gif_edit(pil_bytes(s.pal16.resize((40, 30)), "GIF"), table_entries=4)
+    cases["gif_no_table.gif"] = gif_edit(pil_bytes(s.pal16.resize((40, 30)), "GIF"), drop_table=True)
+    cases["gif_grey_identity.gif"] = pil_bytes(Image.fromarray(s.grey), "GIF")
+    return cases
 
-    # WebP
-    cases["webp_lossy.webp"] = pil_bytes(im, "WEBP", quality=80)
-    cases["webp_lossless.png"] = pil_bytes(im, "WEBP", lossless=True)
-    cases["webp_lossy_alpha.webp"] = pil_bytes(Image.fromarray(rgba, "RGBA"), "WEBP", quality=70)
-    cases["webp_lossless_alpha_exact.webp"] = pil_bytes(Image.fromarray(rgba, "RGBA"), "WEBP", lossless=True, exact=True)
+
+def webp_cases(s):
+    """WebP: lossy, lossless, alpha (exact), animated."""
+    cases = {}
+    cases["webp_lossy.webp"] = pil_bytes(s.im, "WEBP", quality=80)
+    cases["webp_lossless.png"] = pil_bytes(s.im, "WEBP", lossless=True)
+    cases["webp_lossy_alpha.webp"] = pil_bytes(Image.fromarray(s.rgba, "RGBA"), "WEBP", quality=70)
+    cases["webp_lossless_alpha_exact.webp"] = pil_bytes(Image.fromarray(s.rgba, "RGBA"), "WEBP", lossless=True, exact=True)
     wf = [Image.fromarray(picture(40, 30, s)) for s in (10, 11, 12)]
     cases["webp_animated.webp"] = pil_bytes(wf[0], "WEBP", save_all=True, append_images=wf[1:], duration=80, quality=75)
     wa = [Image.fromarray(np.dstack([picture(40, 30, s), picture(40, 30, s + 1, 1)]), "RGBA") for s in (13, 15)]
     cases["webp_animated_alpha.webp"] = pil_bytes(wa[0], "WEBP", save_all=True, append_images=wa[1:], lossless=True)
+    return cases
 
-    # TIFF written by PIL
-    for mode, source in [("1", Image.fromarray(grey).convert("1")), ("L", Image.fromarray(grey)),
-                         ("LA", Image.fromarray(np.dstack([grey, grey[::-1]]), "LA")), ("P", pal),
-                         ("RGB", im), ("RGBA", Image.fromarray(rgba, "RGBA")), ("CMYK", im.convert("CMYK")),
-                         ("I16", Image.fromarray(i16.astype(np.uint16)))]:
+
+def tiff_pil_cases(s):
+    """TIFF as PIL writes it: every mode x compression."""
+    cases = {}
+    for mode, source in [("1", Image.fromarray(s.grey).convert("1")), ("L", Image.fromarray(s.grey)),
+                         ("LA", Image.fromarray(np.dstack([s.grey, s.grey[::-1]]), "LA")), ("P", s.pal),
+                         ("RGB", s.im), ("RGBA", Image.fromarray(s.rgba, "RGBA")), ("CMYK", s.im.convert("CMYK")),
+                         ("I16", Image.fromarray(s.i16.astype(np.uint16)))]:
         for comp in ["raw", "tiff_lzw", "tiff_adobe_deflate", "packbits"]:
             cases[f"tiff_pil_{mode}_{comp}.tif"] = pil_bytes(source, "TIFF", compression=comp)
-    cases["tiff_pil_1_group4.tif"] = pil_bytes(Image.fromarray(grey).convert("1"), "TIFF", compression="group4")
-    cases["tiff_pil_RGB_jpeg.tif"] = pil_bytes(im, "TIFF", compression="jpeg", quality=90)
-    cases["tiff_pil_L_jpeg.tif"] = pil_bytes(Image.fromarray(grey), "TIFF", compression="jpeg", quality=90)
-    cases["tiff_pil_RGBX.tif"] = pil_bytes(im.convert("RGBX"), "TIFF")
-    cases["tiff_pil_I16B.tif"] = pil_bytes(Image.fromarray(i16.astype(np.uint16)).convert("I;16B"), "TIFF")
-    cases["tiff_pil_multipage.tif"] = pil_bytes(im, "TIFF", save_all=True, append_images=[Image.fromarray(rgb[::-1])])
+    cases["tiff_pil_1_group4.tif"] = pil_bytes(Image.fromarray(s.grey).convert("1"), "TIFF", compression="group4")
+    cases["tiff_pil_RGB_jpeg.tif"] = pil_bytes(s.im, "TIFF", compression="jpeg", quality=90)
+    cases["tiff_pil_L_jpeg.tif"] = pil_bytes(Image.fromarray(s.grey), "TIFF", compression="jpeg", quality=90)
+    cases["tiff_pil_RGBX.tif"] = pil_bytes(s.im.convert("RGBX"), "TIFF")
+    cases["tiff_pil_I16B.tif"] = pil_bytes(Image.fromarray(s.i16.astype(np.uint16)).convert("I;16B"), "TIFF")
+    cases["tiff_pil_multipage.tif"] = pil_bytes(s.im, "TIFF", save_all=True, append_images=[Image.fromarray(s.rgb[::-1])])
+    return cases
 
-    # TIFF written here
+
+def tiff_own_cases(s):
+    """TIFF layouts PIL does not write: 16-bit RGB(A), associated alpha, planes, tiles, orientation, ..."""
+    cases = {}
     cmap = np.concatenate([np.arange(16) * 4000 + 100, 65535 - np.arange(16) * 3000, np.arange(16) * 257])
-    cases["tiff_rgb16_le.tif"] = tiff(r16, 2, 16)
-    cases["tiff_rgb16_be_deflate.tif"] = tiff(r16, 2, 16, order=">", compression=8)
-    cases["tiff_rgba16_unassoc.tif"] = tiff(np.dstack([r16, r16[..., :1]]), 2, 16, extra=[2])
-    cases["tiff_rgba16_assoc.tif"] = tiff(np.dstack([r16 // 2, np.full(r16.shape[:2], 40000)]), 2, 16, extra=[1])
-    assoc = np.dstack([rgb // 2, np.where(rgb[..., :1] > 128, 128, 255)]).astype(np.uint8)
+    cases["tiff_rgb16_le.tif"] = tiff(s.r16, 2, 16)
+    cases["tiff_rgb16_be_deflate.tif"] = tiff(s.r16, 2, 16, order=">", compression=8)
+    cases["tiff_rgba16_unassoc.tif"] = tiff(np.dstack([s.r16, s.r16[..., :1]]), 2, 16, extra=[2])
+    cases["tiff_rgba16_assoc.tif"] = tiff(np.dstack([s.r16 // 2, np.full(s.r16.shape[:2], 40000)]), 2, 16, extra=[1])
+    assoc = np.dstack([s.rgb // 2, np.where(s.rgb[..., :1] > 128, 128, 255)]).astype(np.uint8)
     assoc[::4, ::3, 3] = 0
     cases["tiff_rgba_assoc.tif"] = tiff(assoc, 2, 8, extra=[1])
     cases["tiff_rgba_assoc_deflate.tif"] = tiff(assoc, 2, 8, extra=[1], compression=8)
-    cases["tiff_rgbax_extra.tif"] = tiff(np.dstack([rgba, grey.T[:43, :61]]), 2, 8, extra=[2, 0])
-    cases["tiff_rgba_no_extrasamples.tif"] = tiff(rgba, 2, 8)
-    cases["tiff_planar_rgb.tif"] = tiff(rgb, 2, 8, planar=2)
-    cases["tiff_planar_rgb_deflate.tif"] = tiff(rgb, 2, 8, planar=2, compression=8, rows_per_strip=10)
-    cases["tiff_planar_rgba_deflate.tif"] = tiff(rgba, 2, 8, planar=2, extra=[2], compression=8)
-    cases["tiff_tiled_rgb_deflate.tif"] = tiff(rgb, 2, 8, compression=8, tile=(16, 16))
-    cases["tiff_tiled_l.tif"] = tiff(grey, 1, 8, tile=(32, 16))
-    cases["tiff_strips_predictor.tif"] = tiff(rgb, 2, 8, compression=8, rows_per_strip=7, predictor=2)
-    cases["tiff_miniswhite_8.tif"] = tiff(grey, 0, 8)
-    cases["tiff_miniswhite_4.tif"] = tiff(grey >> 4, 0, 4)
-    cases["tiff_grey_2.tif"] = tiff(grey >> 6, 1, 2)
-    cases["tiff_grey_4_deflate.tif"] = tiff(grey >> 4, 1, 4, compression=8)
-    cases["tiff_palette_4.tif"] = tiff(idx >> 4, 3, 4, colormap=cmap)
-    cases["tiff_i16_signed.tif"] = tiff((i16.astype(np.int32) - 200).astype(np.int16).view(np.uint16), 1, 16,
+    cases["tiff_rgbax_extra.tif"] = tiff(np.dstack([s.rgba, s.grey.T[:43, :61]]), 2, 8, extra=[2, 0])
+    cases["tiff_rgba_no_extrasamples.tif"] = tiff(s.rgba, 2, 8)
+    cases["tiff_planar_rgb.tif"] = tiff(s.rgb, 2, 8, planar=2)
+    cases["tiff_planar_rgb_deflate.tif"] = tiff(s.rgb, 2, 8, planar=2, compression=8, rows_per_strip=10)
+    cases["tiff_planar_rgba_deflate.tif"] = tiff(s.rgba, 2, 8, planar=2, extra=[2], compression=8)
+    cases["tiff_tiled_rgb_deflate.tif"] = tiff(s.rgb, 2, 8, compression=8, tile=(16, 16))
+    cases["tiff_tiled_l.tif"] = tiff(s.grey, 1, 8, tile=(32, 16))
+    cases["tiff_strips_predictor.tif"] = tiff(s.rgb, 2, 8, compression=8, rows_per_strip=7, predictor=2)
+    cases["tiff_miniswhite_8.tif"] = tiff(s.grey, 0, 8)
+    cases["tiff_miniswhite_4.tif"] = tiff(s.grey >> 4, 0, 4)
+    cases["tiff_grey_2.tif"] = tiff(s.grey >> 6, 1, 2)
+    cases["tiff_grey_4_deflate.tif"] = tiff(s.grey >> 4, 1, 4, compression=8)
+    cases["tiff_palette_4.tif"] = tiff(s.idx >> 4, 3, 4, colormap=cmap)
+    cases["tiff_i16_signed.tif"] = tiff((s.i16.astype(np.int32) - 200).astype(np.int16).view(np.uint16), 1, 16,
                                         sample_format=2)
-    cases["tiff_i16_miniswhite.tif"] = tiff(i16, 0, 16)
-    cases["tiff_cmyk16.tif"] = tiff(np.asarray(im.convert("CMYK")).astype(np.uint16) * 257, 5, 16)
+    cases["tiff_i16_miniswhite.tif"] = tiff(s.i16, 0, 16)
+    cases["tiff_cmyk16.tif"] = tiff(np.asarray(s.im.convert("CMYK")).astype(np.uint16) * 257, 5, 16)
     for orientation in range(1, 9):  # PIL applies the TIFF tag (TiffImageFile.load_end), unlike EXIF in JPEG
-        cases[f"tiff_orientation{orientation}.tif"] = tiff(rgb, 2, 8, orientation=orientation)
-    cases["tiff_big_endian_rgb.tif"] = tiff(rgb, 2, 8, order=">", compression=8)
+        cases[f"tiff_orientation{orientation}.tif"] = tiff(s.rgb, 2, 8, orientation=orientation)
+    cases["tiff_big_endian_rgb.tif"] = tiff(s.rgb, 2, 8, order=">", compression=8)
 
-    cases["tiff_orientation6_ycbcr_jpeg.tif"] = pil_bytes(im, "TIFF", compression="jpeg", quality=90,
+    cases["tiff_orientation6_ycbcr_jpeg.tif"] = pil_bytes(s.im, "TIFF", compression="jpeg", quality=90,
                                                           tiffinfo={0x0112: 6})
-    cases["tiff_orientation8_planar.tif"] = tiff(rgb, 2, 8, planar=2, orientation=8)
+    cases["tiff_orientation8_planar.tif"] = tiff(s.rgb, 2, 8, planar=2, orientation=8)
+    return cases
 
-    # BMP (stb_image)
-    cases["bmp_rgb.bmp"] = pil_bytes(im, "BMP")
-    cases["bmp_p8.bmp"] = pil_bytes(pal, "BMP")
-    cases["bmp_l.bmp"] = pil_bytes(Image.fromarray(grey), "BMP")
-    cases["bmp_1bit.bmp"] = pil_bytes(Image.fromarray(grey).convert("1"), "BMP")
-    cases["bmp_rgba.bmp"] = pil_bytes(Image.fromarray(rgba, "RGBA"), "BMP")
+
+def stb_cases(s):
+    """BMP, PNM and TGA."""
+    cases = {}
+    cases["bmp_rgb.bmp"] = pil_bytes(s.im, "BMP")
+    cases["bmp_p8.bmp"] = pil_bytes(s.pal, "BMP")
+    cases["bmp_l.bmp"] = pil_bytes(Image.fromarray(s.grey), "BMP")
+    cases["bmp_1bit.bmp"] = pil_bytes(Image.fromarray(s.grey).convert("1"), "BMP")
+    cases["bmp_rgba.bmp"] = pil_bytes(Image.fromarray(s.rgba, "RGBA"), "BMP")
 
     # PNM and TGA (stb_image)
-    cases["ppm_rgb.ppm"] = pil_bytes(im, "PPM")
-    cases["pgm_l.pgm"] = pil_bytes(Image.fromarray(grey), "PPM")
-    cases["pbm_1bit.pbm"] = pil_bytes(Image.fromarray(grey).convert("1"), "PPM")
-    cases["pgm_16bit.pgm"] = b"P5 50 30 65535\n" + i16.astype(">u2").tobytes()
-    small = rgb[:9, :13]
+    cases["ppm_rgb.ppm"] = pil_bytes(s.im, "PPM")
+    cases["pgm_l.pgm"] = pil_bytes(Image.fromarray(s.grey), "PPM")
+    cases["pbm_1bit.pbm"] = pil_bytes(Image.fromarray(s.grey).convert("1"), "PPM")
+    cases["pgm_16bit.pgm"] = b"P5 50 30 65535\n" + s.i16.astype(">u2").tobytes()
+    small = s.rgb[:9, :13]
     cases["ppm_16bit.ppm"] = b"P6\n# a comment\n13 9\n65535\n" + (small.astype(np.uint16) * 257 + 3).astype(">u2").tobytes()
     cases["pgm_maxval1000.pgm"] = b"P5 13 9 1000\n" + (small[..., 0].astype(np.uint16) * 4).astype(">u2").tobytes()
     over = small[..., 0] // 2  # 0..127 with maxval 100: values above maxval are clamped (PIL's PpmDecoder)
@@ -380,10 +410,18 @@ def make_cases():
     cases["pgm_plain.pgm"] = b"P2 13 9 255\n" + text(small[..., 0]) + b"\n"
     cases["ppm_plain_maxval1023.ppm"] = b"P3 13 9 1023 # comment\n" + text(small.astype(np.int64) * 4) + b"\n"
     cases["pgm_plain_maxval4095.pgm"] = b"P2 13 9 4095\n" + text(small[..., 1].astype(np.int64) * 16) + b"\n"
-    for mode, source in [("RGB", im), ("RGBA", Image.fromarray(rgba, "RGBA")), ("L", Image.fromarray(grey)),
-                         ("P", pal), ("LA", Image.fromarray(np.dstack([grey, grey[::-1]]), "LA"))]:
+    for mode, source in [("RGB", s.im), ("RGBA", Image.fromarray(s.rgba, "RGBA")), ("L", Image.fromarray(s.grey)),
+                         ("P", s.pal), ("LA", Image.fromarray(np.dstack([s.grey, s.grey[::-1]]), "LA"))]:
         cases[f"tga_{mode}.tga"] = pil_bytes(source, "TGA")
         cases[f"tga_{mode}_rle.tga"] = pil_bytes(source, "TGA", compression="tga_rle")
+    return cases
+
+
+def make_cases():
+    s = Sources()
+    cases = {}
+    for make in (png_cases, jpeg_cases, gif_cases, webp_cases, tiff_pil_cases, tiff_own_cases, stb_cases):
+        cases.update(make(s))
     return cases
 
 
