@@ -34,6 +34,12 @@ endfunction()
 
 llava_import_library(sentencepiece sentencepiece sentencepiece_processor.h sentencepiece sentencepiece_train)
 llava_import_library(turbojpeg libturbojpeg turbojpeg.h turbojpeg)
+# The other image formats PIL opens (src/image): PNG, WebP (+ demux for animated files), TIFF, GIF.
+llava_import_library(png libpng png.h png16)
+llava_import_library(webp libwebp webp/decode.h webp)
+llava_import_library(webpdemux libwebpdemux webp/demux.h webpdemux)
+llava_import_library(tiff libtiff-4 tiffio.h tiff)
+llava_import_library(gif giflib gif_lib.h gif)  # Debian's giflib 5.2.1 ships no .pc: found by header
 
 # libstb-dev ships the headers under include/stb and a compiled libstb.so with the implementations.
 find_path(STB_INCLUDE_DIR stb_image.h PATH_SUFFIXES stb REQUIRED)

@@ -2,13 +2,17 @@
 // subcommands run as a user runs them, through the built binary.
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "llava/error.h"
 #include "llava/options.h"
+#include "llava/safetensors.h"
 #include "test_data_support.h"
 
 using namespace llava;
@@ -144,6 +148,86 @@ TEST(Cli, PreprocessMatchesFixture) {
     EXPECT_EQ(got["length_with_images"], e["merged_seq_len"]) << "sample " << i;
   }
   EXPECT_EQ(i, 6u);
+}
+
+// Image paths that are not decodable images (issue #10: "image": "." used to end check-data, preprocess and
+// train with std::bad_alloc): each is a bad sample with its reason, the run goes on.
+TEST(Cli, ImageFilesThatAreNotImagesAreBadSamples) {
+  const auto& d = llava::testing::tiny_data_dir();
+  const std::string dir = llava::testing::temp_dir("cli_bad_images");
+  ASSERT_EQ(::mkfifo((dir + "/fifo.png").c_str(), 0600), 0);
+  std::ofstream(dir + "/empty.png").close();
+  const std::string png = llava::testing::read_file(d.image_dir + "/a.png");
+  std::ofstream(dir + "/cut.png", std::ios::binary) << png.substr(0, png.size() / 2);
+  std::ofstream(dir + "/text.jpg") << "not an image at all";
+  auto sample = [&](const std::string& id, const std::string& image) {
+    return R"({"id": ")" + id + R"(", "image": ")" + image +
+           R"(", "conversations": [{"from": "human", "value": "<image> hi"}, {"from": "gpt", "value": "red"}]})";
+  };
+  std::ofstream(dir + "/data.json") << "[" << sample("good", d.image_dir + "/a.png") << ", " << sample("dot", ".")
+                                    << ", " << sample("folder", dir) << ", " << sample("fifo", dir + "/fifo.png")
+                                    << ", " << sample("empty", dir + "/empty.png") << ", " << sample("cut", dir + "/cut.png")
+                                    << ", " << sample("text", dir + "/text.jpg") << "]";
+  const std::string common = " --model_name_or_path " + d.model_dir + " --data_path " + dir + "/data.json";
+  RunResult check = run("check-data" + common);
+  std::printf("%s", check.out.c_str());
+  EXPECT_EQ(check.code, 1) << check.out;  // bad samples found: 1, not a crash (134)
+  EXPECT_NE(check.out.find("7 samples, 1 images, 1 ok, 6 bad"), std::string::npos) << check.out;
+  EXPECT_NE(check.out.find("not_a_file: 3"), std::string::npos) << check.out;
+  EXPECT_NE(check.out.find("empty_image_file: 1"), std::string::npos) << check.out;
+  EXPECT_NE(check.out.find("image_decode: 2"), std::string::npos) << check.out;
+  for (const char* reason : {"'.' is a directory", "is a FIFO", "is empty (0 bytes)", "truncated PNG", "not an image"})
+    EXPECT_NE(check.out.find(reason), std::string::npos) << reason;
+  EXPECT_EQ(check.out.find("bad_alloc"), std::string::npos) << check.out;
+
+  RunResult pre = run("preprocess" + common + " --output " + dir + "/pre.jsonl --save_pixels " + dir + "/px.safetensors");
+  EXPECT_EQ(pre.code, 0) << pre.out;
+  std::ifstream in(dir + "/pre.jsonl");
+  std::string line;
+  int ok = 0, errors = 0;
+  while (std::getline(in, line)) (json::parse(line)["status"] == "ok" ? ok : errors)++;
+  EXPECT_EQ(ok, 1);
+  EXPECT_EQ(errors, 6);
+  auto pixels = llava::SafetensorsFile::open(dir + "/px.safetensors");
+  ASSERT_EQ(pixels->tensors().size(), 1u);  // only the good sample has pixel values
+  EXPECT_EQ(pixels->tensors()[0].name, "sample0.pixel_values");
+  EXPECT_EQ(pixels->tensors()[0].shape, (std::vector<int64_t>{1, 3, 28, 28}));
+
+  // The training data loader (bench-data runs it without a model): bad samples skipped, not fatal.
+  RunResult bench = run("bench-data" + common + " --per_device_train_batch_size 2");
+  EXPECT_EQ(bench.code, 0) << bench.out;
+  EXPECT_NE(bench.out.find("\"skipped\":6"), std::string::npos) << bench.out;
+}
+
+// --save_pixels writes what the model receives for each sample; on the fixture, exactly its reference
+// pixel_values (PIL + CLIPImageProcessor), tensor names, shapes and float32 bits.
+TEST(Cli, PreprocessSavePixelsMatchesFixture) {
+  LLAVA_REQUIRE_FIXTURES();
+  const std::string f = llava::testing::fixture("llava-tiny");
+  const std::string dir = llava::testing::temp_dir("cli_save_pixels");
+  RunResult r = run("preprocess --model_name_or_path " + f + " --data_path " + f + "/data.json --image_folder " + f +
+                    "/images --output " + dir + "/pre.jsonl --save_pixels " + dir + "/pixels.safetensors");
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto got = llava::SafetensorsFile::open(dir + "/pixels.safetensors");
+  auto want = llava::SafetensorsFile::open(f + "/expected/pixel_values.safetensors");
+  ASSERT_EQ(got->tensors().size(), want->tensors().size());
+  size_t values = 0;
+  for (const auto& w : want->tensors()) {
+    const auto* g = got->find(w.name);
+    ASSERT_NE(g, nullptr) << w.name;
+    ASSERT_EQ(g->dtype, llava::DType::F32) << w.name;
+    ASSERT_EQ(g->shape, w.shape) << w.name;
+    ASSERT_EQ(w.dtype, llava::DType::F32) << w.name;
+    const size_t bytes = static_cast<size_t>(w.numel()) * sizeof(float);
+    size_t differ = 0;
+    for (size_t k = 0; k < bytes; k += 4) differ += std::memcmp(got->data(*g) + k, want->data(w) + k, 4) != 0;
+    std::printf("[ save_pixels ] %s [%lld, 3, %lld, %lld]: %zu of %lld values differ\n", w.name.c_str(),
+                static_cast<long long>(w.shape[0]), static_cast<long long>(w.shape[2]),
+                static_cast<long long>(w.shape[3]), differ, static_cast<long long>(w.numel()));
+    EXPECT_EQ(differ, 0u) << w.name;
+    values += w.numel();
+  }
+  EXPECT_EQ(values, 9u * 3 * 56 * 56);  // 9 images in the fixture's 6 samples
 }
 
 TEST(Cli, TokenizeMatchesTokenizerFixture) {

@@ -471,14 +471,15 @@ TEST(ImageDecode, BadInputsThrow) {
 // Header dimensions are checked before any pixel buffer is allocated.
 TEST(ImageDecode, HugeDimensionsRejected) {
   auto png = encode_png(gradient(4, 4, 3), 4, 4, 3);
-  // IHDR data starts at byte 16: width, height big-endian (stb does not verify CRCs).
+  // IHDR data starts at byte 16: width, height big-endian; its CRC (libpng checks it) follows at 29.
   auto set_be32 = [](std::vector<uint8_t>& b, size_t at, uint32_t v) {
     for (int i = 0; i < 4; ++i) b[at + i] = static_cast<uint8_t>(v >> (24 - 8 * i));
   };
-  // Over the per-side limit, over the pixel limit, and over stb's own limit.
-  for (auto [w, h] : {std::pair{20000u, 100u}, std::pair{12000u, 12000u}, std::pair{100000u, 100000u}}) {
+  // Just over PIL's limit (2 * MAX_IMAGE_PIXELS = 178956970 pixels), far over it, over 2^32 pixels.
+  for (auto [w, h] : {std::pair{13378u, 13378u}, std::pair{200000u, 1000u}, std::pair{100000u, 100000u}}) {
     set_be32(png, 16, w);
     set_be32(png, 20, h);
+    set_be32(png, 29, crc32(&png[12], 17) ^ 0xFFFFFFFFu);
     try {
       decode(png);
       ADD_FAILURE() << "huge PNG accepted";

@@ -29,11 +29,27 @@ struct ImageProcessorConfig {
   std::array<uint8_t, 3> pad_background() const;
 };
 
-// Decodes JPEG (libjpeg-turbo), PNG/BMP/GIF/TGA/... (stb_image) to RGB (grayscale and alpha dropped as
-// PIL's convert('RGB') does). min_short_side > 0 lets JPEG decode at a DCT-scaled size whose shorter side
-// stays >= 2 * min_short_side (only for images far larger than the target). Throws llava::Error
-// ("not an image", "truncated JPEG", ...) on bad bytes; never crashes on arbitrary input.
+// PIL's decompression-bomb limit: Image.open raises DecompressionBombError above 2 * MAX_IMAGE_PIXELS
+// (2 * 89478485) pixels. Checked from the header, before any pixel buffer is allocated.
+constexpr long long kMaxImagePixels = 178956970;
+
+// Encoded bytes -> RGB exactly as PIL's Image.open(...).convert("RGB") gives them (Pillow 9.4, what
+// LLaVA reads every image with). The format comes from the leading bytes, never from a file name:
+// JPEG (TurboJPEG), PNG (libpng), GIF (giflib, first frame), WebP (libwebp, first frame), TIFF (libtiff,
+// first page), PNM (PIL's rules, own parser), BMP/TGA/PSD (stb_image). As convert("RGB") does: alpha is dropped, never composited;
+// palettes are looked up (tRNS ignored); grey is replicated; 16-bit samples keep their high byte, except
+// 16-bit grey, which PIL clips to 255; CMYK uses PIL's cmyk2rgb (JPEG CMYK/YCCK read Adobe-inverted);
+// EXIF orientation is not applied, the TIFF Orientation tag is (as Pillow). min_short_side > 0 lets JPEG
+// decode at a DCT-scaled size whose shorter side stays >= 2 * min_short_side (only for images far larger
+// than the target; not PIL-exact).
+// Throws llava::Error ("not an image", "truncated PNG", "image too large", ...) on bad bytes; never
+// crashes on arbitrary input, never puts input bytes in a message.
 RgbImage decode_image(const uint8_t* data, size_t size, int min_short_side = 0);
+
+// The whole content of a regular file. Throws llava::Error naming the file and why: missing, unreadable,
+// a directory, a FIFO/device/socket (opened non-blocking and rejected, so a FIFO cannot hang), empty.
+std::vector<uint8_t> read_image_file(const std::string& path);
+// read_image_file + decode_image; errors say "image file 'PATH': reason".
 RgbImage load_image_file(const std::string& path, int min_short_side = 0);
 
 // PIL Image.resize(size, BICUBIC) with antialiasing (support scaled by the downscale factor, a = -0.5),

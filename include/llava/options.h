@@ -85,6 +85,7 @@ namespace llava {
   X(std::string, input, "", "tokenize: JSONL input with {\"text\", \"image_token\"} lines")                      \
   X(std::string, legacy, "", "tokenize: override tokenizer_config.json's legacy (true|false)")                   \
   X(long, max_samples, -1, "preprocess/check-data/eval/bench-data: stop after N samples")                       \
+  X(std::string, save_pixels, "", "preprocess: FILE.safetensors with each sample's pixel_values (float32)")        \
   X(int, world_size, 1, "plan: number of ranks")                                                              \
   X(std::string, model_config, "", "init-model: JSON/YAML file with the model's sizes")                           \
   X(std::string, tokenizer_dir, "", "init-model: directory whose tokenizer files are copied")

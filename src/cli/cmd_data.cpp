@@ -8,6 +8,7 @@
 #include "commands.h"
 #include "llava/error.h"
 #include "llava/pipeline.h"
+#include "llava/safetensors.h"
 #include "llava/train/loader.h"
 
 namespace llava::cli {
@@ -41,6 +42,7 @@ std::string problem_kind(const std::string& message) {
   static const std::vector<std::pair<const char*, const char*>> kinds = {
       {"marker", "image_marker_count"},     {"too long", "too_long"},
       {"cannot read image", "missing_image"}, {"neither base64", "bad_base64_or_missing_image"},
+      {"not an image file", "not_a_file"},  {"is empty (0 bytes)", "empty_image_file"},
       {"data: URL", "bad_base64_or_missing_image"},
       {"role", "role_order"},               {"conversation", "conversation"},
       {"plain", "template"},                {"): image", "image_decode"},
@@ -92,10 +94,57 @@ int cmd_tokenize(const Options& o) {
   return 0;
 }
 
+// --save_pixels: what each sample feeds the vision tower, as preprocess computed it (build_example, the
+// loader's own path), written at the end as one safetensors file. A sample's images are stacked into
+// "sample<i>.pixel_values" [images, 3, H, W] (the fixture's naming) when they share a shape, as LLaVA's
+// collator stacks them; else each is its own "sample<i>.image<k>.pixel_values" [3, H, W].
+class PixelDump {
+ public:
+  explicit PixelDump(std::string path) : path_(std::move(path)) {}
+  bool enabled() const { return !path_.empty(); }
+
+  void add(size_t sample_index, const std::vector<PixelTensor>& images) {
+    if (images.empty()) return;
+    const std::string prefix = "sample" + std::to_string(sample_index);
+    bool same_shape = true;
+    for (const PixelTensor& t : images)
+      same_shape = same_shape && t.channels == images[0].channels && t.height == images[0].height &&
+                   t.width == images[0].width;
+    if (same_shape) {
+      Entry e{prefix + ".pixel_values", {static_cast<int64_t>(images.size()), images[0].channels, images[0].height,
+                                         images[0].width}, {}};
+      for (const PixelTensor& t : images) e.data.insert(e.data.end(), t.data.begin(), t.data.end());
+      entries_.push_back(std::move(e));
+      return;
+    }
+    for (size_t k = 0; k < images.size(); ++k)
+      entries_.push_back({prefix + ".image" + std::to_string(k) + ".pixel_values",
+                          {images[k].channels, images[k].height, images[k].width}, images[k].data});
+  }
+
+  void write() const {
+    std::vector<TensorToWrite> tensors;
+    for (const Entry& e : entries_)
+      tensors.push_back({e.name, DType::F32, e.shape, e.data.data(), e.data.size() * sizeof(float)});
+    write_safetensors(path_, std::move(tensors));
+    std::cerr << "preprocess: pixel values of " << entries_.size() << " tensor(s) written to " << path_ << "\n";
+  }
+
+ private:
+  struct Entry {
+    std::string name;
+    std::vector<int64_t> shape;
+    std::vector<float> data;  // CHW planes, image after image
+  };
+  std::string path_;
+  std::vector<Entry> entries_;
+};
+
 int cmd_preprocess(const Options& o) {
   auto p = make_data_pipeline(o, true);
+  PixelDump pixels(o.save_pixels);
   ExampleOptions ex = p->example;
-  ex.load_pixels = false;
+  ex.load_pixels = pixels.enabled();
   ex.check_images = true;  // a sample whose image does not decode is reported as an error here too
   LineWriter out(o.output);
   const Dataset& ds = *p->dataset;
@@ -106,12 +155,14 @@ int cmd_preprocess(const Options& o) {
       if (!e.warning.empty()) std::cerr << e.warning << "\n";
       out.write({{"index", i}, {"id", e.id}, {"status", "ok"}, {"prompt", e.prompt}, {"input_ids", e.input_ids},
                  {"labels", e.labels}, {"num_images", e.num_images}, {"length_with_images", e.length_with_images}});
+      pixels.add(i, e.pixels);
     } catch (const Error& err) {
       ++bad;
       out.write({{"index", i}, {"id", ds.id(i)}, {"status", "error"}, {"error", err.what()}});
       if (o.on_bad_sample == "fail") throw;
     }
   }
+  if (pixels.enabled()) pixels.write();
   std::cerr << "preprocess: " << n << " samples, " << bad << " bad\n";
   return 0;
 }

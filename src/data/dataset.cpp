@@ -36,7 +36,8 @@ bool looks_like_image(const uint8_t* d, size_t n) {
   auto starts = [&](const char* magic, size_t len) { return n >= len && std::memcmp(d, magic, len) == 0; };
   return starts("\xFF\xD8\xFF", 3) || starts("\x89PNG", 4) || starts("GIF8", 4) || starts("BM", 2) ||
          (starts("RIFF", 4) && n >= 12 && std::memcmp(d + 8, "WEBP", 4) == 0) || starts("P6", 2) ||
-         starts("P5", 2) || starts("8BPS", 4) || starts("#?RADIANCE", 10);
+         starts("P5", 2) || starts("8BPS", 4) || starts("#?RADIANCE", 10) || starts("II*\0", 4) ||
+         starts("MM\0*", 4) || starts("II+\0", 4) || starts("MM\0+", 4);  // TIFF, BigTIFF
 }
 
 Dataset Dataset::open(const std::string& json_path, const std::string& image_folder) {

@@ -1,8 +1,8 @@
 #include "llava/example.h"
 
-#include <filesystem>
-#include <fstream>
-#include <iterator>
+#include <unistd.h>
+
+#include <algorithm>
 
 #include "llava/error.h"
 #include "llava/text_util.h"
@@ -53,20 +53,17 @@ size_t mask_by_rounds(const std::string& prompt, const ConversationTemplate& t, 
 
 std::vector<uint8_t> read_image_bytes(const ImageRef& ref, const std::string& ctx) {
   if (ref.kind == ImageRef::Kind::kInline) return ref.bytes;
-  std::ifstream in(ref.path, std::ios::binary);
-  if (!in) {
+  // An `images` entry that is neither valid base64 nor an existing path: say both (it may be a long,
+  // broken base64 string, so only its start is shown).
+  if (ref.where.rfind("images", 0) == 0 && ::access(ref.path.c_str(), F_OK) != 0) {
     std::string shown = ref.path.size() > 120 ? ref.path.substr(0, 120) + "..." : ref.path;
-    if (ref.where.rfind("images", 0) == 0)
-      throw Error(ctx + ": " + ref.where + " is neither base64 image data nor a readable file: '" + shown + "'");
-    throw Error(ctx + ": " + ref.where + ": cannot read image file '" + shown + "'");
+    throw Error(ctx + ": " + ref.where + " is neither base64 image data nor a readable file: '" + shown + "'");
   }
-  // one read of the whole file (an istreambuf_iterator copy goes byte by byte: ~50x slower)
-  in.seekg(0, std::ios::end);
-  std::vector<uint8_t> bytes(static_cast<size_t>(std::max<std::streamoff>(0, in.tellg())));
-  in.seekg(0);
-  in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-  if (!in) throw Error(ctx + ": " + ref.where + ": error reading image file '" + ref.path + "'");
-  return bytes;
+  try {
+    return read_image_file(ref.path);  // only regular files: a folder or FIFO is an error, never a hang
+  } catch (const Error& e) {
+    throw Error(ctx + ": " + ref.where + ": " + e.what());
+  }
 }
 
 Example build_example(const Sample& sample, const ExampleOptions& opt) {
