@@ -34,6 +34,10 @@ endfunction()
 
 llava_import_library(sentencepiece sentencepiece sentencepiece_processor.h sentencepiece sentencepiece_train)
 llava_import_library(turbojpeg libturbojpeg turbojpeg.h turbojpeg)
+# Byte-level BPE tokenizer: PCRE2 (pre-tokenizer regex, JIT), utf8proc (NFC), simdjson (tokenizer.json).
+llava_import_library(pcre2 libpcre2-8 pcre2.h pcre2-8)
+llava_import_library(utf8proc libutf8proc utf8proc.h utf8proc)
+llava_import_library(simdjson simdjson simdjson.h simdjson)
 
 # libstb-dev ships the headers under include/stb and a compiled libstb.so with the implementations.
 find_path(STB_INCLUDE_DIR stb_image.h PATH_SUFFIXES stb REQUIRED)
