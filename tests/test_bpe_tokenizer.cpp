@@ -11,6 +11,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
 
 #include "llava/bpe_tokenizer.h"
 #include "llava/error.h"
@@ -475,6 +476,24 @@ TEST_F(SmallBpe, DecodeRoundTripAndCleanUp) {
   EXPECT_EQ(tok.decode(tok.encode("a , b")), "a, b");
   const auto off = write("decode_off", make(false, false), {{"clean_up_tokenization_spaces", false}});
   EXPECT_EQ(off.decode(off.encode("a , b")), "a , b");
+}
+
+// One tokenizer is shared by the loader's worker threads: concurrent encodes give the serial result.
+TEST_F(SmallBpe, ConcurrentEncodesAgree) {
+  const auto tok = write("threads", make(true, false));
+  std::vector<std::string> texts;
+  for (int i = 0; i < 64; ++i) texts.push_back(std::string(i % 7, ' ') + "abc xyz <|a|>b e\xCC\x81 " + std::to_string(i));
+  std::vector<Ids> serial;
+  for (const auto& t : texts) serial.push_back(tok.encode(t));
+  std::vector<std::thread> threads;
+  std::vector<int> wrong(4, 0);
+  for (int k = 0; k < 4; ++k)
+    threads.emplace_back([&, k] {
+      for (int round = 0; round < 50; ++round)
+        for (size_t i = 0; i < texts.size(); ++i) wrong[k] += tok.encode(texts[i]) != serial[i];
+    });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(wrong, std::vector<int>(4, 0));
 }
 
 TEST_F(SmallBpe, ErrorsNameTheFile) {
