@@ -205,6 +205,33 @@ TEST(BpeFixtures, Llama3WithoutIgnoreMergesGivesTheDiagnosticIds) {
   EXPECT_EQ(r.checked, 10);
 }
 
+// llava-interleave-tiny (LLaVA-NeXT's preprocess_qwen with Qwen2's 3 added tokens + "<image>" 151646): every
+// sample's prompt gives its input_ids (tokenizer_image_token) and input_ids_hf (<image> as the added token).
+TEST(BpeFixtures, LlavaInterleaveTinyPrompts) {
+  LLAVA_REQUIRE_FIXTURES();
+  const std::string dir = llava::testing::fixture("llava-interleave-tiny");
+  const auto tok = llava::load_tokenizer(dir);
+  ASSERT_NE(dynamic_cast<const BpeTokenizer*>(tok.get()), nullptr);
+  EXPECT_EQ(tok->vocab_size(), 151647);
+  EXPECT_EQ(tok->token_to_id("<image>"), 151646);
+  EXPECT_EQ(tok->bos_id(), -1);
+  EXPECT_EQ(tok->eos_id(), 151645);
+  EXPECT_EQ(tok->pad_id(), 151643);
+  const json doc = json::parse(llava::testing::read_file(dir + "/expected/samples.json"));
+  int checked = 0, matched = 0;
+  for (const auto& smp : doc.at("samples")) {
+    const std::string prompt = smp.at("prompt");
+    const Ids want = smp.at("input_ids").get<Ids>(), want_hf = smp.at("input_ids_hf").get<Ids>();
+    const Ids got = tok->encode_with_image_tokens(prompt), got_hf = tok->encode(prompt);
+    EXPECT_EQ(got, want) << smp.at("id");
+    EXPECT_EQ(got_hf, want_hf) << smp.at("id");
+    ++checked;
+    matched += got == want && got_hf == want_hf;
+  }
+  std::printf("[ cases    ] llava-interleave-tiny prompts: %d of %d match\n", matched, checked);
+  EXPECT_GT(checked, 0);
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // The README's rules, one example each (values from the README).
 

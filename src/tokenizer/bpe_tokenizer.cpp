@@ -110,7 +110,7 @@ std::vector<int> BpeTokenizer::encode(const std::string& text, bool add_special_
     throw Error("tokenizer: text is not valid UTF-8 (byte offset " + std::to_string(bad) + ")");
   std::vector<int> ids;
   ids.reserve(text.size() / 3 + m.prefix_ids.size() + m.suffix_ids.size() + 1);
-  if (add_special_tokens) ids = m.prefix_ids;
+  if (add_special_tokens) ids.insert(ids.end(), m.prefix_ids.begin(), m.prefix_ids.end());
   auto encode_plain = [&](std::string_view plain, int normalized_added_id) {
     if (normalized_added_id >= 0)
       ids.push_back(normalized_added_id);
