@@ -553,4 +553,5 @@ TEST_F(SmallBpe, FactoryPicksTheFormat) {
   auto tok = llava::load_tokenizer(dir);
   EXPECT_NE(dynamic_cast<const BpeTokenizer*>(tok.get()), nullptr);
   EXPECT_EQ(tok->encode("abc"), (Ids{tok->token_to_id("abc")}));
+  EXPECT_THROW(llava::load_tokenizer(dir, false), llava::Error);  // legacy is SentencePiece's
 }

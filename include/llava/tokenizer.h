@@ -45,7 +45,8 @@ class Tokenizer {
 
 // model_dir/tokenizer.model -> LlamaTokenizer (SentencePiece; LLaVA loads LLaMA-family tokenizers with
 // use_fast=False, and their folders often ship a tokenizer.json too), else model_dir/tokenizer.json ->
-// BpeTokenizer. legacy_override applies to SentencePiece only. Throws llava::Error naming the folder.
+// BpeTokenizer. legacy_override applies to SentencePiece only (an error with a tokenizer.json). Throws
+// llava::Error naming the folder.
 std::shared_ptr<const Tokenizer> load_tokenizer(const std::string& model_dir,
                                                 std::optional<bool> legacy_override = std::nullopt);
 

@@ -60,8 +60,12 @@ std::shared_ptr<const Tokenizer> load_tokenizer(const std::string& model_dir, st
   const std::filesystem::path dir(model_dir);
   if (std::filesystem::exists(dir / "tokenizer.model"))
     return std::make_shared<const LlamaTokenizer>(LlamaTokenizer::from_dir(model_dir, legacy_override));
-  if (std::filesystem::exists(dir / "tokenizer.json"))
+  if (std::filesystem::exists(dir / "tokenizer.json")) {
+    if (legacy_override)
+      throw Error("tokenizer: '" + model_dir + "': legacy applies to SentencePiece (tokenizer.model) only; this "
+                  "folder has a byte-level BPE tokenizer.json");
     return std::make_shared<const BpeTokenizer>(BpeTokenizer::from_dir(model_dir));
+  }
   throw Error("tokenizer: '" + model_dir +
               "' has neither tokenizer.model (SentencePiece) nor tokenizer.json (byte-level BPE)");
 }
