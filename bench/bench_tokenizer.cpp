@@ -5,8 +5,8 @@
 //   bench_tokenizer --spm DIR --bpe DIR [--bpe DIR ...] [--text FILE] [--chars 400000] [--rounds 5]
 //   e.g. build/bench/bench_tokenizer --spm ../shared/fixtures/llava-tiny
 //          --bpe ../shared/fixtures/bpe-tokenizer/qwen2 --bpe ../shared/fixtures/bpe-tokenizer/llama3
-// Prints one JSON object on stdout: load time and the best of --rounds timings per tokenizer, and each BPE
-// tokenizer's speed relative to the SentencePiece one.
+// Prints one JSON object on stdout: load time and the best of --rounds timings per tokenizer (rounds interleaved
+// across tokenizers), and each BPE tokenizer's speed relative to the SentencePiece one.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -82,19 +82,25 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-json bench(const std::string& name, const llava::Tokenizer& tok, double load_s, const std::vector<std::string>& docs,
-           size_t chars, int rounds) {
-  std::vector<double> times;
+struct Timed {
+  std::string name;
+  std::shared_ptr<const llava::Tokenizer> tok;
+  double load_s = 0;
   size_t tokens = 0;
-  for (int r = 0; r < rounds; ++r) {
-    tokens = 0;
-    const auto t0 = std::chrono::steady_clock::now();
-    for (const auto& d : docs) tokens += tok.encode(d).size();
-    times.push_back(seconds_since(t0));
-  }
-  const double best = *std::min_element(times.begin(), times.end());
-  return {{"name", name}, {"load_s", load_s}, {"tokens", tokens}, {"best_s", best}, {"rounds_s", times},
-          {"chars_per_s", static_cast<double>(chars) / best}, {"chars_per_token", static_cast<double>(chars) / tokens}};
+  std::vector<double> rounds_s;
+};
+
+// One round = every tokenizer once over all documents, so that a burst of load on the shared machine hits
+// all of them alike; each keeps its best round.
+void run_rounds(std::vector<Timed>& all, const std::vector<std::string>& docs, int rounds) {
+  for (int r = 0; r < rounds; ++r)
+    for (Timed& t : all) {
+      size_t tokens = 0;
+      const auto t0 = std::chrono::steady_clock::now();
+      for (const auto& d : docs) tokens += t.tok->encode(d).size();
+      t.rounds_s.push_back(seconds_since(t0));
+      t.tokens = tokens;
+    }
 }
 
 }  // namespace
@@ -132,16 +138,30 @@ int main(int argc, char** argv) {
   const std::vector<std::string> docs = documents(text);
   const size_t n_chars = code_points(text);
 
+  std::vector<Timed> all;
+  auto load = [&](const std::string& name, auto&& make) {
+    const auto t0 = std::chrono::steady_clock::now();
+    Timed t{name, make(), 0, 0, {}};
+    t.load_s = seconds_since(t0);
+    all.push_back(std::move(t));
+  };
+  load("sentencepiece " + spm_dir, [&] { return std::make_shared<const llava::LlamaTokenizer>(llava::LlamaTokenizer::from_dir(spm_dir)); });
+  for (const auto& dir : bpe_dirs)
+    load("bpe " + dir, [&] { return std::make_shared<const llava::BpeTokenizer>(llava::BpeTokenizer::from_dir(dir)); });
+  run_rounds(all, docs, rounds);
+
   json results = json::array();
-  auto t0 = std::chrono::steady_clock::now();
-  const auto spm = llava::LlamaTokenizer::from_dir(spm_dir);
-  const json spm_result = bench("sentencepiece " + spm_dir, spm, seconds_since(t0), docs, n_chars, rounds);
-  results.push_back(spm_result);
-  for (const auto& dir : bpe_dirs) {
-    t0 = std::chrono::steady_clock::now();
-    const auto bpe = llava::BpeTokenizer::from_dir(dir);
-    json r = bench("bpe " + dir, bpe, seconds_since(t0), docs, n_chars, rounds);
-    r["speed_vs_sentencepiece"] = r["chars_per_s"].get<double>() / spm_result["chars_per_s"].get<double>();
+  double spm_chars_per_s = 0;
+  for (const Timed& t : all) {
+    const double best = *std::min_element(t.rounds_s.begin(), t.rounds_s.end());
+    const double chars_per_s = static_cast<double>(n_chars) / best;
+    json r = {{"name", t.name},       {"load_s", t.load_s}, {"tokens", t.tokens}, {"best_s", best},
+              {"rounds_s", t.rounds_s}, {"chars_per_s", chars_per_s},
+              {"chars_per_token", static_cast<double>(n_chars) / static_cast<double>(t.tokens)}};
+    if (spm_chars_per_s == 0)
+      spm_chars_per_s = chars_per_s;
+    else
+      r["speed_vs_sentencepiece"] = chars_per_s / spm_chars_per_s;
     results.push_back(r);
   }
   std::cout << json{{"text", {{"chars", n_chars}, {"bytes", text.size()}, {"documents", docs.size()},
