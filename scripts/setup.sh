@@ -11,6 +11,7 @@ PACKAGES=(
   libtorch-dev libgloo-dev libopenblas0-pthread   # LibTorch 1.13 (CPU) + c10d Gloo headers + a fast BLAS
   libsentencepiece-dev libstb-dev libturbojpeg0-dev libpng-dev libwebp-dev libtiff-dev libgif-dev
   nlohmann-json3-dev libcxxopts-dev libspdlog-dev libyaml-cpp-dev libgtest-dev
+  libpcre2-dev libutf8proc-dev libsimdjson-dev    # byte-level BPE tokenizer (tokenizer.json)
   cmake g++ make pkg-config ccache
   python3-pil python3-numpy                       # tests compare image decoding with PIL's (skipped without)
 )

@@ -257,3 +257,39 @@ TEST(Cli, TokenizeMatchesTokenizerFixture) {
     EXPECT_EQ(mismatches, 0u) << "legacy " << legacy;
   }
 }
+
+// --add_special_tokens (HF's meaning) on both tokenizer kinds, and tokenizer.json folders through the CLI.
+TEST(Cli, TokenizeAddSpecialTokensAndBpe) {
+  LLAVA_REQUIRE_FIXTURES();
+  auto ids_of = [](const std::string& args) {
+    RunResult r = run("tokenize " + args);
+    EXPECT_EQ(r.code, 0) << r.out;
+    return r.code == 0 ? json::parse(r.out)["ids"] : json();
+  };
+  const std::string spm = llava::testing::fixture("llava-tiny");
+  const std::string llama3 = llava::testing::fixture("bpe-tokenizer/llama3");
+  const std::string qwen2 = llava::testing::fixture("bpe-tokenizer/qwen2");
+  // SentencePiece: BOS by default (as before), none with false. "</s>USER:" -> [1,] 2, 11889, 29901.
+  EXPECT_EQ(ids_of("--model_name_or_path " + spm + " --text '</s>USER:'"), json({1, 2, 11889, 29901}));
+  EXPECT_EQ(ids_of("--model_name_or_path " + spm + " --text '</s>USER:' --add_special_tokens false"),
+            json({2, 11889, 29901}));
+  // Llama-3 (bpe-tokenizer README): <|begin_of_text|> 128000 added by default; Qwen adds nothing.
+  EXPECT_EQ(ids_of("--model_name_or_path " + llama3 + " --text 'Hello world'"), json({128000, 9906, 1917}));
+  EXPECT_EQ(ids_of("--model_name_or_path " + llama3 + " --text 'Hello world' --add_special_tokens=false"),
+            json({9906, 1917}));
+  EXPECT_EQ(ids_of("--model_name_or_path " + qwen2 + " --text 'Hello world'"), json({9707, 1879}));
+  // image_token lines and pieces: "<image>\nWhat is in the image?" (README item 8).
+  const std::string dir = llava::testing::temp_dir("cli_bpe_tok");
+  std::ofstream(dir + "/in.jsonl") << json{{"text", "<image>\nWhat is in the image?"}, {"image_token", true}}.dump()
+                                   << "\n";
+  RunResult r = run("tokenize --model_name_or_path " + qwen2 + " --input " + dir + "/in.jsonl");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const json got = json::parse(r.out);
+  EXPECT_EQ(got["ids"], json({-200, 198, 3838, 374, 304, 279, 2168, 30}));
+  EXPECT_EQ(got["pieces"][0], "<image>");
+  EXPECT_EQ(got["pieces"][1], "\u010a");  // Ċ
+  // A folder with neither tokenizer file: the error names it.
+  r = run("tokenize --model_name_or_path " + dir + " --text x");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find(dir), std::string::npos) << r.out;
+}

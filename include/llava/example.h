@@ -14,7 +14,7 @@
 namespace llava {
 
 struct ExampleOptions {
-  const LlamaTokenizer* tokenizer = nullptr;
+  const Tokenizer* tokenizer = nullptr;
   const ConversationTemplate* conversation = nullptr;
   ImagePlacement placement = ImagePlacement::kFront;
   int model_max_length = 2048;

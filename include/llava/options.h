@@ -84,6 +84,7 @@ namespace llava {
   X(std::string, text, "", "tokenize: the text")                                                                 \
   X(std::string, input, "", "tokenize: JSONL input with {\"text\", \"image_token\"} lines")                      \
   X(std::string, legacy, "", "tokenize: override tokenizer_config.json's legacy (true|false)")                   \
+  X(bool, add_special_tokens, true, "tokenize: add the tokenizer's BOS/EOS (HF's add_special_tokens)")          \
   X(long, max_samples, -1, "preprocess/check-data/eval/bench-data: stop after N samples")                       \
   X(std::string, save_pixels, "", "preprocess: FILE.safetensors with each sample's pixel_values (float32)")        \
   X(int, world_size, 1, "plan: number of ranks")                                                              \

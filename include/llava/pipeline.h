@@ -1,6 +1,7 @@
 #pragma once
 // Builds the data side of a run from the options: tokenizer, template, image geometry and
 // preprocessing, dataset index. Reads only small JSON files of the model directories (no torch).
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -22,12 +23,13 @@ struct VisionFiles {
 VisionFiles find_vision_files(const std::string& model_dir, const std::string& vision_tower_dir);
 
 struct DataPipeline {
-  LlamaTokenizer tokenizer;
+  std::shared_ptr<const Tokenizer> tokenizer_ptr;  // for users that outlive the pipeline (generation)
+  const Tokenizer& tokenizer;                      // *tokenizer_ptr
   ExampleOptions example;  // points at `tokenizer`: keep the pipeline where it was made (not copied)
   std::optional<Dataset> dataset;
   DataPipeline(const DataPipeline&) = delete;
   DataPipeline& operator=(const DataPipeline&) = delete;
-  DataPipeline(LlamaTokenizer tok) : tokenizer(std::move(tok)) {}
+  explicit DataPipeline(std::shared_ptr<const Tokenizer> tok) : tokenizer_ptr(std::move(tok)), tokenizer(*tokenizer_ptr) {}
 };
 
 // needs_dataset: also open --data_path (error when missing).

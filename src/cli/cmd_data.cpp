@@ -55,19 +55,21 @@ std::string problem_kind(const std::string& message) {
 }  // namespace
 
 int cmd_tokenize(const Options& o) {
-  if (o.model_name_or_path.empty()) throw Error("tokenize: --model_name_or_path (a directory with tokenizer.model) is required");
+  if (o.model_name_or_path.empty())
+    throw Error("tokenize: --model_name_or_path (a directory with tokenizer.model or tokenizer.json) is required");
   std::optional<bool> legacy;
   if (!o.legacy.empty()) {
     if (o.legacy != "true" && o.legacy != "false" && o.legacy != "True" && o.legacy != "False")
       throw Error("--legacy expects true or false");
     legacy = o.legacy == "true" || o.legacy == "True";
   }
-  LlamaTokenizer tok = LlamaTokenizer::from_dir(o.model_name_or_path, legacy);
+  const std::shared_ptr<const Tokenizer> tok = load_tokenizer(o.model_name_or_path, legacy);
   LineWriter out(o.output);
   auto emit = [&](const std::string& text, bool image_token) {
-    std::vector<int> ids = image_token ? tok.encode_with_image_tokens(text) : tok.encode(text);
+    std::vector<int> ids = image_token ? tok->encode_with_image_tokens(text, o.add_special_tokens)
+                                       : tok->encode(text, o.add_special_tokens);
     json pieces = json::array();
-    for (int id : ids) pieces.push_back(tok.id_to_piece(id));
+    for (int id : ids) pieces.push_back(tok->id_to_piece(id));
     out.write({{"text", text}, {"ids", ids}, {"pieces", pieces}});
   };
   if (!o.input.empty()) {

@@ -92,7 +92,7 @@ int cmd_init_model(const Options& o) {
   if (!spec.contains("text_config")) spec["text_config"] = json::object();
 
   if (!o.tokenizer_dir.empty()) {
-    const int n = LlamaTokenizer::from_dir(o.tokenizer_dir).vocab_size();
+    const int n = load_tokenizer(o.tokenizer_dir)->vocab_size();
     json& text = spec["text_config"];
     if (!text.contains("vocab_size")) text["vocab_size"] = n;
     if (text["vocab_size"].get<int64_t>() < n)

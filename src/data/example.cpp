@@ -17,12 +17,15 @@ Ids to_ids(const std::vector<int>& v) { return Ids(v.begin(), v.end()); }
 // LLaVA's preprocess_v1 (TWO style) and preprocess_llama_2: mask by round lengths.
 // Each round string is tokenized on its own; its BOS stands in for the </s> that ends the previous
 // round in the real sequence. Returns the final `cur` position.
-size_t mask_by_rounds(const std::string& prompt, const ConversationTemplate& t, const LlamaTokenizer& tok,
+size_t mask_by_rounds(const std::string& prompt, const ConversationTemplate& t, const Tokenizer& tok,
                       bool has_image, Ids& labels) {
   auto length = [&](const std::string& s) {
     return static_cast<long>(has_image ? tok.encode_with_image_tokens(s).size() : tok.encode(s).size());
   };
   const bool llama2 = t.style == SeparatorStyle::kLlama2;
+  // The non-legacy correction is SentencePiece's (its "▁" dummy prefix); a byte-level BPE has no prefix space.
+  const auto* spm = dynamic_cast<const LlamaTokenizer*>(&tok);
+  const bool non_legacy_spm = spm && !spm->legacy();
   const std::string sep = llama2 ? "[/INST] " : t.sep + t.roles[1] + ": ";
   auto mask = [&](long from, long to) {
     for (long k = std::max(0L, from); k < std::min(to, static_cast<long>(labels.size())); ++k) labels[k] = kIgnoreIndex;
@@ -38,7 +41,7 @@ size_t mask_by_rounds(const std::string& prompt, const ConversationTemplate& t, 
     long round_len = length(rou);
     long instruction_len = length(parts[0] + sep) - 2;
     // transformers >= 4.35 with a non-legacy tokenizer: no dummy-prefix token after </s>
-    if (!llama2 && i != 0 && !tok.legacy()) {
+    if (!llama2 && i != 0 && non_legacy_spm) {
       round_len -= 1;
       instruction_len -= 1;
     }
@@ -67,7 +70,7 @@ std::vector<uint8_t> read_image_bytes(const ImageRef& ref, const std::string& ct
 }
 
 Example build_example(const Sample& sample, const ExampleOptions& opt) {
-  const LlamaTokenizer& tok = *opt.tokenizer;
+  const Tokenizer& tok = *opt.tokenizer;
   const ConversationTemplate& tmpl = *opt.conversation;
   const std::string ctx = sample_context(static_cast<long>(sample.index), sample.id);
   Example ex;

@@ -60,10 +60,11 @@ VisionFiles find_vision_files(const std::string& model_dir, const std::string& v
 }
 
 std::unique_ptr<DataPipeline> make_data_pipeline(const Options& o, bool needs_dataset) {
-  if (o.model_name_or_path.empty()) throw Error("--model_name_or_path is required (it holds tokenizer.model)");
+  if (o.model_name_or_path.empty())
+    throw Error("--model_name_or_path is required (it holds tokenizer.model or tokenizer.json)");
   if (o.mm_use_im_start_end || o.mm_use_im_patch_token)
     throw Error("--mm_use_im_start_end / --mm_use_im_patch_token are not supported (LLaVA-1.5 uses false)");
-  auto p = std::make_unique<DataPipeline>(LlamaTokenizer::from_dir(o.model_name_or_path));
+  auto p = std::make_unique<DataPipeline>(load_tokenizer(o.model_name_or_path));
   ExampleOptions& ex = p->example;
   ex.tokenizer = &p->tokenizer;
   ex.conversation = &ConversationTemplate::get(o.version);

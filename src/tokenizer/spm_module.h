@@ -20,6 +20,8 @@ class Model {
   virtual std::string id_to_piece(int id) const = 0;
   virtual int piece_to_id(const std::string& piece) const = 0;
   virtual int piece_size() const = 0;
+  // SentencePieceProcessor::DecodePieces: "▁" -> space, <0xNN> pieces -> bytes (invalid UTF-8 replaced).
+  virtual std::string decode_pieces(const std::vector<std::string>& pieces) const = 0;
 };
 
 struct ModuleApi {
@@ -29,7 +31,7 @@ struct ModuleApi {
   bool (*train)(const std::vector<std::pair<std::string, std::string>>& args, std::string* error);
 };
 
-constexpr int kAbiVersion = 1;
+constexpr int kAbiVersion = 2;
 
 // The module's API (loaded on first use; throws llava::Error saying where it looked when it is missing).
 const ModuleApi& module();

@@ -4,13 +4,12 @@
 #include "llava/tokenizer.h"
 
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
-#include <unordered_map>
 
 #include "llava/error.h"
 #include "llava/text_util.h"
+#include "hf_config.h"
+#include "llava/bpe_tokenizer.h"
 #include "spm_module.h"
 
 namespace llava {
@@ -18,15 +17,6 @@ namespace {
 
 const std::string kSpieceUnderline = "\xE2\x96\x81";  // "▁" (U+2581), SentencePiece's space mark
 const std::string kImageToken = "<image>";
-
-std::string read_binary(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("tokenizer: cannot open '" + path + "'");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) throw Error("tokenizer: cannot read '" + path + "'");
-  return ss.str();
-}
 
 // A serialized ModelProto fragment: field 3 (normalizer_spec, length-delimited, 2 bytes) holding field 3
 // (add_dummy_prefix, varint) = 0. Protobuf merges repeated occurrences of a singular message field, so
@@ -38,24 +28,47 @@ bool starts_with(const std::string& s, const std::string& prefix) {
   return s.compare(0, prefix.size(), prefix) == 0;
 }
 
-// A special-token entry of tokenizer_config.json: a plain string or an AddedToken object {"content": ...}.
-std::string special_token_content(const nlohmann::json& cfg, const char* key, const std::string& fallback,
-                                  const std::string& path) {
-  if (!cfg.contains(key) || cfg[key].is_null()) return fallback;
-  const auto& v = cfg[key];
-  if (v.is_string()) return v.get<std::string>();
-  if (v.is_object() && v.contains("content") && v["content"].is_string())
-    return v["content"].get<std::string>();
-  throw Error("tokenizer: " + path + ": '" + key + "' must be a string or an object with a string 'content'");
-}
-
-bool config_bool(const nlohmann::json& cfg, const char* key, bool fallback, const std::string& path) {
-  if (!cfg.contains(key) || cfg[key].is_null()) return fallback;  // absent or null: HF's default
-  if (!cfg[key].is_boolean()) throw Error("tokenizer: " + path + ": '" + key + "' must be true or false");
-  return cfg[key].get<bool>();
-}
-
 }  // namespace
+
+// llava.mm_utils.tokenizer_image_token (LLaVA and LLaVA-NeXT alike), including its offset arithmetic:
+// every chunk is tokenized with the tokenizer's special tokens, and the BOS of every chunk after the
+// first is dropped only when the tokenizer adds one.
+std::vector<int> Tokenizer::encode_with_image_tokens(const std::string& prompt, bool add_special_tokens) const {
+  std::vector<std::vector<int>> chunks;
+  for (size_t start = 0;;) {
+    const size_t pos = prompt.find(kImageToken, start);
+    chunks.push_back(encode(prompt.substr(start, pos == std::string::npos ? std::string::npos : pos - start),
+                            add_special_tokens));
+    if (pos == std::string::npos) break;
+    start = pos + kImageToken.size();
+  }
+  std::vector<int> ids;
+  size_t offset = 0;
+  if (!chunks[0].empty() && bos_id() >= 0 && chunks[0][0] == bos_id()) {
+    offset = 1;
+    ids.push_back(bos_id());
+  }
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    if (i > 0) ids.push_back(kImageTokenIndex);  // the separator [-200] * (offset + 1), cut by x[offset:]
+    if (chunks[i].size() > offset)
+      ids.insert(ids.end(), chunks[i].begin() + static_cast<std::ptrdiff_t>(offset), chunks[i].end());
+  }
+  return ids;
+}
+
+std::shared_ptr<const Tokenizer> load_tokenizer(const std::string& model_dir, std::optional<bool> legacy_override) {
+  const std::filesystem::path dir(model_dir);
+  if (std::filesystem::exists(dir / "tokenizer.model"))
+    return std::make_shared<const LlamaTokenizer>(LlamaTokenizer::from_dir(model_dir, legacy_override));
+  if (std::filesystem::exists(dir / "tokenizer.json")) {
+    if (legacy_override)
+      throw Error("tokenizer: '" + model_dir + "': legacy applies to SentencePiece (tokenizer.model) only; this "
+                  "folder has a byte-level BPE tokenizer.json");
+    return std::make_shared<const BpeTokenizer>(BpeTokenizer::from_dir(model_dir));
+  }
+  throw Error("tokenizer: '" + model_dir +
+              "' has neither tokenizer.model (SentencePiece) nor tokenizer.json (byte-level BPE)");
+}
 
 // Special-token strings (from tokenizer_config.json) and their ids; defined here to keep the header small.
 struct LlamaTokenizer::Specials {
@@ -65,24 +78,19 @@ struct LlamaTokenizer::Specials {
 };
 
 LlamaTokenizer LlamaTokenizer::from_dir(const std::string& dir, std::optional<bool> legacy_override) {
-  const std::string config_path = (std::filesystem::path(dir) / "tokenizer_config.json").string();
-  nlohmann::json cfg = nlohmann::json::object();
-  if (std::filesystem::exists(config_path)) {
-    try {
-      cfg = nlohmann::json::parse(read_binary(config_path));
-    } catch (const nlohmann::json::exception& e) {
-      throw Error("tokenizer: " + config_path + ": invalid JSON: " + e.what());
-    }
-    if (!cfg.is_object()) throw Error("tokenizer: " + config_path + ": expected a JSON object");
-  }
-  const bool legacy = legacy_override ? *legacy_override : config_bool(cfg, "legacy", true, config_path);
+  std::string config_path;
+  const nlohmann::json cfg = hf::read_tokenizer_config(dir, &config_path);
+  const bool legacy = legacy_override ? *legacy_override : hf::config_flag(cfg, "legacy", config_path).value_or(true);
   Specials specials;
-  specials.bos_text = special_token_content(cfg, "bos_token", specials.bos_text, config_path);
-  specials.eos_text = special_token_content(cfg, "eos_token", specials.eos_text, config_path);
-  specials.unk_text = special_token_content(cfg, "unk_token", specials.unk_text, config_path);
-  return load((std::filesystem::path(dir) / "tokenizer.model").string(), legacy,
-              config_bool(cfg, "add_bos_token", true, config_path),
-              config_bool(cfg, "add_eos_token", false, config_path), specials);
+  specials.bos_text = hf::special_token_text(cfg, "bos_token", config_path).value_or(specials.bos_text);
+  specials.eos_text = hf::special_token_text(cfg, "eos_token", config_path).value_or(specials.eos_text);
+  specials.unk_text = hf::special_token_text(cfg, "unk_token", config_path).value_or(specials.unk_text);
+  LlamaTokenizer tok = load((std::filesystem::path(dir) / "tokenizer.model").string(), legacy,
+                            hf::config_flag(cfg, "add_bos_token", config_path).value_or(true),
+                            hf::config_flag(cfg, "add_eos_token", config_path).value_or(false), specials);
+  // LlamaTokenizer.__init__'s default is False (the base class's True does not apply).
+  tok.clean_up_spaces_ = hf::config_flag(cfg, "clean_up_tokenization_spaces", config_path).value_or(false);
+  return tok;
 }
 
 LlamaTokenizer LlamaTokenizer::from_model_file(const std::string& model_path, bool legacy, bool add_bos,
@@ -92,7 +100,7 @@ LlamaTokenizer LlamaTokenizer::from_model_file(const std::string& model_path, bo
 
 LlamaTokenizer LlamaTokenizer::load(const std::string& model_path, bool legacy, bool add_bos, bool add_eos,
                                     Specials specials) {
-  std::string proto = read_binary(model_path);
+  std::string proto = hf::read_file(model_path);
   // HF get_spm_processor: legacy loads the model as-is; non-legacy turns off the dummy prefix and adds
   // the "▁" itself (only at the start of the text, not after special tokens).
   if (!legacy) proto += kNoDummyPrefixPatch;
@@ -167,7 +175,7 @@ std::vector<int> LlamaTokenizer::encode_chunk(const std::string& chunk) const {
   return ids;
 }
 
-std::vector<int> LlamaTokenizer::encode(const std::string& text) const {
+std::vector<int> LlamaTokenizer::encode(const std::string& text, bool add_special_tokens) const {
   std::vector<int> tokens;  // HF's tokenize() result, before BOS/EOS
   bool second_is_special = false;
   if (!text.empty()) {
@@ -190,34 +198,51 @@ std::vector<int> LlamaTokenizer::encode(const std::string& text) const {
 
   std::vector<int> ids;
   ids.reserve(tokens.size() + 2);
-  if (add_bos_) ids.push_back(specials_->bos);
+  if (add_special_tokens && add_bos_) ids.push_back(specials_->bos);
   ids.insert(ids.end(), tokens.begin(), tokens.end());
-  if (add_eos_) ids.push_back(specials_->eos);
+  if (add_special_tokens && add_eos_) ids.push_back(specials_->eos);
   return ids;
 }
 
-// llava.mm_utils.tokenizer_image_token, including its offset arithmetic: every chunk is tokenized with
-// BOS, and the BOS of every chunk after the first is dropped only when the tokenizer adds one.
-std::vector<int> LlamaTokenizer::encode_with_image_tokens(const std::string& prompt) const {
-  std::vector<std::vector<int>> chunks;
-  for (size_t start = 0;;) {
-    const size_t pos = prompt.find(kImageToken, start);
-    chunks.push_back(encode(prompt.substr(start, pos == std::string::npos ? std::string::npos : pos - start)));
-    if (pos == std::string::npos) break;
-    start = pos + kImageToken.size();
+// PreTrainedTokenizer._decode (v4.37.2) for a LlamaTokenizer, whose only added tokens are its specials:
+// convert_ids_to_tokens (skipping the special ids when asked), then convert_tokens_to_string.
+std::string LlamaTokenizer::decode(const std::vector<int>& ids, bool skip_special_tokens) const {
+  std::vector<std::string> tokens;
+  tokens.reserve(ids.size());
+  for (int id : ids) {
+    if (id == kImageTokenIndex) continue;
+    const std::string piece = id_to_piece(id);  // throws out of range, as sp.IdToPiece does
+    if (skip_special_tokens && (id == specials_->bos || id == specials_->eos || id == specials_->unk)) continue;
+    tokens.push_back(piece);
   }
-  std::vector<int> ids;
-  size_t offset = 0;
-  if (!chunks[0].empty() && chunks[0][0] == specials_->bos) {
-    offset = 1;
-    ids.push_back(specials_->bos);
+  if (tokens.empty()) return "";
+  std::string text = tokens_to_string(std::move(tokens));
+  return clean_up_spaces_ ? hf::clean_up_tokenization(std::move(text)) : text;
+}
+
+// LlamaTokenizer.convert_tokens_to_string (v4.37.2): one leading "▁" is dropped from the first token (the
+// one tokenize() adds), special-token text is kept as-is (legacy mode puts a space before it), and the
+// runs of ordinary pieces in between go through the SentencePiece decoder.
+std::string LlamaTokenizer::tokens_to_string(std::vector<std::string> tokens) const {
+  if (starts_with(tokens[0], kSpieceUnderline)) tokens[0].erase(0, kSpieceUnderline.size());
+  auto is_special = [&](const std::string& t) {
+    return t == specials_->bos_text || t == specials_->eos_text || t == specials_->unk_text;
+  };
+  std::string out;
+  std::vector<std::string> run;
+  bool prev_is_special = false;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    if (is_special(tokens[i])) {
+      if (!prev_is_special && i != 0 && legacy_) out += ' ';
+      out += sp_->decode_pieces(run) + tokens[i];
+      run.clear();
+      prev_is_special = true;
+    } else {
+      run.push_back(std::move(tokens[i]));
+      prev_is_special = false;
+    }
   }
-  for (size_t i = 0; i < chunks.size(); ++i) {
-    if (i > 0) ids.push_back(kImageTokenIndex);  // the separator [-200] * (offset + 1), cut by x[offset:]
-    if (chunks[i].size() > offset)
-      ids.insert(ids.end(), chunks[i].begin() + static_cast<std::ptrdiff_t>(offset), chunks[i].end());
-  }
-  return ids;
+  return out + sp_->decode_pieces(run);
 }
 
 std::string LlamaTokenizer::id_to_piece(int id) const {
@@ -226,6 +251,11 @@ std::string LlamaTokenizer::id_to_piece(int id) const {
     throw Error("tokenizer: id " + std::to_string(id) + " out of range [0, " + std::to_string(vocab_size()) +
                 ")");
   return sp_->id_to_piece(id);
+}
+
+int LlamaTokenizer::token_to_id(const std::string& token) const {
+  const int id = sp_->piece_to_id(token);  // the unknown id for a string that is no piece
+  return id >= 0 && sp_->id_to_piece(id) == token ? id : -1;
 }
 
 int LlamaTokenizer::bos_id() const { return specials_->bos; }

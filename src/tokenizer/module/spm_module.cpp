@@ -20,6 +20,11 @@ class SentencePieceModel : public llava::spm::Model {
   std::string id_to_piece(int id) const override { return sp_.IdToPiece(id); }
   int piece_to_id(const std::string& piece) const override { return sp_.PieceToId(piece); }
   int piece_size() const override { return sp_.GetPieceSize(); }
+  std::string decode_pieces(const std::vector<std::string>& pieces) const override {
+    std::string text;
+    if (!sp_.Decode(pieces, &text).ok()) text.clear();  // fails only on an unloaded model
+    return text;
+  }
 
  private:
   sentencepiece::SentencePieceProcessor sp_;
