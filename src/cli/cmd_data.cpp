@@ -50,6 +50,20 @@ std::string problem_kind(const std::string& message) {
   return "malformed_sample";
 }
 
+// anyres: each image's (width, height), tiles (base included) and LLM positions; nothing otherwise.
+void add_anyres_fields(const Example& e, json& line) {
+  if (e.image_layouts.empty()) return;
+  json sizes = json::array(), tiles = json::array(), positions = json::array();
+  for (const AnyresImageLayout& l : e.image_layouts) {
+    sizes.push_back({l.original.width, l.original.height});
+    tiles.push_back(l.num_tiles);
+    positions.push_back(l.positions);
+  }
+  line["image_sizes"] = sizes;
+  line["image_tiles"] = tiles;
+  line["image_positions"] = positions;
+}
+
 }  // namespace
 
 int cmd_tokenize(const Options& o) {
@@ -104,8 +118,11 @@ int cmd_preprocess(const Options& o) {
     try {
       Example e = build_example(ds.sample(i), ex);
       if (!e.warning.empty()) std::cerr << e.warning << "\n";
-      out.write({{"index", i}, {"id", e.id}, {"status", "ok"}, {"prompt", e.prompt}, {"input_ids", e.input_ids},
-                 {"labels", e.labels}, {"num_images", e.num_images}, {"length_with_images", e.length_with_images}});
+      json line = {{"index", i},       {"id", e.id},         {"status", "ok"},
+                   {"prompt", e.prompt}, {"input_ids", e.input_ids}, {"labels", e.labels},
+                   {"num_images", e.num_images}, {"length_with_images", e.length_with_images}};
+      add_anyres_fields(e, line);
+      out.write(line);
     } catch (const Error& err) {
       ++bad;
       out.write({{"index", i}, {"id", ds.id(i)}, {"status", "error"}, {"error", err.what()}});
@@ -124,12 +141,18 @@ int cmd_check_data(const Options& o) {
   const Dataset& ds = *p->dataset;
   size_t n = sample_limit(o, ds.size());
   std::map<std::string, std::vector<std::string>> problems;
-  size_t mismatches = 0, images = 0, bad = 0;
+  size_t mismatches = 0, images = 0, bad = 0, tiles = 0, budget_cut = 0;
+  int most_positions = 0;
   for (size_t i = 0; i < n; ++i) {
     try {
       Example e = build_example(ds.sample(i), ex);
       images += e.num_images;
-      if (!e.warning.empty()) ++mismatches;
+      if (e.warning.find("tokenization mismatch") != std::string::npos) ++mismatches;
+      budget_cut += e.images_base_only > 0;
+      for (const AnyresImageLayout& l : e.image_layouts) {
+        tiles += l.num_tiles;
+        most_positions = std::max(most_positions, l.positions);
+      }
     } catch (const Error& err) {
       ++bad;
       problems[problem_kind(err.what())].push_back(err.what());
@@ -137,6 +160,10 @@ int cmd_check_data(const Options& o) {
   }
   std::cout << "check-data: " << ds.path() << ": " << n << " samples, " << images << " images, " << (n - bad)
             << " ok, " << bad << " bad\n";
+  if (ex.anyres)
+    std::cout << "  anyres: " << tiles << " tiles, up to " << most_positions << " positions per image (at most "
+              << anyres_max_image_positions(*ex.anyres) << " with these pinpoints), " << budget_cut
+              << " sample(s) with images cut to their base tile by --max_tiles_per_sample\n";
   if (mismatches)
     std::cout << "  warning: " << mismatches
               << " sample(s) with a tokenization mismatch (trained with every label masked, as LLaVA does)\n";

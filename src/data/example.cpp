@@ -148,8 +148,8 @@ void add_anyres_images(const Sample& sample, const ExampleOptions& opt, const st
     throw Error(ctx + ": too long: " + std::to_string(ex.length_with_images) + " positions after image expansion (" +
                 std::to_string(ex.input_ids.size()) + " tokens + " + std::to_string(ex.num_images) +
                 " anyres image(s) of " + per_image + " positions) > --model_max_length " +
-                std::to_string(opt.model_max_length) +
-                " (LLaVA would silently cut the answer off; --max_tiles_per_sample caps the tiles)");
+                std::to_string(opt.model_max_length) + " (LLaVA would silently cut the answer off" +
+                (ex.images_base_only < ex.num_images ? "; --max_tiles_per_sample caps the tiles)" : ")"));
   if (ex.images_base_only)
     add_warning(ex, ctx + ": --max_tiles_per_sample " + std::to_string(cfg.max_tiles_per_sample) + ": image(s) " + cut +
                         " use the base tile only (full tiling: " + std::to_string(full_tiles) + " tiles)");
