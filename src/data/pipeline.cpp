@@ -69,12 +69,14 @@ void configure_images(const Options& o, const VisionFiles& vision, ExampleOption
   if (aspect != "square" && aspect != "pad" && aspect != "anyres")
     throw Error("--image_aspect_ratio must be square, pad or anyres, got '" + aspect + "'");
   ex.pad_to_square = aspect == "pad";
+  if (o.set_keys.count("mm_patch_merge_type")) parse_patch_merge(o.mm_patch_merge_type);  // a bad flag is an error
+  if (o.max_tiles_per_sample < 0) throw Error("--max_tiles_per_sample must be >= 0 (0: no limit)");
+  if (aspect != "anyres") return;  // one tile per image: the merge type changes nothing (LLaVA's 4-D path)
+
   std::string merge_name = o.mm_patch_merge_type;
   if (!o.set_keys.count("mm_patch_merge_type") && !config_string("mm_patch_merge_type").empty())
     merge_name = config_string("mm_patch_merge_type");
   const PatchMerge merge = parse_patch_merge(merge_name);
-  if (o.max_tiles_per_sample < 0) throw Error("--max_tiles_per_sample must be >= 0 (0: no limit)");
-  if (aspect != "anyres") return;  // one tile per image: the merge type changes nothing (LLaVA's 4-D path)
 
   const ImageProcessorConfig& p = vision.processor;
   if (p.crop_width != p.crop_height || p.crop_height != vision.image_size)
