@@ -33,7 +33,8 @@ SHARED=${LLAVA_SHARED_DIR:-$REPO/../shared}
 # What the project needs to build and test (as scripts/setup.sh, but LibTorch is trixie's 2.x).
 PACKAGES=(
   libtorch-dev libgloo-dev libopenblas0-pthread
-  libsentencepiece-dev libstb-dev libturbojpeg0-dev libpcre2-dev libutf8proc-dev libsimdjson-dev
+  libsentencepiece-dev libstb-dev libturbojpeg0-dev libpng-dev libwebp-dev libtiff-dev libgif-dev
+  libpcre2-dev libutf8proc-dev libsimdjson-dev
   nlohmann-json3-dev libcxxopts-dev libspdlog-dev libyaml-cpp-dev libgtest-dev
   cmake g++ make pkg-config ccache
 )

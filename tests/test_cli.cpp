@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "llava/anyres.h"
 #include "llava/error.h"
 #include "llava/options.h"
 #include "llava/safetensors.h"
@@ -55,6 +56,19 @@ TEST(Options, DefaultsThenYamlThenFlags) {
   EXPECT_EQ(c.options.per_device_train_batch_size, 4);  // flag over YAML
   EXPECT_FALSE(c.options.bf16);
   EXPECT_EQ(c.options.warmup_ratio, 0.0);               // default
+}
+
+// LLaVA-NeXT scripts write the pinpoints as a Python literal; a YAML config can hold a real list.
+TEST(Options, GridPinpointsFromYamlListOrString) {
+  std::string dir = llava::testing::temp_dir("cli_pinpoints");
+  std::ofstream(dir + "/list.yaml") << "image_grid_pinpoints: [[336, 672], [672, 336]]\n";
+  std::ofstream(dir + "/text.yaml") << "image_grid_pinpoints: \"[(336, 672), (672, 336)]\"\n";
+  const std::vector<ImageSize> want = {{336, 672}, {672, 336}};
+  for (const char* file : {"/list.yaml", "/text.yaml"}) {
+    Command c = parse({"--config", dir + file});
+    EXPECT_EQ(parse_grid_pinpoints(c.options.image_grid_pinpoints, 336), want) << c.options.image_grid_pinpoints;
+  }
+  EXPECT_EQ(parse({"--image_grid_pinpoints", "(1x1),...,(6x6)"}).options.image_grid_pinpoints, "(1x1),...,(6x6)");
 }
 
 TEST(Options, BooleanForms) {
@@ -228,6 +242,38 @@ TEST(Cli, PreprocessSavePixelsMatchesFixture) {
     values += w.numel();
   }
   EXPECT_EQ(values, 9u * 3 * 56 * 56);  // 9 images in the fixture's 6 samples
+// anyres from the llava-next-tiny config.json: preprocess reports each image's size, tiles and positions.
+TEST(Cli, PreprocessAndCheckDataReportAnyresPositions) {
+  LLAVA_REQUIRE_FIXTURES();
+  std::string f = llava::testing::fixture("llava-next-tiny");
+  const std::string data = " --model_name_or_path " + f + " --data_path " + f + "/data.json --image_folder " + f +
+                           "/images --version mistral_instruct";
+  std::string out = llava::testing::temp_dir("cli_pre_next") + "/pre.jsonl";
+  RunResult r = run("preprocess" + data + " --output " + out);
+  ASSERT_EQ(r.code, 0) << r.out;
+  json expected = json::parse(llava::testing::read_file(f + "/expected/samples.json"))["samples"];
+  std::ifstream in(out);
+  std::string line;
+  size_t i = 0;
+  for (; std::getline(in, line); ++i) {
+    json got = json::parse(line);
+    const json& e = expected[i];
+    EXPECT_EQ(got["input_ids"], e["input_ids"]) << "sample " << i;
+    EXPECT_EQ(got["length_with_images"], e["merged_seq_len"]) << "sample " << i;
+    if (e["images"].empty()) {
+      EXPECT_FALSE(got.contains("image_positions")) << "sample " << i;
+      continue;
+    }
+    EXPECT_EQ(got["image_sizes"], e["image_sizes"]) << "sample " << i;
+    for (size_t k = 0; k < e["images"].size(); ++k) {
+      EXPECT_EQ(got["image_tiles"][k], e["images"][k]["num_crops_incl_base"]) << "sample " << i;
+      EXPECT_EQ(got["image_positions"][k], e["images"][k]["merged_len"]) << "sample " << i;
+    }
+  }
+  EXPECT_EQ(i, 6u);
+  r = run("check-data" + data);
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("anyres: 34 tiles, up to 88 positions per image (at most 88"), std::string::npos) << r.out;
 }
 
 TEST(Cli, TokenizeMatchesTokenizerFixture) {

@@ -34,6 +34,29 @@ TEST(Conversation, Llama2UsesMetaSystemPrompt) {
   EXPECT_EQ(p.rfind("[INST] <<SYS>>\nYou are a helpful, respectful and honest assistant.", 0), 0u) << p;
 }
 
+// llava-next-tiny README conventions 2 and 5 (LLaVA c121f04 conv_mistral_instruct / conv_chatml_direct).
+TEST(Conversation, MistralInstructHasNoSystemBlockAndNoSeparatorBetweenRounds) {
+  const ConversationTemplate& t = ConversationTemplate::get("mistral_instruct");
+  EXPECT_EQ(t.style, SeparatorStyle::kLlama2);
+  EXPECT_EQ(render_prompt(t, two_rounds()),
+            "[INST] <image>\nWhat is in the image? [/INST] A cat. </s>[INST] What color is it? [/INST] Black. </s>");
+}
+
+TEST(Conversation, ChatmlDirectRendersImStartImEndAsText) {
+  const ConversationTemplate& t = ConversationTemplate::get("chatml_direct");
+  EXPECT_EQ(t.style, SeparatorStyle::kMpt);
+  EXPECT_EQ(t.version, "mpt");
+  EXPECT_EQ(render_prompt(t, two_rounds()),
+            "<|im_start|>system\nAnswer the questions.<|im_end|><|im_start|>user\n<image>\nWhat is in the image?"
+            "<|im_end|><|im_start|>assistant\nA cat.<|im_end|><|im_start|>user\nWhat color is it?<|im_end|>"
+            "<|im_start|>assistant\nBlack.<|im_end|>");
+  // an empty final answer renders the bare role: the generation prompt
+  std::vector<Turn> open = {{true, "hi"}, {false, ""}};
+  EXPECT_EQ(render_prompt(t, open), "<|im_start|>system\nAnswer the questions.<|im_end|><|im_start|>user\nhi"
+                                    "<|im_end|><|im_start|>assistant\n");
+  EXPECT_EQ(render_prompt(ConversationTemplate::get("mistral_direct"), two_rounds()), render_prompt(t, two_rounds()));
+}
+
 TEST(Conversation, MmtagSystemAndWrapping) {
   const ConversationTemplate* t = &ConversationTemplate::get("mmtag");
   EXPECT_NE(t->system.find("natural language.The visual content"), std::string::npos);

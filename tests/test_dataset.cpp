@@ -172,6 +172,39 @@ TEST_F(TinyData, Llama2MaskingSupervisesAnswers) {
   EXPECT_EQ(e.labels.back(), tok->eos_id());
 }
 
+// preprocess_mpt: rounds regrouped on <|im_end|>, each counted with its own BOS from position 0. With a
+// BOS-adding tokenizer and <|im_end|> as text the count is short of the real length, so the reference
+// masks the sample and warns (llava-next-tiny README item 5); one round: cur = tokens of the prompt
+// without its final <|im_end|>.
+TEST_F(TinyData, ChatmlDirectCountsRoundsAsPreprocessMpt) {
+  opt.conversation = &ConversationTemplate::get("chatml_direct");
+  Dataset ds = data(R"([{"id": "c", "image": "a.png", "conversations": [{"from": "human", "value": "<image>\nwhat colour"}, {"from": "gpt", "value": "red"}]}])");
+  Example ex = build_example(ds.sample(0), opt);
+  const std::string end = "<|im_end|>";
+  ASSERT_EQ(ex.prompt.substr(ex.prompt.size() - end.size()), end);
+  const size_t cur = tok->encode_with_image_tokens(ex.prompt.substr(0, ex.prompt.size() - end.size())).size();
+  EXPECT_EQ(ex.warning.rfind("WARNING: tokenization mismatch: " + std::to_string(cur) + " vs. " +
+                                 std::to_string(ex.input_ids.size()) + ". (ignored) sample 0 (id 'c')",
+                             0),
+            0u)
+      << ex.warning;
+  EXPECT_EQ(ex.num_target_tokens, 0);
+}
+
+// Without anyres nothing changes: one [3, H, W] tile per image, no sizes or layouts.
+TEST_F(TinyData, NonAnyresImagesStayOneTile) {
+  Dataset ds = data(R"([{"id": "p", "image": ["a.png", "b.png"], "conversations": [{"from": "human", "value": "<image>\n<image>\nwhat"}, {"from": "gpt", "value": "red"}]}])");
+  Example ex = build_example(ds.sample(0), opt);
+  ASSERT_EQ(ex.pixels.size(), 2u);
+  for (const auto& p : ex.pixels) {
+    EXPECT_EQ(p.tiles, 1);
+    EXPECT_EQ(p.data.size(), size_t{3} * 28 * 28);
+  }
+  EXPECT_TRUE(ex.image_sizes.empty());
+  EXPECT_TRUE(ex.image_layouts.empty());
+  EXPECT_EQ(ex.length_with_images, static_cast<int>(ex.input_ids.size()) + 2 * (4 - 1));
+}
+
 TEST_F(TinyData, TokenizationMismatchMasksWholeSample) {
   // A literal <unk> is id 0 = the pad id: LLaVA's total_len does not count it, so the round arithmetic
   // disagrees and the sample is kept with every label masked (and a warning naming it).

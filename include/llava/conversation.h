@@ -6,11 +6,11 @@
 
 namespace llava {
 
-enum class SeparatorStyle { kTwo, kLlama2, kPlain };
+enum class SeparatorStyle { kTwo, kLlama2, kMpt, kPlain };
 
 struct ConversationTemplate {
   std::string name;     // key in LLaVA's conv_templates ("vicuna_v1", ...)
-  std::string version;  // Conversation.version ("v1", "llama_v2", "v1_mmtag", "plain")
+  std::string version;  // Conversation.version ("v1", "llama_v2", "v1_mmtag", "mpt", "plain")
   std::string system;
   std::string roles[2];  // human, assistant
   SeparatorStyle style = SeparatorStyle::kTwo;
@@ -28,7 +28,7 @@ struct Turn {
   std::string value;
 };
 
-// Renders the whole dialogue (Conversation.get_prompt()) for the TWO and LLAMA_2 styles.
+// Renders the whole dialogue (Conversation.get_prompt()) for the TWO, LLAMA_2 and MPT styles.
 // PLAIN is rendered by the example builder (it discards the human text).
 std::string render_prompt(const ConversationTemplate& tmpl, const std::vector<Turn>& turns);
 

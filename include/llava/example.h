@@ -1,11 +1,13 @@
 #pragma once
 // One sample -> what the model trains on: template -> tokenizer -> input_ids (-200 per image) and
-// labels (-100 except answers, LLaVA's preprocess_v1 / preprocess_llama_2 / preprocess_plain), and
-// the decoded, CLIP-preprocessed images.
+// labels (-100 except answers, LLaVA's preprocess_v1 / preprocess_llama_2 / preprocess_mpt /
+// preprocess_plain), and the decoded, CLIP-preprocessed images (anyres: tiled, include/llava/anyres.h).
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "llava/anyres.h"
 #include "llava/conversation.h"
 #include "llava/dataset.h"
 #include "llava/image.h"
@@ -21,6 +23,9 @@ struct ExampleOptions {
   int image_feature_positions = 576;  // LLM positions one image occupies (patches, +1 with cls_patch)
   ImageProcessorConfig image_config;
   bool pad_to_square = false;  // --image_aspect_ratio pad
+  // --image_aspect_ratio anyres: images are tiled and take their layout's positions (not
+  // image_feature_positions). Images are then always decoded, at full size: their sizes decide the tiling.
+  std::optional<AnyresConfig> anyres;
   bool load_pixels = true;     // false: skip decoding (preprocess without pixels)
   bool check_images = false;   // decode images even when load_pixels is false (check-data)
 };
@@ -30,15 +35,20 @@ struct Example {
   std::string id;
   std::string prompt;  // rendered template text
   std::vector<int32_t> input_ids, labels;
-  std::vector<PixelTensor> pixels;  // one per image, CHW float32
+  std::vector<PixelTensor> pixels;  // one per image, CHW float32; anyres: [P, 3, S, S] (tiles = P)
   int num_images = 0;
-  int length_with_images = 0;      // input_ids with each -200 counted as image_feature_positions
+  int length_with_images = 0;      // input_ids with each -200 counted as the image's positions
   int num_target_tokens = 0;       // labels != -100
-  std::string warning;             // e.g. LLaVA's tokenization-mismatch warning (sample still used)
+  std::string warning;             // LLaVA's tokenization-mismatch warning, the tile budget's note ("; " between)
+  // anyres only (empty otherwise), one entry per image in marker order:
+  std::vector<ImageSize> image_sizes;            // the decoded image's (width, height): the model's image_sizes
+  std::vector<AnyresImageLayout> image_layouts;  // tiles P, grid, unpad window, LLM positions
+  int images_base_only = 0;                      // images cut to the base tile by --max_tiles_per_sample
 };
 
 // Throws llava::Error "sample I (id 'X'): reason" for a bad sample: marker/image count mismatch, an
-// image that cannot be read or decoded, a sample longer than model_max_length after image expansion.
+// image that cannot be read or decoded, a sample longer than model_max_length after image expansion
+// (anyres: with every image's real positions; --max_tiles_per_sample is the way to fit such samples).
 Example build_example(const Sample& sample, const ExampleOptions& options);
 
 // Encoded bytes of a sample's image (file contents, or the base64-decoded bytes).

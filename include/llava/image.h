@@ -62,7 +62,8 @@ RgbImage center_crop(const RgbImage& image, int width, int height);
 
 struct PixelTensor {
   int channels = 3, height = 0, width = 0;
-  std::vector<float> data;  // CHW float32
+  std::vector<float> data;  // CHW float32; [tiles, C, H, W] when tiles > 1
+  int tiles = 1;            // > 1 only for anyres (include/llava/anyres.h): base tile + crops of one image
 };
 
 // Full pipeline: [pad] -> resize shortest edge -> center crop -> rescale -> normalize.

@@ -12,12 +12,15 @@ namespace llava {
 #define LLAVA_OPTIONS(X)                                                                                          \
   /* model */                                                                                                     \
   X(std::string, model_name_or_path, "", "model directory: HF LLaVA, original LLaVA, or an LLM (with --vision_tower)") \
-  X(std::string, version, "v1", "conversation template: v1|vicuna_v1|llava_v1|llama_2|llava_llama_2|plain|mmtag")  \
+  X(std::string, version, "v1",                                                                                   \
+    "conversation template: v1|vicuna_v1|llava_v1|llama_2|llava_llama_2|mistral_instruct|chatml_direct|plain|mmtag") \
   X(std::string, vision_tower, "", "CLIP vision model directory (when --model_name_or_path is an LLM)")          \
   X(std::string, pretrain_mm_mlp_adapter, "", "pretrained projector (mm_projector.safetensors or .bin)")          \
   X(std::string, mm_projector_type, "mlp2x_gelu", "projector: linear | mlpNx_gelu")                                \
   X(int, mm_vision_select_layer, -2, "vision hidden state fed to the projector (-2: second to last)")             \
   X(std::string, mm_vision_select_feature, "patch", "patch (drop CLS) | cls_patch")                              \
+  X(std::string, mm_patch_merge_type, "flat",                                                                     \
+    "anyres feature layout: flat | spatial | spatial_unpad (+ image_newline); default: config.json's, else flat") \
   X(bool, mm_use_im_start_end, false, "not supported (LLaVA-1.5 uses false)")                                    \
   X(bool, mm_use_im_patch_token, false, "not supported (LLaVA-1.5 uses false)")                                  \
   X(bool, tune_mm_mlp_adapter, false, "pretraining stage: train only the projector")                             \
@@ -32,7 +35,12 @@ namespace llava {
   /* data */                                                                                                      \
   X(std::string, data_path, "", "LLaVA-format JSON list")                                                        \
   X(std::string, image_folder, "", "folder that relative image paths are joined to")                             \
-  X(std::string, image_aspect_ratio, "square", "square (center crop) | pad (expand to square first)")            \
+  X(std::string, image_aspect_ratio, "square",                                                                    \
+    "square (center crop) | pad (expand to square first) | anyres (LLaVA-1.6 tiles; default when config.json says so)") \
+  X(std::string, image_grid_pinpoints, "",                                                                        \
+    "anyres canvases (width, height): \"[(336, 672), ...]\", [[336, 672], ...] or \"(1x1),...,(3x3)\"; default: config.json's") \
+  X(int, max_tiles_per_sample, 0,                                                                                 \
+    "anyres: at most N tiles per sample (0: no limit); later images beyond it use their base tile only")          \
   X(std::string, image_placement, "front", "front: <image> markers moved to the turn's start | inline")          \
   X(bool, group_by_modality_length, false, "length-grouped sampling by modality, as LLaVA")                      \
   X(int, group_by_length_window, 0, "N > 0: sort by length within windows of N global batches, shuffle batches") \

@@ -52,6 +52,20 @@ std::string problem_kind(const std::string& message) {
   return "malformed_sample";
 }
 
+// anyres: each image's (width, height), tiles (base included) and LLM positions; nothing otherwise.
+void add_anyres_fields(const Example& e, json& line) {
+  if (e.image_layouts.empty()) return;
+  json sizes = json::array(), tiles = json::array(), positions = json::array();
+  for (const AnyresImageLayout& l : e.image_layouts) {
+    sizes.push_back({l.original.width, l.original.height});
+    tiles.push_back(l.num_tiles);
+    positions.push_back(l.positions);
+  }
+  line["image_sizes"] = sizes;
+  line["image_tiles"] = tiles;
+  line["image_positions"] = positions;
+}
+
 }  // namespace
 
 int cmd_tokenize(const Options& o) {
@@ -102,12 +116,19 @@ int cmd_tokenize(const Options& o) {
 // collator stacks them; else each is its own "sample<i>.image<k>.pixel_values" [3, H, W].
 class PixelDump {
  public:
-  explicit PixelDump(std::string path) : path_(std::move(path)) {}
+  // per_image: one tensor per image, [tiles, 3, S, S] (anyres: design.md's sample<i>.image<k>.pixel_values)
+  PixelDump(std::string path, bool per_image) : path_(std::move(path)), per_image_(per_image) {}
   bool enabled() const { return !path_.empty(); }
 
   void add(size_t sample_index, const std::vector<PixelTensor>& images) {
     if (images.empty()) return;
     const std::string prefix = "sample" + std::to_string(sample_index);
+    if (per_image_) {
+      for (size_t k = 0; k < images.size(); ++k)
+        entries_.push_back({prefix + ".image" + std::to_string(k) + ".pixel_values",
+                            {images[k].tiles, images[k].channels, images[k].height, images[k].width}, images[k].data});
+      return;
+    }
     bool same_shape = true;
     for (const PixelTensor& t : images)
       same_shape = same_shape && t.channels == images[0].channels && t.height == images[0].height &&
@@ -139,12 +160,13 @@ class PixelDump {
     std::vector<float> data;  // CHW planes, image after image
   };
   std::string path_;
+  bool per_image_;
   std::vector<Entry> entries_;
 };
 
 int cmd_preprocess(const Options& o) {
   auto p = make_data_pipeline(o, true);
-  PixelDump pixels(o.save_pixels);
+  PixelDump pixels(o.save_pixels, p->example.anyres.has_value());
   ExampleOptions ex = p->example;
   ex.load_pixels = pixels.enabled();
   ex.check_images = true;  // a sample whose image does not decode is reported as an error here too
@@ -155,8 +177,11 @@ int cmd_preprocess(const Options& o) {
     try {
       Example e = build_example(ds.sample(i), ex);
       if (!e.warning.empty()) std::cerr << e.warning << "\n";
-      out.write({{"index", i}, {"id", e.id}, {"status", "ok"}, {"prompt", e.prompt}, {"input_ids", e.input_ids},
-                 {"labels", e.labels}, {"num_images", e.num_images}, {"length_with_images", e.length_with_images}});
+      json line = {{"index", i},       {"id", e.id},         {"status", "ok"},
+                   {"prompt", e.prompt}, {"input_ids", e.input_ids}, {"labels", e.labels},
+                   {"num_images", e.num_images}, {"length_with_images", e.length_with_images}};
+      add_anyres_fields(e, line);
+      out.write(line);
       pixels.add(i, e.pixels);
     } catch (const Error& err) {
       ++bad;
@@ -177,12 +202,18 @@ int cmd_check_data(const Options& o) {
   const Dataset& ds = *p->dataset;
   size_t n = sample_limit(o, ds.size());
   std::map<std::string, std::vector<std::string>> problems;
-  size_t mismatches = 0, images = 0, bad = 0;
+  size_t mismatches = 0, images = 0, bad = 0, tiles = 0, budget_cut = 0;
+  int most_positions = 0;
   for (size_t i = 0; i < n; ++i) {
     try {
       Example e = build_example(ds.sample(i), ex);
       images += e.num_images;
-      if (!e.warning.empty()) ++mismatches;
+      if (e.warning.find("tokenization mismatch") != std::string::npos) ++mismatches;
+      budget_cut += e.images_base_only > 0;
+      for (const AnyresImageLayout& l : e.image_layouts) {
+        tiles += l.num_tiles;
+        most_positions = std::max(most_positions, l.positions);
+      }
     } catch (const Error& err) {
       ++bad;
       problems[problem_kind(err.what())].push_back(err.what());
@@ -190,6 +221,10 @@ int cmd_check_data(const Options& o) {
   }
   std::cout << "check-data: " << ds.path() << ": " << n << " samples, " << images << " images, " << (n - bad)
             << " ok, " << bad << " bad\n";
+  if (ex.anyres)
+    std::cout << "  anyres: " << tiles << " tiles, up to " << most_positions << " positions per image (at most "
+              << anyres_max_image_positions(*ex.anyres) << " with these pinpoints), " << budget_cut
+              << " sample(s) with images cut to their base tile by --max_tiles_per_sample\n";
   if (mismatches)
     std::cout << "  warning: " << mismatches
               << " sample(s) with a tokenization mismatch (trained with every label masked, as LLaVA does)\n";

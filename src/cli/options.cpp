@@ -122,6 +122,12 @@ void apply_yaml(Options& o, const std::string& path) {
   if (!root.IsMap()) throw Error(path + ": the config must be a mapping of option: value");
   for (const auto& kv : root) {
     std::string key = kv.first.as<std::string>();
+    if (key == "image_grid_pinpoints" && kv.second.IsSequence()) {  // a YAML list of [w, h]: its flow text
+      YAML::Emitter flow;
+      flow << YAML::Flow << kv.second;
+      set_option(o, key, flow.c_str(), path);
+      continue;
+    }
     if (!kv.second.IsScalar())
       throw Error(path + ": '" + key + "' must be a single value");
     set_option(o, key, kv.second.as<std::string>(), path);

@@ -32,6 +32,7 @@ std::vector<ConversationTemplate> make_templates() {
   const std::string llava_llama2_system =
       "You are a helpful language and vision assistant. You are able to understand the visual content that the "
       "user provides, and assist the user with a variety of tasks using natural language.";
+  const std::string chatml_system = "<|im_start|>system\nAnswer the questions.";
   using S = SeparatorStyle;
   return {
       {"vicuna_v1", "v1", vicuna_system, {"USER", "ASSISTANT"}, S::kTwo, " ", "</s>"},
@@ -39,6 +40,11 @@ std::vector<ConversationTemplate> make_templates() {
       {"v1_mmtag", "v1_mmtag", mmtag_system, {"USER", "ASSISTANT"}, S::kTwo, " ", "</s>"},
       {"llama_2", "llama_v2", llama2_system, {"USER", "ASSISTANT"}, S::kLlama2, "<s>", "</s>"},
       {"llava_llama_2", "llama_v2", llava_llama2_system, {"USER", "ASSISTANT"}, S::kLlama2, "<s>", "</s>"},
+      // LLaVA-1.6 Mistral: LLAMA_2 style without a system prompt and with an empty sep (no <s> between rounds)
+      {"mistral_instruct", "llama_v2", "", {"USER", "ASSISTANT"}, S::kLlama2, "", "</s>"},
+      // ChatML as text: the roles carry "<|im_start|>role\n", every message ends with sep <|im_end|>
+      {"chatml_direct", "mpt", chatml_system, {"<|im_start|>user\n", "<|im_start|>assistant\n"}, S::kMpt, "<|im_end|>", ""},
+      {"mistral_direct", "mpt", chatml_system, {"<|im_start|>user\n", "<|im_start|>assistant\n"}, S::kMpt, "<|im_end|>", ""},
       {"plain", "plain", "", {"", ""}, S::kPlain, "\n", ""},
   };
 }
@@ -63,7 +69,8 @@ const ConversationTemplate& ConversationTemplate::get(const std::string& version
 }
 
 std::vector<std::string> ConversationTemplate::names() {
-  return {"v1", "vicuna_v1", "llava_v1", "mmtag", "v1_mmtag", "llama_2", "llava_llama_2", "plain", "v0_plain"};
+  return {"v1",           "vicuna_v1",        "llava_v1",      "mmtag",          "v1_mmtag", "llama_2",
+          "llava_llama_2", "mistral_instruct", "chatml_direct", "mistral_direct", "plain",    "v0_plain"};
 }
 
 std::string render_prompt(const ConversationTemplate& t, const std::vector<Turn>& turns) {
@@ -89,6 +96,15 @@ std::string render_prompt(const ConversationTemplate& t, const std::vector<Turn>
         ret += " " + msg + " " + t.sep2;
     }
     return python_lstrip_chars(ret, t.sep);  // LLaVA's ret.lstrip(self.sep): strips characters, not a prefix
+  }
+  if (t.style == SeparatorStyle::kMpt) {
+    // system + sep, then role + msg + sep per message; an empty message renders as the bare role
+    ret = t.system + t.sep;
+    for (const Turn& turn : turns) {
+      const std::string& role = t.roles[turn.from_human ? 0 : 1];
+      ret += turn.value.empty() ? role : role + turn.value + t.sep;
+    }
+    return ret;
   }
   throw Error("render_prompt: the plain template is rendered by the example builder");
 }

@@ -52,6 +52,115 @@ size_t mask_by_rounds(const std::string& prompt, const ConversationTemplate& t, 
   return static_cast<size_t>(cur);
 }
 
+std::string join(const std::vector<std::string>& parts, size_t from, size_t to, const std::string& sep) {
+  std::string out;
+  for (size_t i = from; i < std::min(to, parts.size()); ++i) out += (i > from ? sep : "") + parts[i];
+  return out;
+}
+
+// LLaVA's preprocess_mpt (chatml_direct): the prompt split on sep (<|im_end|>) and regrouped as
+// system + user + assistant, then user + assistant pairs; `cur` starts at 0 and each round's own BOS is
+// counted in its length. Returns the final `cur` position.
+size_t mask_mpt_rounds(const std::string& prompt, const ConversationTemplate& t, const LlamaTokenizer& tok,
+                       bool has_image, Ids& labels) {
+  auto length = [&](const std::string& s) {
+    return static_cast<long>(has_image ? tok.encode_with_image_tokens(s).size() : tok.encode(s).size());
+  };
+  auto mask = [&](long from, long to) {
+    for (long k = std::max(0L, from); k < std::min(to, static_cast<long>(labels.size())); ++k) labels[k] = kIgnoreIndex;
+  };
+  const std::string sep = t.sep + t.roles[1];
+  const std::vector<std::string> rounds = python_split(prompt, t.sep);
+  std::vector<std::string> re_rounds = {join(rounds, 0, 3, t.sep)};
+  for (size_t i = 3; i < rounds.size(); i += 2) re_rounds.push_back(join(rounds, i, i + 2, t.sep));
+  long cur = 0;
+  for (size_t i = 0; i < re_rounds.size(); ++i) {
+    const std::string& rou = re_rounds[i];
+    if (rou.empty()) break;
+    std::vector<std::string> parts = python_split(rou, sep);
+    if (parts.size() != 2) break;
+    long round_len = length(rou);
+    long instruction_len = length(parts[0] + sep) - 1;
+    if (i != 0 && tok.legacy()) {  // the reference's correction for legacy tokenizers (transformers >= 4.35)
+      round_len += 1;
+      instruction_len += 1;
+    }
+    mask(cur, cur + instruction_len);
+    cur += round_len;
+  }
+  mask(cur, static_cast<long>(labels.size()));
+  return static_cast<size_t>(cur);
+}
+
+void add_warning(Example& ex, const std::string& text) { ex.warning += (ex.warning.empty() ? "" : "; ") + text; }
+
+// Prompt, input_ids and labels of a non-plain template, with LLaVA's mismatch rule.
+void build_text(const std::vector<Turn>& turns, const ConversationTemplate& tmpl, const LlamaTokenizer& tok,
+                const ExampleOptions& opt, const std::string& ctx, Example& ex) {
+  const bool has_image = ex.num_images > 0;
+  ex.prompt = render_prompt(tmpl, turns);
+  ex.input_ids = to_ids(has_image ? tok.encode_with_image_tokens(ex.prompt) : tok.encode(ex.prompt));
+  ex.labels = ex.input_ids;
+  size_t total_len = 0;
+  for (int32_t id : ex.input_ids) total_len += id != tok.pad_id();
+  size_t cur = tmpl.style == SeparatorStyle::kMpt ? mask_mpt_rounds(ex.prompt, tmpl, tok, has_image, ex.labels)
+                                                  : mask_by_rounds(ex.prompt, tmpl, tok, has_image, ex.labels);
+  if (cur < static_cast<size_t>(opt.model_max_length) && cur != total_len) {
+    // LLaVA's mismatch rule: the round arithmetic disagrees with the real tokenization, so nothing
+    // in the sample can be trusted as an answer; it is kept with every label masked.
+    std::fill(ex.labels.begin(), ex.labels.end(), kIgnoreIndex);
+    add_warning(ex, "WARNING: tokenization mismatch: " + std::to_string(cur) + " vs. " + std::to_string(total_len) +
+                        ". (ignored) " + ctx);
+  }
+}
+
+RgbImage decode_ref(const ImageRef& ref, const std::string& ctx, int min_short_side) {
+  std::vector<uint8_t> bytes = read_image_bytes(ref, ctx);
+  try {
+    return decode_image(bytes.data(), bytes.size(), min_short_side);
+  } catch (const Error& e) {
+    throw Error(ctx + ": " + ref.where + (ref.kind == ImageRef::Kind::kPath ? " ('" + ref.path + "')" : "") + ": " +
+                e.what());
+  }
+}
+
+// anyres: decode every image at full size (its size picks the grid), lay the sample's images out under
+// the tile budget, count their real positions, then tile the pixels.
+void add_anyres_images(const Sample& sample, const ExampleOptions& opt, const std::string& ctx, Example& ex) {
+  const AnyresConfig& cfg = *opt.anyres;
+  std::vector<RgbImage> decoded;
+  for (const ImageRef& ref : sample.images) {
+    decoded.push_back(decode_ref(ref, ctx, 0));
+    ex.image_sizes.push_back({decoded.back().width, decoded.back().height});
+  }
+  ex.image_layouts = anyres_sample_layouts(ex.image_sizes, cfg);
+  long positions = 0, full_tiles = 0;
+  std::string per_image, cut;
+  for (size_t k = 0; k < ex.image_layouts.size(); ++k) {
+    const AnyresImageLayout& l = ex.image_layouts[k];
+    positions += l.positions;
+    full_tiles += 1 + l.grid_w * l.grid_h;
+    per_image += (k ? " + " : "") + std::to_string(l.positions);
+    if (l.base_only) {
+      ++ex.images_base_only;
+      cut += (cut.empty() ? "" : ", ") + std::to_string(k);
+    }
+  }
+  ex.length_with_images = static_cast<int>(static_cast<long>(ex.input_ids.size()) - ex.num_images + positions);
+  if (ex.length_with_images > opt.model_max_length)
+    throw Error(ctx + ": too long: " + std::to_string(ex.length_with_images) + " positions after image expansion (" +
+                std::to_string(ex.input_ids.size()) + " tokens + " + std::to_string(ex.num_images) +
+                " anyres image(s) of " + per_image + " positions) > --model_max_length " +
+                std::to_string(opt.model_max_length) + " (LLaVA would silently cut the answer off" +
+                (ex.images_base_only < ex.num_images ? "; --max_tiles_per_sample caps the tiles)" : ")"));
+  if (ex.images_base_only)
+    add_warning(ex, ctx + ": --max_tiles_per_sample " + std::to_string(cfg.max_tiles_per_sample) + ": image(s) " + cut +
+                        " use the base tile only (full tiling: " + std::to_string(full_tiles) + " tiles)");
+  if (!opt.load_pixels) return;
+  for (size_t k = 0; k < decoded.size(); ++k)
+    ex.pixels.push_back(anyres_preprocess(decoded[k], ex.image_layouts[k], opt.image_config));
+}
+
 }  // namespace
 
 std::vector<uint8_t> read_image_bytes(const ImageRef& ref, const std::string& ctx) {
@@ -95,23 +204,15 @@ Example build_example(const Sample& sample, const ExampleOptions& opt) {
     size_t masked = tok.encode_with_image_tokens(markers).size();
     for (size_t k = 0; k < masked && k < ex.labels.size(); ++k) ex.labels[k] = kIgnoreIndex;
   } else {
-    ex.prompt = render_prompt(tmpl, turns);
-    ex.input_ids = to_ids(has_image ? tok.encode_with_image_tokens(ex.prompt) : tok.encode(ex.prompt));
-    ex.labels = ex.input_ids;
-    size_t total_len = 0;
-    for (int32_t id : ex.input_ids) total_len += id != tok.pad_id();
-    size_t cur = mask_by_rounds(ex.prompt, tmpl, tok, has_image, ex.labels);
-    if (cur < static_cast<size_t>(opt.model_max_length) && cur != total_len) {
-      // LLaVA's mismatch rule: the round arithmetic disagrees with the real tokenization, so nothing
-      // in the sample can be trusted as an answer; it is kept with every label masked.
-      std::fill(ex.labels.begin(), ex.labels.end(), kIgnoreIndex);
-      ex.warning = "WARNING: tokenization mismatch: " + std::to_string(cur) + " vs. " + std::to_string(total_len) +
-                   ". (ignored) " + ctx;
-    }
+    build_text(turns, tmpl, tok, opt, ctx, ex);
+  }
+  for (int32_t l : ex.labels) ex.num_target_tokens += l != kIgnoreIndex;
+  if (opt.anyres) {
+    add_anyres_images(sample, opt, ctx, ex);
+    return ex;
   }
 
   ex.length_with_images = static_cast<int>(ex.input_ids.size()) + ex.num_images * (opt.image_feature_positions - 1);
-  for (int32_t l : ex.labels) ex.num_target_tokens += l != kIgnoreIndex;
   if (ex.length_with_images > opt.model_max_length)
     throw Error(ctx + ": too long: " + std::to_string(ex.length_with_images) + " positions after image expansion (" +
                 std::to_string(ex.input_ids.size()) + " tokens + " + std::to_string(ex.num_images) + " image(s) x " +
@@ -120,14 +221,7 @@ Example build_example(const Sample& sample, const ExampleOptions& opt) {
 
   if (opt.load_pixels || opt.check_images) {
     for (const ImageRef& ref : sample.images) {
-      std::vector<uint8_t> bytes = read_image_bytes(ref, ctx);
-      RgbImage rgb;
-      try {
-        rgb = decode_image(bytes.data(), bytes.size(), opt.image_config.shortest_edge);
-      } catch (const Error& e) {
-        throw Error(ctx + ": " + ref.where + (ref.kind == ImageRef::Kind::kPath ? " ('" + ref.path + "')" : "") +
-                    ": " + e.what());
-      }
+      RgbImage rgb = decode_ref(ref, ctx, opt.image_config.shortest_edge);
       if (opt.load_pixels) ex.pixels.push_back(clip_preprocess(rgb, opt.image_config, opt.pad_to_square));
     }
   }

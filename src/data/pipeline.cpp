@@ -33,6 +33,68 @@ VisionFiles from_vision_config(const json& vc, const fs::path& dir) {
   return v;
 }
 
+// The model's config.json, or an empty object when the directory has none.
+json model_config(const std::string& model_dir) {
+  const fs::path path = fs::path(model_dir) / "config.json";
+  return fs::exists(path) ? read_json(path) : json::object();
+}
+
+// --image_grid_pinpoints, else config.json's image_grid_pinpoints (a JSON list or LLaVA-NeXT's range string).
+std::vector<ImageSize> grid_pinpoints(const Options& o, const json& config, int tile_size) {
+  if (o.set_keys.count("image_grid_pinpoints") && !o.image_grid_pinpoints.empty())
+    return parse_grid_pinpoints(o.image_grid_pinpoints, tile_size);
+  const json* p = config.contains("image_grid_pinpoints") ? &config["image_grid_pinpoints"] : nullptr;
+  if (!p || p->is_null())
+    throw Error("--image_aspect_ratio anyres needs --image_grid_pinpoints (" + o.model_name_or_path +
+                "/config.json has none), e.g. \"[(336, 672), (672, 336), (672, 672), (1008, 336), (336, 1008)]\"");
+  try {
+    return parse_grid_pinpoints(p->is_string() ? p->get<std::string>() : p->dump(), tile_size);
+  } catch (const Error& e) {
+    throw Error(o.model_name_or_path + "/config.json: image_grid_pinpoints: " + e.what());
+  }
+}
+
+// --image_aspect_ratio (square | pad | anyres) and, for anyres, the tiling and position arithmetic.
+// config.json's values are the defaults of --mm_patch_merge_type and --image_grid_pinpoints, and of
+// --image_aspect_ratio when it says anyres (a LLaVA-1.6 checkpoint; "pad" in a v1.5 config stays opt-in).
+void configure_images(const Options& o, const VisionFiles& vision, ExampleOptions& ex) {
+  const json config = model_config(o.model_name_or_path);
+  auto config_string = [&](const char* key) {
+    return config.contains(key) && config[key].is_string() ? config[key].get<std::string>() : std::string();
+  };
+  std::string aspect = o.image_aspect_ratio;
+  if (!o.set_keys.count("image_aspect_ratio") && config_string("image_aspect_ratio") == "anyres") aspect = "anyres";
+  if (aspect.rfind("anyres_max", 0) == 0)
+    throw Error("--image_aspect_ratio " + aspect + " (LLaVA-OneVision) is not supported yet; anyres (LLaVA-1.6) is");
+  if (aspect != "square" && aspect != "pad" && aspect != "anyres")
+    throw Error("--image_aspect_ratio must be square, pad or anyres, got '" + aspect + "'");
+  ex.pad_to_square = aspect == "pad";
+  if (o.set_keys.count("mm_patch_merge_type")) parse_patch_merge(o.mm_patch_merge_type);  // a bad flag is an error
+  if (o.max_tiles_per_sample < 0) throw Error("--max_tiles_per_sample must be >= 0 (0: no limit)");
+  if (aspect != "anyres") return;  // one tile per image: the merge type changes nothing (LLaVA's 4-D path)
+
+  std::string merge_name = o.mm_patch_merge_type;
+  if (!o.set_keys.count("mm_patch_merge_type") && !config_string("mm_patch_merge_type").empty())
+    merge_name = config_string("mm_patch_merge_type");
+  const PatchMerge merge = parse_patch_merge(merge_name);
+
+  const ImageProcessorConfig& p = vision.processor;
+  if (p.crop_width != p.crop_height || p.crop_height != vision.image_size)
+    throw Error("--image_aspect_ratio anyres needs square crops of the vision tower's image size " +
+                std::to_string(vision.image_size) + ", the processor (" + vision.config_dir + ") crops " +
+                std::to_string(p.crop_width) + "x" + std::to_string(p.crop_height));
+  if (merge != PatchMerge::kFlat && o.mm_vision_select_feature != "patch")
+    throw Error("--mm_patch_merge_type " + merge_name + " needs --mm_vision_select_feature patch (LLaVA asserts it)");
+  AnyresConfig a;
+  a.tile_size = vision.image_size;
+  a.patches_per_side = vision.image_size / vision.patch_size;
+  a.tile_positions = ex.image_feature_positions;
+  a.merge = merge;
+  a.max_tiles_per_sample = o.max_tiles_per_sample;
+  a.pinpoints = grid_pinpoints(o, config, a.tile_size);
+  ex.anyres = std::move(a);
+}
+
 VisionFiles from_clip_dir(const fs::path& dir) {
   json c = read_json(dir / "config.json");
   // A CLIPVisionModel config has the fields at the top; a full CLIPModel nests them in vision_config.
@@ -71,9 +133,6 @@ std::unique_ptr<DataPipeline> make_data_pipeline(const Options& o, bool needs_da
   if (o.image_placement != "front" && o.image_placement != "inline")
     throw Error("--image_placement must be front or inline, got '" + o.image_placement + "'");
   ex.placement = o.image_placement == "front" ? ImagePlacement::kFront : ImagePlacement::kInline;
-  if (o.image_aspect_ratio != "square" && o.image_aspect_ratio != "pad")
-    throw Error("--image_aspect_ratio must be square or pad, got '" + o.image_aspect_ratio + "' (anyres is not supported)");
-  ex.pad_to_square = o.image_aspect_ratio == "pad";
   ex.model_max_length = o.model_max_length;
   VisionFiles vision = find_vision_files(o.model_name_or_path, o.vision_tower);
   ex.image_config = vision.processor;
@@ -81,6 +140,7 @@ std::unique_ptr<DataPipeline> make_data_pipeline(const Options& o, bool needs_da
   if (o.mm_vision_select_feature != "patch" && o.mm_vision_select_feature != "cls_patch")
     throw Error("--mm_vision_select_feature must be patch or cls_patch");
   ex.image_feature_positions = patches + (o.mm_vision_select_feature == "cls_patch" ? 1 : 0);
+  configure_images(o, vision, ex);
   if (needs_dataset) {
     if (o.data_path.empty()) throw Error("--data_path is required");
     p->dataset.emplace(Dataset::open(o.data_path, o.image_folder));
