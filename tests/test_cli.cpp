@@ -242,6 +242,8 @@ TEST(Cli, PreprocessSavePixelsMatchesFixture) {
     values += w.numel();
   }
   EXPECT_EQ(values, 9u * 3 * 56 * 56);  // 9 images in the fixture's 6 samples
+}
+
 // anyres from the llava-next-tiny config.json: preprocess reports each image's size, tiles and positions.
 TEST(Cli, PreprocessAndCheckDataReportAnyresPositions) {
   LLAVA_REQUIRE_FIXTURES();

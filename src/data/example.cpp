@@ -61,8 +61,11 @@ std::string join(const std::vector<std::string>& parts, size_t from, size_t to, 
 // LLaVA's preprocess_mpt (chatml_direct): the prompt split on sep (<|im_end|>) and regrouped as
 // system + user + assistant, then user + assistant pairs; `cur` starts at 0 and each round's own BOS is
 // counted in its length. Returns the final `cur` position.
-size_t mask_mpt_rounds(const std::string& prompt, const ConversationTemplate& t, const LlamaTokenizer& tok,
+size_t mask_mpt_rounds(const std::string& prompt, const ConversationTemplate& t, const Tokenizer& tok,
                        bool has_image, Ids& labels) {
+  // getattr(tokenizer, 'legacy', False): only a SentencePiece tokenizer has the attribute
+  const auto* spm = dynamic_cast<const LlamaTokenizer*>(&tok);
+  const bool legacy = spm && spm->legacy();
   auto length = [&](const std::string& s) {
     return static_cast<long>(has_image ? tok.encode_with_image_tokens(s).size() : tok.encode(s).size());
   };
@@ -81,7 +84,7 @@ size_t mask_mpt_rounds(const std::string& prompt, const ConversationTemplate& t,
     if (parts.size() != 2) break;
     long round_len = length(rou);
     long instruction_len = length(parts[0] + sep) - 1;
-    if (i != 0 && tok.legacy()) {  // the reference's correction for legacy tokenizers (transformers >= 4.35)
+    if (i != 0 && legacy) {  // the reference's correction for legacy tokenizers (transformers >= 4.35)
       round_len += 1;
       instruction_len += 1;
     }
@@ -95,7 +98,7 @@ size_t mask_mpt_rounds(const std::string& prompt, const ConversationTemplate& t,
 void add_warning(Example& ex, const std::string& text) { ex.warning += (ex.warning.empty() ? "" : "; ") + text; }
 
 // Prompt, input_ids and labels of a non-plain template, with LLaVA's mismatch rule.
-void build_text(const std::vector<Turn>& turns, const ConversationTemplate& tmpl, const LlamaTokenizer& tok,
+void build_text(const std::vector<Turn>& turns, const ConversationTemplate& tmpl, const Tokenizer& tok,
                 const ExampleOptions& opt, const std::string& ctx, Example& ex) {
   const bool has_image = ex.num_images > 0;
   ex.prompt = render_prompt(tmpl, turns);
