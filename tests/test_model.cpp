@@ -977,6 +977,7 @@ void expect_params_equal_file(LlavaForCausalLMImpl& m, const std::string& file_p
 }  // namespace
 
 TEST(ModelLoad, ParametersAreTheFileTensorsBitForBitAndNoRandomNumberIsDrawn) {
+  LLAVA_REQUIRE_FIXTURES();
   const std::string file = tiny_dir() + "/model.safetensors";
   ASSERT_EQ(SafetensorsFile::open(file)->tensors().front().dtype, DType::F32);
   for (bool map_weights : {false, true}) {
@@ -1001,6 +1002,7 @@ TEST(ModelLoad, ParametersAreTheFileTensorsBitForBitAndNoRandomNumberIsDrawn) {
 }
 
 TEST(ModelLoad, MappedWeightsAreCopyOnWriteAndTrainLikeCopiedOnes) {
+  LLAVA_REQUIRE_FIXTURES();
   const std::string dir = copy_fixture_config("mapped");
   fs::copy_file(tiny_dir() + "/model.safetensors", dir + "/model.safetensors");
   const std::string before = llava::testing::read_file(dir + "/model.safetensors");
