@@ -79,6 +79,49 @@ TEST(Options, BooleanForms) {
   EXPECT_EQ(parse({"preprocess", "--version", "llava_llama_2"}).options.version, "llava_llama_2");
 }
 
+// --deepspeed as LLaVA's scripts pass it (zero2.json / zero3.json in LLaVA's shape, "auto" everywhere).
+TEST(Options, DeepSpeedConfigMapsToTheZeroStageAndFlags) {
+  const std::string dir = llava::testing::temp_dir("deepspeed");
+  std::ofstream(dir + "/zero2.json") << R"({"fp16": {"enabled": "auto", "loss_scale": 0}, "bf16": {"enabled": "auto"},
+    "train_micro_batch_size_per_gpu": "auto", "train_batch_size": "auto", "gradient_accumulation_steps": "auto",
+    "zero_optimization": {"stage": 2, "overlap_comm": true, "contiguous_gradients": true, "sub_group_size": 1e9,
+                          "reduce_bucket_size": "auto"}})";
+  Command c = parse({"--deepspeed", dir + "/zero2.json", "--per_device_train_batch_size", "16", "--bf16", "True"});
+  EXPECT_EQ(c.options.zero_stage, 2);
+  EXPECT_EQ(c.options.per_device_train_batch_size, 16);  // "auto": the flag's value
+  EXPECT_TRUE(c.options.bf16);
+  ASSERT_EQ(c.notes.size(), 1u);
+  EXPECT_NE(c.notes[0].find("zero_optimization.overlap_comm"), std::string::npos) << c.notes[0];
+  EXPECT_NE(c.notes[0].find("zero_optimization.sub_group_size"), std::string::npos) << c.notes[0];
+  // explicit values fill unset flags; bytes become MB; a value that disagrees with a given flag is an error
+  std::ofstream(dir + "/explicit.json") << R"({"train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 2,
+    "gradient_clipping": 0.5, "zero_optimization": {"stage": 1, "reduce_bucket_size": 52428800}})";
+  Command e = parse({"--deepspeed", dir + "/explicit.json"});
+  EXPECT_EQ(e.options.zero_stage, 1);
+  EXPECT_EQ(e.options.per_device_train_batch_size, 4);
+  EXPECT_EQ(e.options.gradient_accumulation_steps, 2);
+  EXPECT_EQ(e.options.max_grad_norm, 0.5);
+  EXPECT_EQ(e.options.ddp_bucket_cap_mb, 50);
+  EXPECT_TRUE(e.notes.empty());
+  EXPECT_THROW(parse({"--deepspeed", dir + "/explicit.json", "--gradient_accumulation_steps", "8"}), Error);
+  EXPECT_NO_THROW(parse({"--deepspeed", dir + "/explicit.json", "--gradient_accumulation_steps", "2"}));
+  // ZeRO-3 is refused, saying what to use instead; a broken file names itself
+  std::ofstream(dir + "/zero3.json") << R"({"zero_optimization": {"stage": 3, "stage3_prefetch_bucket_size": "auto"}})";
+  try {
+    parse({"--deepspeed", dir + "/zero3.json"});
+    ADD_FAILURE() << "stage 3 accepted";
+  } catch (const Error& err) {
+    EXPECT_NE(std::string(err.what()).find("use --zero_stage 2"), std::string::npos) << err.what();
+  }
+  std::ofstream(dir + "/broken.json") << "{\"zero_optimization\": ";
+  try {
+    parse({"--deepspeed", dir + "/broken.json"});
+    ADD_FAILURE() << "broken file accepted";
+  } catch (const Error& err) {
+    EXPECT_NE(std::string(err.what()).find(dir + "/broken.json"), std::string::npos) << err.what();
+  }
+}
+
 TEST(Options, UnknownKeysNameTheClosestKnownKey) {
   try {
     parse({"--learning_rat", "1"});

@@ -9,12 +9,15 @@
 
 #include "llava/error.h"
 #include "llava/model/checkpoint.h"
+#include "llava/options.h"
+#include "llava/pipeline.h"
 #include "llava/train/log.h"
 #include "llava/train/lora.h"
 #include "llava/train/optimizer.h"
 #include "llava/train/schedule.h"
 #include "llava/torch_compat.h"
 #include "llava/train/state.h"
+#include "llava/train/train_config.h"
 #include "test_train_support.h"
 
 using namespace llava;
@@ -581,4 +584,30 @@ TEST(Lora, GradientCheckpointingGivesTheSameAdapterGradients) {
     // checkpointing replays the layers' draws and leaves the random stream where the plain run leaves it
     EXPECT_TRUE(torch::equal(rng_plain, rng_checkpointed));
   }
+}
+
+// ------------------------------------------------------------------------------------------ one configuration
+
+// The data side counts image positions from the configuration the model is built from: an HF directory whose
+// vision_feature_select_strategy is "full" (CLS kept) gives 4 patches + 1 on both sides, and a flag overrides both.
+TEST(ModelConfiguration, DataAndModelAgreeOnPositionsPerImage) {
+  const std::string dir = train_tmp("full_strategy") + "/model";
+  fs::copy(tiny_model_dir(), dir, fs::copy_options::recursive);
+  nlohmann::json c = nlohmann::json::parse(read_file(dir + "/config.json"));
+  ASSERT_EQ(c.value("vision_feature_select_strategy", ""), "default");
+  c["vision_feature_select_strategy"] = "full";
+  std::ofstream(dir + "/config.json") << c.dump(2);
+  Options o = tiny_options("", train_tmp("full_strategy_out"));
+  o.model_name_or_path = dir;
+  auto data = make_data_pipeline(o, false);
+  LoadedLlava model = load_llava(dir, model_load_options(o));
+  EXPECT_EQ(model.config.num_image_tokens(), 5);
+  EXPECT_EQ(data->example.image_feature_positions, 5);
+  o.mm_vision_select_feature = "patch";  // as the flag sets it
+  o.set_keys.insert("mm_vision_select_feature");
+  EXPECT_EQ(make_data_pipeline(o, false)->example.image_feature_positions, 4);
+  EXPECT_EQ(load_llava(dir, model_load_options(o)).config.num_image_tokens(), 4);
+  // and a --model_max_length shorter than one image is an error, not a run that skips every image sample
+  o.model_max_length = 3;
+  EXPECT_THROW(make_data_pipeline(o, false), Error);
 }

@@ -8,99 +8,111 @@
 
 namespace llava {
 
-// X(type, name, default, help)
+// Which subcommands take a flag on the command line (a YAML --config may hold keys of other subcommands:
+// one recipe serves train, eval and plan). kModel: every subcommand that loads a model or builds examples.
+namespace scope {
+enum : unsigned {
+  kTrain = 1u << 0, kEval = 1u << 1, kGenerate = 1u << 2, kPreprocess = 1u << 3, kCheckData = 1u << 4,
+  kBench = 1u << 5, kTokenize = 1u << 6, kInit = 1u << 7, kPlan = 1u << 8, kDemo = 1u << 9,
+  kData = kTrain | kEval | kGenerate | kPreprocess | kCheckData | kBench,  // reads --data_path
+  kModel = kData | kPlan,
+  kAll = ~0u,
+};
+}  // namespace scope
+
+// X(type, name, default, scope, help)
 #define LLAVA_OPTIONS(X)                                                                                          \
   /* model */                                                                                                     \
-  X(std::string, model_name_or_path, "", "model directory: HF LLaVA, original LLaVA, or an LLM (with --vision_tower)") \
-  X(std::string, version, "v1",                                                                                   \
+  X(std::string, model_name_or_path, "", kModel|kTokenize|kInit, "model directory: HF LLaVA, original LLaVA, or an LLM (with --vision_tower)") \
+  X(std::string, version, "v1", kModel,                                                                                   \
     "conversation template: v1|vicuna_v1|llava_v1|llama_2|llava_llama_2|mistral_instruct|chatml_direct|plain|mmtag") \
-  X(std::string, vision_tower, "", "CLIP vision model directory (when --model_name_or_path is an LLM)")          \
-  X(std::string, pretrain_mm_mlp_adapter, "", "pretrained projector (mm_projector.safetensors or .bin)")          \
-  X(std::string, mm_projector_type, "mlp2x_gelu", "projector: linear | mlpNx_gelu")                                \
-  X(int, mm_vision_select_layer, -2, "vision hidden state fed to the projector (-2: second to last)")             \
-  X(std::string, mm_vision_select_feature, "patch", "patch (drop CLS) | cls_patch")                              \
-  X(std::string, mm_patch_merge_type, "flat",                                                                     \
+  X(std::string, vision_tower, "", kModel, "CLIP vision model directory (when --model_name_or_path is an LLM)")          \
+  X(std::string, pretrain_mm_mlp_adapter, "", kModel, "pretrained projector (mm_projector.safetensors or .bin)")          \
+  X(std::string, mm_projector_type, "mlp2x_gelu", kModel, "projector: linear | mlpNx_gelu")                                \
+  X(int, mm_vision_select_layer, -2, kModel, "vision hidden state fed to the projector (-2: second to last)")             \
+  X(std::string, mm_vision_select_feature, "patch", kModel, "patch (drop CLS) | cls_patch")                              \
+  X(std::string, mm_patch_merge_type, "flat", kModel,                                                                     \
     "anyres feature layout: flat | spatial | spatial_unpad (+ image_newline); default: config.json's, else flat") \
-  X(bool, mm_use_im_start_end, false, "not supported (LLaVA-1.5 uses false)")                                    \
-  X(bool, mm_use_im_patch_token, false, "not supported (LLaVA-1.5 uses false)")                                  \
-  X(bool, tune_mm_mlp_adapter, false, "pretraining stage: train only the projector")                             \
-  X(bool, freeze_backbone, false, "freeze the LLM")                                                              \
-  X(bool, freeze_mm_mlp_adapter, false, "freeze the projector")                                                  \
-  X(bool, unfreeze_mm_vision_tower, false, "train the vision tower too")                                         \
-  X(double, mm_projector_lr, 0.0, "learning rate of the projector (0: --learning_rate)")                         \
-  X(bool, lora_enable, false, "LoRA on the LLM's linear layers")                                                 \
-  X(int, lora_r, 64, "LoRA rank")                                                                                \
-  X(int, lora_alpha, 16, "LoRA alpha (scale = alpha / r)")                                                       \
-  X(double, lora_dropout, 0.05, "LoRA dropout")                                                                  \
+  X(bool, mm_use_im_start_end, false, kModel, "not supported (LLaVA-1.5 uses false)")                                    \
+  X(bool, mm_use_im_patch_token, false, kModel, "not supported (LLaVA-1.5 uses false)")                                  \
+  X(bool, tune_mm_mlp_adapter, false, kTrain|kPlan, "pretraining stage: train only the projector")                             \
+  X(bool, freeze_backbone, false, kTrain|kPlan, "freeze the LLM")                                                              \
+  X(bool, freeze_mm_mlp_adapter, false, kTrain|kPlan, "freeze the projector")                                                  \
+  X(bool, unfreeze_mm_vision_tower, false, kTrain|kPlan, "train the vision tower too")                                         \
+  X(double, mm_projector_lr, 0.0, kTrain, "learning rate of the projector (0: --learning_rate)")                         \
+  X(bool, lora_enable, false, kTrain|kPlan, "LoRA on the LLM's linear layers")                                                 \
+  X(int, lora_r, 64, kTrain|kPlan, "LoRA rank")                                                                                \
+  X(int, lora_alpha, 16, kTrain, "LoRA alpha (scale = alpha / r)")                                                       \
+  X(double, lora_dropout, 0.05, kTrain, "LoRA dropout")                                                                  \
   /* data */                                                                                                      \
-  X(std::string, data_path, "", "LLaVA-format JSON list")                                                        \
-  X(std::string, image_folder, "", "folder that relative image paths are joined to")                             \
-  X(std::string, image_aspect_ratio, "square",                                                                    \
+  X(std::string, data_path, "", kData, "LLaVA-format JSON list")                                                        \
+  X(std::string, image_folder, "", kData, "folder that relative image paths are joined to")                             \
+  X(std::string, image_aspect_ratio, "square", kModel,                                                                    \
     "square (center crop) | pad (expand to square first) | anyres (LLaVA-1.6 tiles; default when config.json says so)") \
-  X(std::string, image_grid_pinpoints, "",                                                                        \
+  X(std::string, image_grid_pinpoints, "", kModel,                                                                        \
     "anyres canvases (width, height): \"[(336, 672), ...]\", [[336, 672], ...] or \"(1x1),...,(3x3)\"; default: config.json's") \
-  X(int, max_tiles_per_sample, 0,                                                                                 \
+  X(int, max_tiles_per_sample, 0, kModel,                                                                                 \
     "anyres: at most N tiles per sample (0: no limit); later images beyond it use their base tile only")          \
-  X(std::string, image_placement, "front", "front: <image> markers moved to the turn's start | inline")          \
-  X(bool, group_by_modality_length, false, "length-grouped sampling by modality, as LLaVA")                      \
-  X(int, group_by_length_window, 0, "N > 0: sort by length within windows of N global batches, shuffle batches") \
-  X(bool, lazy_preprocess, true, "accepted for LLaVA compatibility; always lazy")                                \
-  X(bool, shuffle, true, "shuffle samples each epoch (false: file order)")                                       \
-  X(std::string, on_bad_sample, "skip", "skip (count and go on) | fail (stop with the error)")                    \
-  X(int, model_max_length, 2048, "maximum sequence length, images expanded")                                     \
-  X(int, dataloader_num_workers, 0, "worker threads building examples (0: in the training thread)")              \
+  X(std::string, image_placement, "front", kData, "front: <image> markers moved to the turn's start | inline")          \
+  X(bool, group_by_modality_length, false, kTrain, "length-grouped sampling by modality, as LLaVA")                      \
+  X(int, group_by_length_window, 0, kTrain, "N > 0: sort by length within windows of N global batches, shuffle batches") \
+  X(bool, lazy_preprocess, true, kTrain, "accepted for LLaVA compatibility; always lazy")                                \
+  X(bool, shuffle, true, kTrain, "shuffle samples each epoch (false: file order)")                                       \
+  X(std::string, on_bad_sample, "skip", kTrain, "skip (count and go on) | fail (stop with the error)")                    \
+  X(int, model_max_length, 2048, kModel, "maximum sequence length, images expanded")                                     \
+  X(int, dataloader_num_workers, 0, kData, "worker threads building examples (0: in the training thread)")              \
   /* training */                                                                                                  \
-  X(std::string, output_dir, "", "where checkpoints, metrics and the final model go")                            \
-  X(double, num_train_epochs, 3.0, "epochs")                                                                     \
-  X(long, max_steps, -1, "optimizer steps (overrides epochs when > 0)")                                         \
-  X(int, per_device_train_batch_size, 8, "samples per device per micro-batch")                                   \
-  X(int, per_device_eval_batch_size, 8, "samples per device in eval")                                            \
-  X(int, gradient_accumulation_steps, 1, "micro-batches per optimizer step")                                     \
-  X(double, learning_rate, 5e-5, "peak learning rate")                                                           \
-  X(double, weight_decay, 0.0, "AdamW weight decay (not on biases and norms)")                                   \
-  X(double, adam_beta1, 0.9, "AdamW beta1")                                                                      \
-  X(double, adam_beta2, 0.999, "AdamW beta2")                                                                    \
-  X(double, adam_epsilon, 1e-8, "AdamW epsilon")                                                                 \
-  X(double, max_grad_norm, 1.0, "gradient clipping (0: off)")                                                    \
-  X(double, warmup_ratio, 0.0, "warmup as a fraction of the steps")                                              \
-  X(long, warmup_steps, 0, "warmup steps (overrides warmup_ratio)")                                              \
-  X(std::string, lr_scheduler_type, "linear", "cosine | linear | constant | constant_with_warmup")               \
-  X(double, logging_steps, 500, "log every N optimizer steps")                                                   \
-  X(double, save_steps, 500, "checkpoint every N steps (0: final model only)")                                   \
-  X(int, save_total_limit, -1, "keep at most N checkpoints (-1: all)")                                           \
-  X(bool, bf16, false, "bf16 compute, fp32 master weights")                                                      \
-  X(bool, tf32, false, "allow TF32 matmuls on CUDA")                                                             \
-  X(bool, gradient_checkpointing, false, "recompute LLM layers in backward")                                     \
-  X(long, seed, 42, "random seed")                                                                               \
-  X(std::string, resume_from_checkpoint, "", "checkpoint dir or 'latest'")                                       \
-  X(std::string, report_to, "none", "accepted for compatibility (metrics.jsonl is always written)")              \
-  X(std::string, logging_dir, "", "TensorBoard event files (default: output_dir/runs/<date>_<host>)")           \
-  X(std::string, run_name, "", "a name for the run in logs and TensorBoard")                                     \
-  X(int, max_bad_steps, 10, "stop after N non-finite steps in a row")                                            \
-  X(double, max_skipped_share, 0.05, "warn loudly at the end when more than this share of samples was bad")     \
-  X(bool, average_tokens_across_devices, true, "normalise the loss over all tokens of the optimizer step")      \
+  X(std::string, output_dir, "", kTrain|kInit|kDemo, "where checkpoints, metrics and the final model go")                            \
+  X(double, num_train_epochs, 3.0, kTrain, "epochs")                                                                     \
+  X(long, max_steps, -1, kTrain, "optimizer steps (overrides epochs when > 0)")                                         \
+  X(int, per_device_train_batch_size, 8, kTrain|kPlan|kBench, "samples per device per micro-batch")                                   \
+  X(int, per_device_eval_batch_size, 8, kEval|kGenerate, "samples per device in eval")                                            \
+  X(int, gradient_accumulation_steps, 1, kTrain|kPlan, "micro-batches per optimizer step")                                     \
+  X(double, learning_rate, 5e-5, kTrain, "peak learning rate")                                                           \
+  X(double, weight_decay, 0.0, kTrain, "AdamW weight decay (not on biases and norms)")                                   \
+  X(double, adam_beta1, 0.9, kTrain, "AdamW beta1")                                                                      \
+  X(double, adam_beta2, 0.999, kTrain, "AdamW beta2")                                                                    \
+  X(double, adam_epsilon, 1e-8, kTrain, "AdamW epsilon")                                                                 \
+  X(double, max_grad_norm, 1.0, kTrain, "gradient clipping (0: off)")                                                    \
+  X(double, warmup_ratio, 0.0, kTrain, "warmup as a fraction of the steps")                                              \
+  X(long, warmup_steps, 0, kTrain, "warmup steps (overrides warmup_ratio)")                                              \
+  X(std::string, lr_scheduler_type, "linear", kTrain, "cosine | linear | constant | constant_with_warmup")               \
+  X(double, logging_steps, 500, kTrain, "log every N optimizer steps")                                                   \
+  X(double, save_steps, 500, kTrain, "checkpoint every N steps (0: final model only)")                                   \
+  X(int, save_total_limit, -1, kTrain, "keep at most N checkpoints (-1: all)")                                           \
+  X(bool, bf16, false, kTrain|kEval|kGenerate|kPlan, "bf16 compute, fp32 master weights")                                                      \
+  X(bool, tf32, false, kTrain|kEval|kGenerate, "allow TF32 matmuls on CUDA")                                                             \
+  X(bool, gradient_checkpointing, false, kTrain|kPlan, "recompute LLM layers in backward")                                     \
+  X(long, seed, 42, kTrain|kEval|kGenerate|kInit|kDemo, "random seed")                                                                               \
+  X(std::string, resume_from_checkpoint, "", kTrain, "checkpoint dir or 'latest'")                                       \
+  X(std::string, report_to, "none", kTrain, "accepted for compatibility (metrics.jsonl is always written)")              \
+  X(std::string, logging_dir, "", kTrain, "TensorBoard event files (default: output_dir/runs/<date>_<host>)")           \
+  X(std::string, run_name, "", kTrain, "a name for the run in logs and TensorBoard")                                     \
+  X(int, max_bad_steps, 10, kTrain, "stop after N non-finite steps in a row")                                            \
+  X(double, max_skipped_share, 0.05, kTrain, "warn loudly at the end when more than this share of samples was bad")     \
+  X(bool, average_tokens_across_devices, true, kTrain, "normalise the loss over all tokens of the optimizer step")      \
   /* distributed */                                                                                               \
-  X(std::string, deepspeed, "", "accepted with a warning: use --zero_stage")                                     \
-  X(int, zero_stage, 0, "0: DDP | 1: shard optimizer state | 2: also gradients")                                 \
-  X(std::string, ddp_backend, "", "nccl | gloo (default: nccl on cuda, gloo on cpu)")                            \
-  X(int, ddp_timeout, 1800, "seconds before a missing peer is an error")                                         \
-  X(int, ddp_bucket_cap_mb, 25, "gradient all-reduce bucket size")                                               \
-  X(std::string, device, "auto", "auto (CUDA when available, else CPU) | cpu | cuda")                           \
+  X(std::string, deepspeed, "", kTrain|kPlan, "DeepSpeed JSON config: its ZeRO stage, batch, accumulation, clipping, bf16 map") \
+  X(int, zero_stage, 0, kTrain|kPlan, "0: DDP | 1: shard optimizer state | 2: also gradients")                                 \
+  X(std::string, ddp_backend, "", kTrain, "nccl | gloo (default: nccl on cuda, gloo on cpu)")                            \
+  X(int, ddp_timeout, 1800, kTrain, "seconds before a missing peer is an error")                                         \
+  X(int, ddp_bucket_cap_mb, 25, kTrain|kPlan, "gradient all-reduce bucket size")                                               \
+  X(std::string, device, "auto", kTrain|kEval|kGenerate, "auto (CUDA when available, else CPU) | cpu | cuda")                           \
   /* subcommand inputs/outputs */                                                                                 \
-  X(std::string, config, "", "YAML file with any of these keys")                                                 \
-  X(std::string, output, "", "output file (preprocess, eval, tokenize)")                                         \
-  X(std::string, text, "", "tokenize: the text")                                                                 \
-  X(std::string, input, "", "tokenize: JSONL input with {\"text\", \"image_token\"} lines")                      \
-  X(std::string, legacy, "", "tokenize: override tokenizer_config.json's legacy (true|false)")                   \
-  X(bool, add_special_tokens, true, "tokenize: add the tokenizer's BOS/EOS (HF's add_special_tokens)")          \
-  X(long, max_samples, -1, "preprocess/check-data/eval/bench-data: stop after N samples")                       \
-  X(std::string, save_pixels, "", "preprocess: FILE.safetensors with each sample's pixel_values (float32)")        \
-  X(int, world_size, 1, "plan: number of ranks")                                                              \
-  X(std::string, model_config, "", "init-model: JSON/YAML file with the model's sizes")                           \
-  X(std::string, tokenizer_dir, "", "init-model: directory whose tokenizer files are copied")
+  X(std::string, config, "", kAll, "YAML file with any of these keys")                                                 \
+  X(std::string, output, "", kData|kEval|kGenerate|kTokenize, "output file (preprocess, eval, tokenize)")                                         \
+  X(std::string, text, "", kTokenize, "tokenize: the text")                                                                 \
+  X(std::string, input, "", kTokenize, "tokenize: JSONL input with {\"text\", \"image_token\"} lines")                      \
+  X(std::string, legacy, "", kTokenize, "tokenize: override tokenizer_config.json's legacy (true|false)")                   \
+  X(bool, add_special_tokens, true, kTokenize, "tokenize: add the tokenizer's BOS/EOS (HF's add_special_tokens)")          \
+  X(long, max_samples, -1, kData|kEval|kGenerate, "preprocess/check-data/eval/bench-data: stop after N samples")                       \
+  X(std::string, save_pixels, "", kData, "preprocess: FILE.safetensors with each sample's pixel_values (float32)")        \
+  X(int, world_size, 1, kPlan, "plan: number of ranks")                                                              \
+  X(std::string, model_config, "", kInit, "init-model: JSON/YAML file with the model's sizes")                           \
+  X(std::string, tokenizer_dir, "", kInit, "init-model: directory whose tokenizer files are copied")
 
 struct Options {
-#define LLAVA_OPTION_FIELD(type, name, def, help) type name = def;
+#define LLAVA_OPTION_FIELD(type, name, def, scope, help) type name = def;
   LLAVA_OPTIONS(LLAVA_OPTION_FIELD)
 #undef LLAVA_OPTION_FIELD
   std::set<std::string> set_keys;  // keys given by YAML or command line
@@ -110,6 +122,7 @@ struct Command {
   std::string name;  // train, preprocess, eval, tokenize, check-data, init-model, plan, bench-data
   Options options;
   bool help = false, version = false;
+  std::vector<std::string> notes;  // to print once (e.g. --deepspeed keys without an equivalent)
 };
 
 // argv -> Command. Throws llava::Error for unknown keys (with the closest known key), bad values,
@@ -120,6 +133,14 @@ void apply_yaml(Options& options, const std::string& path);
 // Sets one option from its text form ("--name value" or YAML); throws naming the key.
 void set_option(Options& options, const std::string& key, const std::string& value, const std::string& source);
 std::vector<std::string> option_names();
+// An option's current value as text (as the start-up table shows it); throws for an unknown key.
+std::string option_value(const Options& options, const std::string& key);
+// --deepspeed FILE (applied by parse_command_line after YAML and flags): zero_optimization.stage ->
+// --zero_stage (3: an error saying to use 2), reduce_bucket_size -> --ddp_bucket_cap_mb,
+// train_micro_batch_size_per_gpu, gradient_accumulation_steps, gradient_clipping, bf16.enabled and the
+// optimizer's lr/betas/eps/weight_decay -> their flags ("auto": the flag's value; an explicit value fills an
+// unset flag and must agree with a given one). Returns the keys that have no equivalent.
+std::vector<std::string> apply_deepspeed_config(Options& options, const std::string& path);
 std::string closest_option(const std::string& key);
 std::string help_text();
 // The resolved settings as an aligned two-column table (printed at startup, like llm.c).

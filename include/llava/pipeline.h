@@ -7,20 +7,27 @@
 
 #include "llava/dataset.h"
 #include "llava/example.h"
+#include "llava/model/config.h"
 #include "llava/options.h"
 #include "llava/tokenizer.h"
 
 namespace llava {
 
 struct VisionFiles {
-  std::string config_dir;     // where the vision config came from (for messages)
+  std::string config_dir;     // where the preprocessor config came from (for messages)
   int image_size = 336, patch_size = 14;
+  int positions = 576;        // LLM positions one image (tile) takes: patches, +1 when CLS is kept
   ImageProcessorConfig processor;
 };
 
-// Finds the vision tower's geometry and preprocessor for the model sources LLaVA users have:
-// an HF LLaVA dir (vision_config), an original-LLaVA dir (mm_vision_tower), or --vision_tower.
-VisionFiles find_vision_files(const std::string& model_dir, const std::string& vision_tower_dir);
+// The model flags given on the command line or in YAML (unset ones stay empty: the directory's own apply).
+ConfigOverrides config_overrides(const Options& options);
+
+// The vision side of the data: image size, patch size and positions per image from THE model configuration
+// (resolve_llava_config, which load_llava builds the model from), and the preprocessor from the
+// preprocessor_config.json beside the tower (--vision_tower, an original LLaVA's mm_vision_tower) or in the
+// model directory, else CLIP's defaults for the image size.
+VisionFiles find_vision_files(const Options& options);
 
 struct DataPipeline {
   std::shared_ptr<const Tokenizer> tokenizer_ptr;  // for users that outlive the pipeline (generation)

@@ -32,6 +32,7 @@ int dispatch(const Command& cmd, int argc) {
     return 0;
   }
   const Options& o = cmd.options;
+  for (const auto& note : cmd.notes) std::cerr << "note: " << printable(note) << "\n";
   if (cmd.name == "tokenize") return cmd_tokenize(o);
   if (cmd.name == "preprocess") return cmd_preprocess(o);
   if (cmd.name == "check-data") return cmd_check_data(o);

@@ -10,21 +10,15 @@
 #include "llava/model/checkpoint.h"
 #include "llava/pipeline.h"
 #include "llava/train/evaluate.h"
+#include "llava/train/train_config.h"
 
 namespace llava::cli {
 using json = nlohmann::ordered_json;
 
 int cmd_eval(const Options& o) {
   auto data = make_data_pipeline(o, /*needs_dataset=*/true);
-  LoadOptions lo;
-  lo.vision_tower = o.vision_tower;
-  lo.pretrain_mm_mlp_adapter = o.pretrain_mm_mlp_adapter;
-  if (o.set_keys.count("mm_projector_type")) lo.mm_projector_type = o.mm_projector_type;
-  if (o.set_keys.count("mm_vision_select_layer")) lo.mm_vision_select_layer = o.mm_vision_select_layer;
-  if (o.set_keys.count("mm_vision_select_feature")) lo.mm_vision_select_feature = o.mm_vision_select_feature;
-  lo.dtype = o.bf16 ? torch::kBFloat16 : torch::kFloat32;
+  LoadOptions lo = model_load_options(o);
   lo.device = dist::resolve_device(o.device, dist::DistEnv::from_environment());
-  lo.seed = static_cast<uint64_t>(o.seed);
   LoadedLlava loaded = load_llava(o.model_name_or_path, lo);
   for (const auto& note : loaded.notes) std::cerr << "model: " << note << "\n";
 

@@ -12,8 +12,12 @@
 namespace llava {
 namespace {
 
-const std::vector<std::string> kSubcommands = {"train",      "preprocess", "eval", "tokenize",
-                                               "check-data", "init-model", "plan", "bench-data", "demo-data"};
+// Every subcommand with the scope bit its flags carry (options.h).
+const std::vector<std::pair<std::string, unsigned>> kSubcommands = {
+    {"train", scope::kTrain},           {"preprocess", scope::kPreprocess}, {"eval", scope::kEval},
+    {"generate", scope::kGenerate},     {"tokenize", scope::kTokenize},     {"check-data", scope::kCheckData},
+    {"init-model", scope::kInit},       {"plan", scope::kPlan},             {"bench-data", scope::kBench},
+    {"demo-data", scope::kDemo}};
 
 bool parse_bool(const std::string& v, bool& out) {
   if (v == "true" || v == "True" || v == "TRUE" || v == "1" || v == "yes") return out = true, true;
@@ -67,8 +71,24 @@ size_t edit_distance(const std::string& a, const std::string& b) {
   return prev[b.size()];
 }
 
+// The subcommands that take `key` on the command line (scope:: bits; 0 for an unknown key).
+unsigned scope_of(const std::string& key) {
+  using namespace scope;
+#define LLAVA_SCOPE(type, name, def, scope, help) \
+  if (key == #name) return scope;
+  LLAVA_OPTIONS(LLAVA_SCOPE)
+#undef LLAVA_SCOPE
+  return 0;
+}
+
+unsigned subcommand_scope(const std::string& name) {
+  for (const auto& [n, bits] : kSubcommands)
+    if (n == name) return bits;
+  return scope::kAll;
+}
+
 bool is_bool_option(const std::string& key) {
-#define LLAVA_IS_BOOL(type, name, def, help) \
+#define LLAVA_IS_BOOL(type, name, def, scope, help) \
   if (key == #name) return std::is_same_v<type, bool>;
   LLAVA_OPTIONS(LLAVA_IS_BOOL)
 #undef LLAVA_IS_BOOL
@@ -83,10 +103,18 @@ std::string unknown_key_message(const std::string& key, const std::string& sourc
 
 std::vector<std::string> option_names() {
   std::vector<std::string> names;
-#define LLAVA_NAME(type, name, def, help) names.push_back(#name);
+#define LLAVA_NAME(type, name, def, scope, help) names.push_back(#name);
   LLAVA_OPTIONS(LLAVA_NAME)
 #undef LLAVA_NAME
   return names;
+}
+
+std::string option_value(const Options& o, const std::string& key) {
+#define LLAVA_VALUE(type, name, def, scope, help) \
+  if (key == #name) return show<type>(o.name);
+  LLAVA_OPTIONS(LLAVA_VALUE)
+#undef LLAVA_VALUE
+  throw Error(unknown_key_message(key, "option_value"));
 }
 
 std::string closest_option(const std::string& key) {
@@ -100,7 +128,7 @@ std::string closest_option(const std::string& key) {
 }
 
 void set_option(Options& o, const std::string& key, const std::string& value, const std::string& source) {
-#define LLAVA_SET(type, name, def, help)        \
+#define LLAVA_SET(type, name, def, scope, help)        \
   if (key == #name) {                           \
     parse_value(key, value, source, o.name);    \
     o.set_keys.insert(key);                     \
@@ -139,9 +167,9 @@ Command parse_command_line(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   cmd.name = "train";  // the default when the first argument is a flag, as LLaVA's train.py
   if (!args.empty() && args[0].rfind("-", 0) != 0) {
-    if (std::find(kSubcommands.begin(), kSubcommands.end(), args[0]) == kSubcommands.end()) {
+    if (subcommand_scope(args[0]) == scope::kAll) {
       std::string known;
-      for (const auto& s : kSubcommands) known += " " + s;
+      for (const auto& [s, bits] : kSubcommands) known += " " + s;
       throw Error("unknown subcommand '" + args[0] + "' (subcommands:" + known + ")");
     }
     cmd.name = args[0];
@@ -165,7 +193,7 @@ Command parse_command_line(int argc, char** argv) {
   auto adder = parser.add_options();
   adder("h,help", "show help");
   adder("V,print_version", "print versions");
-#define LLAVA_CXXOPT(type, name, def, help)                                              \
+#define LLAVA_CXXOPT(type, name, def, scope, help)                                              \
   if (std::is_same_v<type, bool>)                                                        \
     adder(#name, help, cxxopts::value<std::string>()->implicit_value("true"));           \
   else                                                                                   \
@@ -208,8 +236,20 @@ Command parse_command_line(int argc, char** argv) {
 
   // defaults < YAML < command line
   if (result.count("config")) apply_yaml(cmd.options, result["config"].as<std::string>());
-  for (const auto& kv : result.arguments())
-    if (kv.key() != "help" && kv.key() != "print_version") set_option(cmd.options, kv.key(), kv.value(), "command line");
+  for (const auto& kv : result.arguments()) {
+    if (kv.key() == "help" || kv.key() == "print_version") continue;
+    if (!(scope_of(kv.key()) & subcommand_scope(cmd.name)))
+      throw Error("command line: --" + kv.key() + " does not apply to `llava-train " + cmd.name +
+                  "` (see `llava-train --help`; a --config YAML file may still carry it for other subcommands)");
+    set_option(cmd.options, kv.key(), kv.value(), "command line");
+  }
+  if (!cmd.options.deepspeed.empty()) {
+    const std::vector<std::string> unmapped = apply_deepspeed_config(cmd.options, cmd.options.deepspeed);
+    std::string keys;
+    for (const auto& k : unmapped) keys += (keys.empty() ? "" : ", ") + k;
+    if (!keys.empty())
+      cmd.notes.push_back("--deepspeed " + cmd.options.deepspeed + ": no llava-train equivalent, ignored: " + keys);
+  }
   return cmd;
 }
 
@@ -229,7 +269,7 @@ std::string help_text() {
      << "every flag is also a key of the YAML file given by --config (defaults < YAML < command line);\n"
      << "booleans accept --flag, --flag true|false|True|False. `llava-train --version` alone prints versions.\n\n"
      << "options:\n";
-#define LLAVA_HELP(type, name, def, help)                                                                \
+#define LLAVA_HELP(type, name, def, scope, help)                                                                \
   ss << "  --" << std::left << std::setw(32) << #name << " " << help << " (default: " << show<type>(def) \
      << ")\n";
   LLAVA_OPTIONS(LLAVA_HELP)
@@ -240,7 +280,7 @@ std::string help_text() {
 std::string options_table(const Options& o) {
   std::ostringstream ss;
   ss << "+----------------------------------+------------------------------------------------+\n";
-#define LLAVA_ROW(type, name, def, help)                                                   \
+#define LLAVA_ROW(type, name, def, scope, help)                                                   \
   if (o.set_keys.count(#name))                                                             \
     ss << "| " << std::left << std::setw(32) << #name << " | " << std::setw(46) << show<type>(o.name) << " |\n";
   LLAVA_OPTIONS(LLAVA_ROW)

@@ -22,17 +22,6 @@ json read_json(const fs::path& path) {
   }
 }
 
-VisionFiles from_vision_config(const json& vc, const fs::path& dir) {
-  VisionFiles v;
-  v.config_dir = dir.string();
-  v.image_size = vc.value("image_size", 224);
-  v.patch_size = vc.value("patch_size", 32);
-  fs::path pre = dir / "preprocessor_config.json";
-  v.processor = fs::exists(pre) ? ImageProcessorConfig::from_json_file(pre.string())
-                                : ImageProcessorConfig::clip_defaults(v.image_size);
-  return v;
-}
-
 // The model's config.json, or an empty object when the directory has none.
 json model_config(const std::string& model_dir) {
   const fs::path path = fs::path(model_dir) / "config.json";
@@ -95,30 +84,38 @@ void configure_images(const Options& o, const VisionFiles& vision, ExampleOption
   ex.anyres = std::move(a);
 }
 
-VisionFiles from_clip_dir(const fs::path& dir) {
-  json c = read_json(dir / "config.json");
-  // A CLIPVisionModel config has the fields at the top; a full CLIPModel nests them in vision_config.
-  return from_vision_config(c.contains("vision_config") ? c["vision_config"] : c, dir);
-}
-
 }  // namespace
 
-VisionFiles find_vision_files(const std::string& model_dir, const std::string& vision_tower_dir) {
-  if (!vision_tower_dir.empty()) return from_clip_dir(vision_tower_dir);
-  if (model_dir.empty()) throw Error("no model: give --model_name_or_path (and --vision_tower for an LLM directory)");
-  fs::path dir(model_dir);
-  json c = read_json(dir / "config.json");
-  std::string type = c.value("model_type", "");
-  if (type == "llava" && c.contains("vision_config")) return from_vision_config(c["vision_config"], dir);
-  if (c.contains("mm_vision_tower") && c["mm_vision_tower"].is_string()) {
-    fs::path tower = c["mm_vision_tower"].get<std::string>();
-    if (tower.is_relative()) tower = dir / tower;
-    if (fs::exists(tower / "config.json")) return from_clip_dir(tower);
-    throw Error(model_dir + "/config.json: mm_vision_tower '" + c["mm_vision_tower"].get<std::string>() +
-                "' is not a local directory: pass --vision_tower DIR (nothing is downloaded)");
+ConfigOverrides config_overrides(const Options& o) {
+  ConfigOverrides c;
+  c.vision_tower = o.vision_tower;
+  if (o.set_keys.count("mm_projector_type")) c.mm_projector_type = o.mm_projector_type;
+  if (o.set_keys.count("mm_vision_select_layer")) c.mm_vision_select_layer = o.mm_vision_select_layer;
+  if (o.set_keys.count("mm_vision_select_feature")) c.mm_vision_select_feature = o.mm_vision_select_feature;
+  return c;
+}
+
+VisionFiles find_vision_files(const Options& o) {
+  if (o.model_name_or_path.empty()) throw Error("no model: give --model_name_or_path (and --vision_tower for an LLM directory)");
+  std::string kind;
+  const LlavaConfig c = resolve_llava_config(o.model_name_or_path, config_overrides(o), nullptr, &kind);
+  VisionFiles v;
+  v.image_size = static_cast<int>(c.vision.image_size);
+  v.patch_size = static_cast<int>(c.vision.patch_size);
+  v.positions = static_cast<int>(c.num_image_tokens());
+  fs::path dir = o.model_name_or_path;
+  if (!o.vision_tower.empty()) {
+    dir = o.vision_tower;
+  } else if (kind == "llava_llama" && !c.mm_vision_tower.empty()) {
+    fs::path tower = c.mm_vision_tower;
+    if (tower.is_relative()) tower = fs::path(o.model_name_or_path) / tower;
+    if (fs::exists(tower / "config.json")) dir = tower;
   }
-  throw Error(model_dir + "/config.json: no vision tower (model_type '" + type +
-              "'): pass --vision_tower with a CLIP vision model directory");
+  v.config_dir = dir.string();
+  const fs::path pre = dir / "preprocessor_config.json";
+  v.processor = fs::exists(pre) ? ImageProcessorConfig::from_json_file(pre.string())
+                                : ImageProcessorConfig::clip_defaults(v.image_size);
+  return v;
 }
 
 std::unique_ptr<DataPipeline> make_data_pipeline(const Options& o, bool needs_dataset) {
@@ -134,12 +131,12 @@ std::unique_ptr<DataPipeline> make_data_pipeline(const Options& o, bool needs_da
     throw Error("--image_placement must be front or inline, got '" + o.image_placement + "'");
   ex.placement = o.image_placement == "front" ? ImagePlacement::kFront : ImagePlacement::kInline;
   ex.model_max_length = o.model_max_length;
-  VisionFiles vision = find_vision_files(o.model_name_or_path, o.vision_tower);
+  VisionFiles vision = find_vision_files(o);
   ex.image_config = vision.processor;
-  int patches = (vision.image_size / vision.patch_size) * (vision.image_size / vision.patch_size);
-  if (o.mm_vision_select_feature != "patch" && o.mm_vision_select_feature != "cls_patch")
-    throw Error("--mm_vision_select_feature must be patch or cls_patch");
-  ex.image_feature_positions = patches + (o.mm_vision_select_feature == "cls_patch" ? 1 : 0);
+  ex.image_feature_positions = vision.positions;
+  if (vision.positions > o.model_max_length)
+    throw Error("--model_max_length " + std::to_string(o.model_max_length) + " is shorter than one image (" +
+                std::to_string(vision.positions) + " positions): no sample with an image could be trained");
   configure_images(o, vision, ex);
   if (needs_dataset) {
     if (o.data_path.empty()) throw Error("--data_path is required");

@@ -158,26 +158,6 @@ void merge_report(LoadReport& into, const LoadReport& r) {
   into.file_of.insert(r.file_of.begin(), r.file_of.end());
 }
 
-bool feature_keeps_cls(const std::string& s) { return s == "full" || s == "cls_patch"; }
-
-void apply_overrides(LlavaConfig& cfg, const LoadOptions& o, const std::string& where,
-                     std::vector<std::string>& notes) {
-  if (!o.mm_projector_type.empty() && o.mm_projector_type != cfg.projector_type)
-    throw Error(where + ": the model's projector is '" + cfg.projector_type + "' but mm_projector_type '" +
-                o.mm_projector_type + "' was asked for");
-  if (o.mm_vision_select_layer && *o.mm_vision_select_layer != cfg.vision_feature_layer) {
-    notes.push_back("vision feature layer " + std::to_string(*o.mm_vision_select_layer) + " (config says " +
-                    std::to_string(cfg.vision_feature_layer) + ")");
-    cfg.vision_feature_layer = *o.mm_vision_select_layer;
-  }
-  if (!o.mm_vision_select_feature.empty() && feature_keeps_cls(o.mm_vision_select_feature) != cfg.keeps_cls()) {
-    notes.push_back("vision feature selection '" + o.mm_vision_select_feature + "' (config says '" +
-                    cfg.vision_feature_select_strategy + "')");
-    cfg.vision_feature_select_strategy = o.mm_vision_select_feature;
-  }
-  cfg.validate(where);
-}
-
 // A model every parameter of which load_llava loads or initialises explicitly (check_complete enforces it):
 // built without the default random init, which would be overwritten, and allocated in `dtype` directly.
 LlavaForCausalLM build_for_loading(const LlavaConfig& config, torch::Dtype dtype) {
@@ -267,17 +247,15 @@ void load_projector(LlavaForCausalLMImpl& model, const std::string& path) {
 
 LoadedLlava load_llava(const std::string& model_dir, const LoadOptions& o) {
   LoadedLlava out;
-  const std::string kind = detect_model_dir_kind(model_dir);
-  const std::string config_path = (fs::path(model_dir) / "config.json").string();
+  std::string kind;
+  out.config = resolve_llava_config(model_dir,
+                                    {o.vision_tower, o.mm_projector_type, o.mm_vision_select_layer,
+                                     o.mm_vision_select_feature},
+                                    &out.notes, &kind);
   LoadReport report;
-
-  if (kind == "clip")
-    throw Error(model_dir + ": is a CLIP directory; give it as --vision_tower next to an LLM or LLaVA model directory");
 
   if (kind == "llava") {
     out.format = "llava";
-    out.config = LlavaConfig::from_json_file(config_path);
-    apply_overrides(out.config, o, model_dir, out.notes);
     out.model = build_for_loading(out.config, o.dtype);
     auto targets = params_of(*out.model);
     auto scheme = hf_scheme(out.config);
@@ -287,8 +265,6 @@ LoadedLlava load_llava(const std::string& model_dir, const LoadOptions& o) {
       out.notes.push_back("--vision_tower " + o.vision_tower + " ignored: the HF LLaVA directory holds its tower");
   } else if (kind == "llava_llama") {
     out.format = "llava_llama";
-    out.config = LlavaConfig::from_json_file(config_path, o.vision_tower);
-    apply_overrides(out.config, o, model_dir, out.notes);
     out.model = build_for_loading(out.config, o.dtype);
     auto targets = params_of(*out.model);
     auto scheme = original_scheme(out.config);
@@ -314,14 +290,6 @@ LoadedLlava load_llava(const std::string& model_dir, const LoadOptions& o) {
     check_complete(targets, report, scheme, model_dir);
   } else {  // llama: LLM + CLIP (+ projector)
     out.format = "llm+clip";
-    if (o.vision_tower.empty())
-      throw Error(model_dir + ": is a language-model directory; a vision tower directory (--vision_tower) is needed");
-    LlamaConfig text = LlamaConfig::from_json_file(config_path);
-    ClipVisionConfig vision = ClipVisionConfig::from_json_file((fs::path(o.vision_tower) / "config.json").string());
-    out.config = LlavaConfig::from_parts(text, vision, o.mm_projector_type.empty() ? "linear" : o.mm_projector_type,
-                                         o.mm_vision_select_layer.value_or(-2),
-                                         o.mm_vision_select_feature.empty() ? "patch" : o.mm_vision_select_feature);
-    out.config.mm_vision_tower = o.vision_tower;
     out.model = build_for_loading(out.config, o.dtype);
     auto llm_targets = params_of(*out.model, "language_model.");
     auto scheme = llm_scheme(out.config);

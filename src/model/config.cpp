@@ -37,11 +37,14 @@ std::string normalize_act(const std::string& act, const std::string& where, bool
 json read_json_file(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw Error(path + ": cannot open");
+  json j;
   try {
-    return json::parse(in);
+    j = json::parse(in);
   } catch (const json::exception& e) {
     throw Error(path + ": bad JSON: " + e.what());
   }
+  if (!j.is_object()) throw Error(path + ": expected a JSON object, got " + std::string(j.type_name()));
+  return j;
 }
 
 void write_text_file_atomic(const std::string& path, const std::string& text) {
@@ -429,6 +432,60 @@ std::string detect_model_dir_kind(const std::string& dir) {
   if (type == "llama") return "llama";
   if (type == "clip" || type == "clip_vision_model") return "clip";
   throw Error(cfg.string() + ": unsupported model_type '" + type + "' (llava, llava_llama, llama, clip)");
+}
+
+namespace {
+
+LlavaConfig resolve_config(const std::string& model_dir, const ConfigOverrides& o, std::vector<std::string>* notes,
+                           std::string* kind_out) {
+  const std::string kind = detect_model_dir_kind(model_dir);
+  if (kind_out) *kind_out = kind;
+  const std::string config_path = (fs::path(model_dir) / "config.json").string();
+  if (kind == "clip")
+    throw Error(model_dir + ": is a CLIP directory; give it as --vision_tower next to an LLM or LLaVA model directory");
+  auto keeps_cls = [](const std::string& s) { return s == "full" || s == "cls_patch"; };
+  LlavaConfig c;
+  if (kind == "llama") {
+    if (o.vision_tower.empty())
+      throw Error(model_dir + ": is a language-model directory; a vision tower directory (--vision_tower) is needed");
+    LlamaConfig text = LlamaConfig::from_json_file(config_path);
+    ClipVisionConfig vision = ClipVisionConfig::from_json_file((fs::path(o.vision_tower) / "config.json").string());
+    c = LlavaConfig::from_parts(text, vision, o.mm_projector_type.empty() ? "linear" : o.mm_projector_type,
+                                o.mm_vision_select_layer.value_or(-2),
+                                o.mm_vision_select_feature.empty() ? "patch" : o.mm_vision_select_feature);
+    c.mm_vision_tower = o.vision_tower;
+    c.validate(model_dir);
+    return c;
+  }
+  c = LlavaConfig::from_json_file(config_path, kind == "llava_llama" ? o.vision_tower : "");
+  if (!o.mm_projector_type.empty() && o.mm_projector_type != c.projector_type)
+    throw Error(model_dir + ": the model's projector is '" + c.projector_type + "' but mm_projector_type '" +
+                o.mm_projector_type + "' was asked for");
+  if (o.mm_vision_select_layer && *o.mm_vision_select_layer != c.vision_feature_layer) {
+    if (notes)
+      notes->push_back("vision feature layer " + std::to_string(*o.mm_vision_select_layer) + " (config says " +
+                       std::to_string(c.vision_feature_layer) + ")");
+    c.vision_feature_layer = *o.mm_vision_select_layer;
+  }
+  if (!o.mm_vision_select_feature.empty() && keeps_cls(o.mm_vision_select_feature) != c.keeps_cls()) {
+    if (notes)
+      notes->push_back("vision feature selection '" + o.mm_vision_select_feature + "' (config says '" +
+                       c.vision_feature_select_strategy + "')");
+    c.vision_feature_select_strategy = o.mm_vision_select_feature;
+  }
+  c.validate(model_dir);
+  return c;
+}
+
+}  // namespace
+
+LlavaConfig resolve_llava_config(const std::string& model_dir, const ConfigOverrides& o,
+                                 std::vector<std::string>* notes, std::string* kind_out) {
+  try {
+    return resolve_config(model_dir, o, notes, kind_out);
+  } catch (const json::exception& e) {  // a key of the wrong type that a reader did not check itself
+    throw Error(model_dir + "/config.json: " + e.what());
+  }
 }
 
 }  // namespace llava

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "llava/error.h"
+#include "llava/pipeline.h"
 
 namespace llava {
 
@@ -14,6 +15,19 @@ void require(bool ok, const std::string& message) {
 }
 
 }  // namespace
+
+LoadOptions model_load_options(const Options& o) {
+  const ConfigOverrides flags = config_overrides(o);  // the same the data side counts image positions with
+  LoadOptions l;
+  l.vision_tower = flags.vision_tower;
+  l.mm_projector_type = flags.mm_projector_type;
+  l.mm_vision_select_layer = flags.mm_vision_select_layer;
+  l.mm_vision_select_feature = flags.mm_vision_select_feature;
+  l.pretrain_mm_mlp_adapter = o.pretrain_mm_mlp_adapter;
+  l.dtype = o.bf16 ? torch::kBFloat16 : torch::kFloat32;
+  l.seed = static_cast<uint64_t>(o.seed);
+  return l;
+}
 
 TrainConfig TrainConfig::from_options(const Options& o) {
   require(!o.output_dir.empty(), "train: --output_dir is required");
@@ -46,13 +60,7 @@ TrainConfig TrainConfig::from_options(const Options& o) {
   c.model_dir = o.model_name_or_path;
   c.bf16 = o.bf16;
   c.tf32 = o.tf32;
-  c.load.vision_tower = o.vision_tower;
-  c.load.pretrain_mm_mlp_adapter = o.pretrain_mm_mlp_adapter;
-  if (o.set_keys.count("mm_projector_type")) c.load.mm_projector_type = o.mm_projector_type;
-  if (o.set_keys.count("mm_vision_select_layer")) c.load.mm_vision_select_layer = o.mm_vision_select_layer;
-  if (o.set_keys.count("mm_vision_select_feature")) c.load.mm_vision_select_feature = o.mm_vision_select_feature;
-  c.load.dtype = o.bf16 ? torch::kBFloat16 : torch::kFloat32;
-  c.load.seed = static_cast<uint64_t>(o.seed);
+  c.load = model_load_options(o);
 
   c.stage = {o.tune_mm_mlp_adapter, o.freeze_backbone, o.freeze_mm_mlp_adapter, o.unfreeze_mm_vision_tower,
              o.lora_enable};

@@ -131,7 +131,7 @@ struct Trainer::Parts {
 
   std::unique_ptr<DataPipeline> data;
   std::unique_ptr<Sampler> sampler;
-  int64_t total_steps = 0, logging_steps = 0, save_steps = 0;
+  int64_t steps_per_epoch = 0, total_steps = 0, logging_steps = 0, save_steps = 0;
 
   LlavaForCausalLM model{nullptr};
   std::string stage;
@@ -180,12 +180,30 @@ void require_a_usable_sample(const DataPipeline& data, const Sampler& sampler, c
 
 Trainer::Trainer(TrainConfig config, TrainHooks hooks)
     : config_(std::move(config)), hooks_(std::move(hooks)), parts_(std::make_unique<Parts>()) {
+  parts_->start = Clock::now();
+  g_stop_requested.store(false);
+  start_processes();
+  build_data();
+  find_resume_point();
+  build_model();
+  build_optimizer();
+  restore_state();
+  print_start();
+  Parts& p = *parts_;
+  LoaderOptions loader;
+  loader.num_workers = config_.loop.dataloader_num_workers;
+  loader.fail_on_bad_sample = config_.loop.fail_on_bad_sample;
+  loader.pad_id = p.data->tokenizer.pad_id();
+  p.stream = std::make_unique<BatchStream>(*p.data, *p.sampler, loader, p.state.next_epoch, p.state.next_batch);
+  p.log = std::make_unique<RunLog>(p.main_rank, config_.checkpoint.output_dir, p.total_steps, p.state.global_step,
+                                   p.resume_dir.empty() ? -1 : p.state.global_step);
+}
+
+// Processes: torchrun/SLURM variables -> a process group (Gloo on cpu, NCCL on cuda); none for one process.
+// The device is this rank's (the same DistEnv the group uses).
+void Trainer::start_processes() {
   Parts& p = *parts_;
   const TrainConfig& c = config_;
-  p.start = Clock::now();
-  g_stop_requested.store(false);
-
-  // ---- processes: torchrun/SLURM variables -> a process group (Gloo on cpu, NCCL on cuda); none for one process
   const dist::DistEnv env = dist::DistEnv::from_environment();
   p.device = dist::resolve_device(c.dist.device, env);
   if (env.distributed()) {
@@ -206,8 +224,13 @@ Trainer::Trainer(TrainConfig config, TrainHooks hooks)
     at::globalContext().setAllowTF32CuBLAS(c.tf32);
     at::globalContext().setAllowTF32CuDNN(c.tf32);
   }
+}
 
-  // ---- data: tokenizer, template, image preprocessing, dataset index; the sampler fixes every epoch's order
+// Data: tokenizer, template, image preprocessing, dataset index; the sampler fixes every epoch's order; the
+// run's length in optimizer steps.
+void Trainer::build_data() {
+  Parts& p = *parts_;
+  const TrainConfig& c = config_;
   p.data = make_data_pipeline(c.data, /*needs_dataset=*/true);
   const Dataset& dataset = *p.data->dataset;
   if (dataset.size() == 0) throw Error(c.data.data_path + ": no samples");
@@ -234,15 +257,18 @@ Trainer::Trainer(TrainConfig config, TrainHooks hooks)
   require_a_usable_sample(*p.data, *p.sampler, c.data.data_path);
   // An optimizer step every `accum` micro-batches and at the end of each epoch (transformers >= 4.46).
   const int64_t accum = c.loop.gradient_accumulation_steps;
-  const int64_t steps_per_epoch = (p.sampler->batches_per_epoch() + accum - 1) / accum;
+  p.steps_per_epoch = (p.sampler->batches_per_epoch() + accum - 1) / accum;
   p.total_steps = c.loop.max_steps > 0 ? c.loop.max_steps
-                                       : static_cast<int64_t>(std::ceil(c.loop.num_train_epochs * steps_per_epoch));
+                                       : static_cast<int64_t>(std::ceil(c.loop.num_train_epochs * p.steps_per_epoch));
   p.logging_steps = steps_option(c.log.logging_steps, p.total_steps);
   p.save_steps = steps_option(c.checkpoint.save_steps, p.total_steps);
+}
 
-  // ---- where to start: a checkpoint (--resume_from_checkpoint DIR | latest) or the model directory
-  const std::string& out = c.checkpoint.output_dir;
-  p.resume_dir = c.checkpoint.resume_from_checkpoint;
+// Where to start: a checkpoint (--resume_from_checkpoint DIR | latest) or the model directory.
+void Trainer::find_resume_point() {
+  Parts& p = *parts_;
+  const std::string& out = config_.checkpoint.output_dir;
+  p.resume_dir = config_.checkpoint.resume_from_checkpoint;
   if (p.resume_dir == "latest") {
     p.resume_dir = find_latest_checkpoint(out);
     if (p.resume_dir.empty() && p.main_rank) std::cerr << "resume_from_checkpoint latest: no checkpoint in " << out << ", starting fresh\n";
@@ -253,8 +279,12 @@ Trainer::Trainer(TrainConfig config, TrainHooks hooks)
     std::cerr << "warning: " << out << " already holds checkpoints (newest: " << find_latest_checkpoint(out)
               << ") of another run; this run starts fresh and its checkpoints will sit beside them. To continue "
               << "that run: --resume_from_checkpoint latest\n";
+}
 
-  // ---- model: weights in the compute dtype (bf16 with fp32 masters in the optimizer), stage, LoRA
+// The model: weights in the compute dtype (bf16 with fp32 masters in the optimizer), LoRA, what trains.
+void Trainer::build_model() {
+  Parts& p = *parts_;
+  const TrainConfig& c = config_;
   LoadOptions lo = c.load;
   if (!p.resume_dir.empty()) {  // a checkpoint is a complete model directory: none of the assembly options
     lo = LoadOptions();
@@ -273,13 +303,18 @@ Trainer::Trainer(TrainConfig config, TrainHooks hooks)
   p.model->set_gradient_checkpointing(c.loop.gradient_checkpointing);
   p.model->train();
   if (hooks_.on_model_ready) hooks_.on_model_ready(*p.model);
+}
 
-  // ---- optimizer: AdamW over the trainable tensors, in LLaVA's parameter groups; the schedule
+// AdamW over the trainable tensors in LLaVA's parameter groups (every rank starts from rank 0's weights);
+// the schedule.
+void Trainer::build_optimizer() {
+  Parts& p = *parts_;
+  const TrainConfig& c = config_;
   std::vector<NamedParameter> trainable;
   for (auto& item : p.model->named_parameters())
     if (item.value().requires_grad()) trainable.push_back({item.key(), item.value()});
   if (trainable.empty()) throw Error("nothing to train: every parameter is frozen by the stage flags");
-  if (p.pg) {  // rank 0's weights everywhere, before the optimizer copies its masters
+  if (p.pg) {  // before the optimizer copies its masters
     std::vector<torch::Tensor> tensors;
     for (const auto& t : trainable) tensors.push_back(t.tensor);
     dist::broadcast_parameters(*p.pg, tensors);
@@ -287,16 +322,21 @@ Trainer::Trainer(TrainConfig config, TrainHooks hooks)
   p.optimizer = std::make_unique<Optimizer>(std::move(trainable), c.optimizer, p.pg);
   p.schedule = std::make_unique<Schedule>(c.schedule.type, p.total_steps,
                                           warmup_steps_for(c.schedule.warmup_steps, c.schedule.warmup_ratio, p.total_steps));
+}
 
-  // ---- trainer state: fresh, or everything the checkpoint recorded
+// The trainer state: fresh, or everything the checkpoint recorded (position, loss sums, log history, the
+// optimizer's state and the random generators).
+void Trainer::restore_state() {
+  Parts& p = *parts_;
+  const TrainConfig& c = config_;
   TrainerState& state = p.state;
   state.max_steps = p.total_steps;
-  state.num_train_epochs = c.loop.max_steps > 0 ? std::ceil(static_cast<double>(p.total_steps) / steps_per_epoch)
+  state.num_train_epochs = c.loop.max_steps > 0 ? std::ceil(static_cast<double>(p.total_steps) / p.steps_per_epoch)
                                                 : c.loop.num_train_epochs;
   state.logging_steps = p.logging_steps;
   state.save_steps = p.save_steps;
   state.train_batch_size = c.loop.per_device_train_batch_size;
-  const json settings = run_settings(c, p.world, dataset.size(), p.stage);
+  const json settings = run_settings(c, p.world, p.data->dataset->size(), p.stage);
   if (!p.resume_dir.empty()) {
     TrainerState saved = TrainerState::read((fs::path(p.resume_dir) / "trainer_state.json").string());
     for (const auto& [key, value] : settings.items())
@@ -319,30 +359,28 @@ Trainer::Trainer(TrainConfig config, TrainHooks hooks)
   }
   state.run = settings;
   p.first_step = state.global_step;
+}
 
-  if (p.main_rank)
-    std::cerr << "***** Running training *****\n"
-              << "  Num examples = " << dataset.size() << "\n"
-              << "  Num Epochs = " << state.num_train_epochs << "\n"
-              << "  Instantaneous batch size per device = " << c.loop.per_device_train_batch_size << "\n"
-              << "  Total train batch size (w. parallel, distributed & accumulation) = "
-              << c.loop.per_device_train_batch_size * accum * p.world << "\n"
-              << "  Gradient Accumulation steps = " << accum << "\n"
-              << "  Total optimization steps = " << p.total_steps << "\n"
-              << "  Stage = " << p.stage << "\n"
-              << "  Number of trainable parameters = " << p.optimizer->trainable_numel()
-              << (c.lora_enable ? " (LoRA adapters: " + std::to_string(lora_numel(*p.model)) + ")" : std::string()) << "\n"
-              << "  Precision = " << (c.bf16 ? "bf16 compute, fp32 master weights and optimizer state" : "fp32")
-              << ", device " << p.device.str() << (c.loop.gradient_checkpointing ? ", gradient checkpointing" : "")
-              << "\n" << std::flush;
-
-  LoaderOptions loader;
-  loader.num_workers = c.loop.dataloader_num_workers;
-  loader.fail_on_bad_sample = c.loop.fail_on_bad_sample;
-  loader.pad_id = p.data->tokenizer.pad_id();
-  p.stream = std::make_unique<BatchStream>(*p.data, *p.sampler, loader, state.next_epoch, state.next_batch);
-  p.log = std::make_unique<RunLog>(p.main_rank, out, p.total_steps, state.global_step,
-                                   p.resume_dir.empty() ? -1 : state.global_step);
+// HF Trainer's start-up banner (rank 0).
+void Trainer::print_start() const {
+  const Parts& p = *parts_;
+  const TrainConfig& c = config_;
+  if (!p.main_rank) return;
+  const int64_t accum = c.loop.gradient_accumulation_steps;
+  std::cerr << "***** Running training *****\n"
+            << "  Num examples = " << p.data->dataset->size() << "\n"
+            << "  Num Epochs = " << p.state.num_train_epochs << "\n"
+            << "  Instantaneous batch size per device = " << c.loop.per_device_train_batch_size << "\n"
+            << "  Total train batch size (w. parallel, distributed & accumulation) = "
+            << c.loop.per_device_train_batch_size * accum * p.world << "\n"
+            << "  Gradient Accumulation steps = " << accum << "\n"
+            << "  Total optimization steps = " << p.total_steps << "\n"
+            << "  Stage = " << p.stage << "\n"
+            << "  Number of trainable parameters = " << p.optimizer->trainable_numel()
+            << (c.lora_enable ? " (LoRA adapters: " + std::to_string(lora_numel(*p.model)) + ")" : std::string()) << "\n"
+            << "  Precision = " << (c.bf16 ? "bf16 compute, fp32 master weights and optimizer state" : "fp32")
+            << ", device " << p.device.str() << (c.loop.gradient_checkpointing ? ", gradient checkpointing" : "")
+            << "\n" << std::flush;
 }
 
 Trainer::~Trainer() = default;

@@ -7,6 +7,7 @@
 // Defaults of missing keys are transformers 4.37.2's (CLIPVisionConfig, LlamaConfig, LlavaConfig).
 // No torch here.
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -106,5 +107,22 @@ int64_t parse_projector_type(const std::string& type, const std::string& where);
 // What kind of model directory `dir` is, from its config.json: "llava" (HF LlavaForConditionalGeneration),
 // "llava_llama" (original LLaVA), "llama" (an LLM directory), "clip" (CLIPVisionModel/CLIPModel).
 std::string detect_model_dir_kind(const std::string& dir);
+
+// LLaVA's model flags that shape the configuration (empty / unset: the directory's own, or LLaVA's defaults
+// for an LLM directory: linear projector, layer -2, patch features).
+struct ConfigOverrides {
+  std::string vision_tower;                    // CLIP directory (an LLM directory needs one)
+  std::string mm_projector_type;               // must agree with a LLaVA directory's
+  std::optional<int64_t> mm_vision_select_layer;
+  std::string mm_vision_select_feature;        // patch | cls_patch (| default | full)
+};
+
+// THE model configuration of a run, as load_llava builds the model and the data pipeline counts image
+// positions (one source for image size, patch size, positions per image): an HF LLaVA directory, an
+// original-LLaVA directory (tower config embedded, from --vision_tower, or from mm_vision_tower), or an LLM
+// directory + --vision_tower; then the overrides. `notes` (optional) get what the overrides changed.
+// `kind` (optional) gets detect_model_dir_kind's answer. Throws llava::Error naming the file.
+LlavaConfig resolve_llava_config(const std::string& model_dir, const ConfigOverrides& overrides,
+                                 std::vector<std::string>* notes = nullptr, std::string* kind = nullptr);
 
 }  // namespace llava

@@ -77,4 +77,8 @@ struct TrainConfig {
   static TrainConfig from_options(const Options& options);
 };
 
+// How --model_name_or_path is to be loaded under the run's flags (train, eval, generate): the model flags,
+// the projector file, dtype (--bf16) and seed; the device is the caller's.
+LoadOptions model_load_options(const Options& options);
+
 }  // namespace llava

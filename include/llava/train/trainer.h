@@ -64,6 +64,15 @@ class Trainer {
   struct Parts;  // the components (trainer.cpp)
 
  private:
+  // set-up, in this order (the constructor)
+  void start_processes();
+  void build_data();
+  void find_resume_point();
+  void build_model();
+  void build_optimizer();
+  void restore_state();
+  void print_start() const;
+  // the run
   StepRecord train_step();
   void forward_backward_step(const struct Batch& batch, bool last, struct StepSums& sums);
   void save_checkpoint(TrainResult& result);
