@@ -51,6 +51,14 @@ struct Example {
 // (anyres: with every image's real positions; --max_tiles_per_sample is the way to fit such samples).
 Example build_example(const Sample& sample, const ExampleOptions& options);
 
+// --image_aspect_ratio as the options resolved it: "anyres", "pad" or "square" (what the model is told).
+std::string image_aspect_ratio_name(const ExampleOptions& options);
+
+// The LLM positions a sample's images can take, before they are decoded (the sampler's length estimate for
+// --group_by_length_window): image_feature_positions each, or under anyres each image at its most
+// (anyres_max_image_positions), images beyond --max_tiles_per_sample at their base tile's.
+int64_t estimated_image_positions(int num_images, const ExampleOptions& options);
+
 // Encoded bytes of a sample's image (file contents, or the base64-decoded bytes).
 std::vector<uint8_t> read_image_bytes(const ImageRef& ref, const std::string& context);
 

@@ -20,6 +20,9 @@ int cmd_eval(const Options& o) {
   LoadOptions lo = model_load_options(o);
   lo.device = dist::resolve_device(o.device, dist::DistEnv::from_environment());
   LoadedLlava loaded = load_llava(o.model_name_or_path, lo);
+  for (const auto& note : loaded.model->configure_images(data->example.anyres, image_aspect_ratio_name(data->example),
+                                                         lo.seed))
+    loaded.notes.push_back(note);
   for (const auto& note : loaded.notes) std::cerr << "model: " << note << "\n";
 
   std::ofstream file;

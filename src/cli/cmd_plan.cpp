@@ -10,10 +10,13 @@
 //                 llama-2-13b (LLM; tower and projector as for a directory); an "owner/" prefix is ignored,
 //                 so liuhaotian/llava-v1.5-7b works without a download.
 // The rest from the options (YAML and command line): world_size, per_device_train_batch_size,
-// model_max_length, gradient_accumulation_steps, bf16, the tune/freeze/lora flags, ddp_bucket_cap_mb.
+// model_max_length, gradient_accumulation_steps, bf16, the tune/freeze/lora flags, ddp_bucket_cap_mb, and
+// LLaVA-1.6's image_aspect_ratio anyres / image_grid_pinpoints / mm_patch_merge_type / max_tiles_per_sample
+// (tiles and positions per image; a LLaVA-1.6 directory's config.json gives them too).
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -21,6 +24,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "llava/anyres.h"
 #include "llava/dist/plan.h"
 #include "llava/error.h"
 #include "llava/model/config.h"
@@ -118,10 +122,41 @@ LlavaConfig config_from_spec(const Options& o) {
   }
 }
 
-dist::PlanModel plan_model(const Options& o) {
+// anyres tiles and positions per image: from --image_aspect_ratio anyres + --image_grid_pinpoints /
+// --mm_patch_merge_type / --max_tiles_per_sample when given, else from the model's config.json (a LLaVA-1.6
+// directory), else what the preset says.
+void set_anyres(dist::PlanModel& m, const Options& o, const LlavaConfig* config) {
+  const bool from_options = o.set_keys.count("image_aspect_ratio") && o.image_aspect_ratio == "anyres";
+  if (o.set_keys.count("image_aspect_ratio") && o.image_aspect_ratio != "anyres") {
+    m.tiles_per_image = 1;
+    m.positions_per_image = 0;
+    return;
+  }
+  if (!from_options && !(config && config->anyres())) return;
+  AnyresConfig a;
+  a.tile_size = static_cast<int>(m.image_size);
+  a.patches_per_side = static_cast<int>(m.image_size / m.patch_size);
+  a.tile_positions = static_cast<int>(m.image_tokens());
+  a.merge = parse_patch_merge(o.set_keys.count("mm_patch_merge_type") ? o.mm_patch_merge_type
+                              : config                                ? config->mm_patch_merge_type
+                                                                      : "spatial_unpad");
+  if (o.set_keys.count("image_grid_pinpoints")) a.pinpoints = parse_grid_pinpoints(o.image_grid_pinpoints, a.tile_size);
+  else if (config && config->anyres()) a.pinpoints = config->image_grid_pinpoints;
+  else a.pinpoints = {{336, 672}, {672, 336}, {672, 672}, {1008, 336}, {336, 1008}};  // LLaVA-1.6's
+  int tiles = 1;
+  for (const ImageSize& p : a.pinpoints) tiles = std::max(tiles, 1 + (p.width / a.tile_size) * (p.height / a.tile_size));
+  if (o.max_tiles_per_sample > 0) tiles = std::min(tiles, std::max(1, o.max_tiles_per_sample));
+  m.tiles_per_image = tiles;
+  m.positions_per_image = anyres_max_image_positions(a);
+}
+
+// The sizes from --model_config, a model directory or a preset; *config_out = the LLaVA config when there is one.
+dist::PlanModel plan_model_sizes(const Options& o, const LlavaConfig** config_out, LlavaConfig& config_store) {
   dist::PlanModel m;
   if (!o.model_config.empty()) {
-    LlavaConfig c = config_from_spec(o);
+    config_store = config_from_spec(o);
+    *config_out = &config_store;
+    const LlavaConfig& c = config_store;
     m.name = o.model_config;
     set_llm(m, c.text);
     set_vision(m, c.vision);
@@ -140,7 +175,9 @@ dist::PlanModel plan_model(const Options& o) {
     const std::string kind = detect_model_dir_kind(path);
     m.name = path;
     if (kind == "llava" || kind == "llava_llama") {
-      LlavaConfig c = LlavaConfig::from_json_file(config, o.vision_tower);
+      config_store = LlavaConfig::from_json_file(config, o.vision_tower);
+      *config_out = &config_store;
+      const LlavaConfig& c = config_store;
       set_llm(m, c.text);
       set_vision(m, c.vision);
       m.projector_linears = c.projector_num_linears();
@@ -164,6 +201,14 @@ dist::PlanModel plan_model(const Options& o) {
     set_vision(m, vision_from_option(o.vision_tower));
     m.projector_linears = parse_projector_type(o.mm_projector_type, "--mm_projector_type");
   }
+  return m;
+}
+
+dist::PlanModel plan_model(const Options& o) {
+  LlavaConfig store;
+  const LlavaConfig* config = nullptr;
+  dist::PlanModel m = plan_model_sizes(o, &config, store);
+  set_anyres(m, o, config);
   return m;
 }
 

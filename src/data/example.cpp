@@ -166,6 +166,30 @@ void add_anyres_images(const Sample& sample, const ExampleOptions& opt, const st
 
 }  // namespace
 
+std::string image_aspect_ratio_name(const ExampleOptions& o) {
+  return o.anyres ? "anyres" : o.pad_to_square ? "pad" : "square";
+}
+
+int64_t estimated_image_positions(int num_images, const ExampleOptions& o) {
+  if (!o.anyres) return static_cast<int64_t>(num_images) * o.image_feature_positions;
+  const AnyresConfig& cfg = *o.anyres;
+  const int tile = cfg.tile_size;
+  int most_tiles = 1;
+  for (const ImageSize& p : cfg.pinpoints) most_tiles = std::max(most_tiles, 1 + (p.width / tile) * (p.height / tile));
+  const int64_t full = anyres_max_image_positions(cfg);
+  const int64_t base = anyres_image_layout({tile, tile}, cfg, /*base_only=*/true).positions;
+  // anyres_sample_layouts' budget with every image at its most tiles
+  int64_t positions = 0, used = 0;
+  bool cut = false;
+  for (int k = 0; k < num_images; ++k) {
+    const int64_t later = num_images - k - 1;
+    cut = cut || (cfg.max_tiles_per_sample > 0 && used + most_tiles + later > cfg.max_tiles_per_sample);
+    positions += cut ? base : full;
+    used += cut ? 1 : most_tiles;
+  }
+  return positions;
+}
+
 std::vector<uint8_t> read_image_bytes(const ImageRef& ref, const std::string& ctx) {
   if (ref.kind == ImageRef::Kind::kInline) return ref.bytes;
   // An `images` entry that is neither valid base64 nor an existing path: say both (it may be a long,

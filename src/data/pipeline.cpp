@@ -28,7 +28,11 @@ json model_config(const std::string& model_dir) {
   return fs::exists(path) ? read_json(path) : json::object();
 }
 
-// --image_grid_pinpoints, else config.json's image_grid_pinpoints (a JSON list or LLaVA-NeXT's range string).
+// HF's LlavaNextForConditionalGeneration directory: always anyres + spatial_unpad, pinpoints as (height, width).
+bool is_llava_next(const json& config) { return config.value("model_type", "") == "llava_next"; }
+
+// --image_grid_pinpoints, else config.json's image_grid_pinpoints (a JSON list or LLaVA-NeXT's range string;
+// llava_next's (height, width) pairs turned into LLaVA's (width, height) here).
 std::vector<ImageSize> grid_pinpoints(const Options& o, const json& config, int tile_size) {
   if (o.set_keys.count("image_grid_pinpoints") && !o.image_grid_pinpoints.empty())
     return parse_grid_pinpoints(o.image_grid_pinpoints, tile_size);
@@ -37,7 +41,10 @@ std::vector<ImageSize> grid_pinpoints(const Options& o, const json& config, int 
     throw Error("--image_aspect_ratio anyres needs --image_grid_pinpoints (" + o.model_name_or_path +
                 "/config.json has none), e.g. \"[(336, 672), (672, 336), (672, 672), (1008, 336), (336, 1008)]\"");
   try {
-    return parse_grid_pinpoints(p->is_string() ? p->get<std::string>() : p->dump(), tile_size);
+    std::vector<ImageSize> out = parse_grid_pinpoints(p->is_string() ? p->get<std::string>() : p->dump(), tile_size);
+    if (is_llava_next(config))
+      for (ImageSize& s : out) s = {s.height, s.width};
+    return out;
   } catch (const Error& e) {
     throw Error(o.model_name_or_path + "/config.json: image_grid_pinpoints: " + e.what());
   }
@@ -52,7 +59,9 @@ void configure_images(const Options& o, const VisionFiles& vision, ExampleOption
     return config.contains(key) && config[key].is_string() ? config[key].get<std::string>() : std::string();
   };
   std::string aspect = o.image_aspect_ratio;
-  if (!o.set_keys.count("image_aspect_ratio") && config_string("image_aspect_ratio") == "anyres") aspect = "anyres";
+  const std::string config_aspect =
+      config.contains("image_aspect_ratio") ? config_string("image_aspect_ratio") : is_llava_next(config) ? "anyres" : "";
+  if (!o.set_keys.count("image_aspect_ratio") && config_aspect == "anyres") aspect = "anyres";
   if (aspect.rfind("anyres_max", 0) == 0)
     throw Error("--image_aspect_ratio " + aspect + " (LLaVA-OneVision) is not supported yet; anyres (LLaVA-1.6) is");
   if (aspect != "square" && aspect != "pad" && aspect != "anyres")
@@ -63,8 +72,10 @@ void configure_images(const Options& o, const VisionFiles& vision, ExampleOption
   if (aspect != "anyres") return;  // one tile per image: the merge type changes nothing (LLaVA's 4-D path)
 
   std::string merge_name = o.mm_patch_merge_type;
-  if (!o.set_keys.count("mm_patch_merge_type") && !config_string("mm_patch_merge_type").empty())
-    merge_name = config_string("mm_patch_merge_type");
+  const std::string config_merge = config.contains("mm_patch_merge_type") ? config_string("mm_patch_merge_type")
+                                   : is_llava_next(config)                 ? "spatial_unpad"
+                                                                           : "";
+  if (!o.set_keys.count("mm_patch_merge_type") && !config_merge.empty()) merge_name = config_merge;
   const PatchMerge merge = parse_patch_merge(merge_name);
 
   const ImageProcessorConfig& p = vision.processor;

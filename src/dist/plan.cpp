@@ -65,8 +65,29 @@ std::string lower_basename(const std::string& name) {
 }  // namespace
 
 std::vector<std::string> plan_preset_names() {
-  return {"llava-v1.5-7b", "llava-v1.5-13b", "vicuna-7b-v1.5", "vicuna-13b-v1.5", "llama-2-7b", "llama-2-13b"};
+  return {"llava-v1.5-7b",   "llava-v1.5-13b",  "llava-v1.6-vicuna-7b", "llava-v1.6-vicuna-13b",
+          "llava-v1.6-mistral-7b", "vicuna-7b-v1.5", "vicuna-13b-v1.5", "llama-2-7b",
+          "llama-2-13b",     "mistral-7b-instruct-v0.2"};
 }
+
+namespace {
+
+// Mistral-7B (v0.1 / v0.2): GQA with 8 KV heads, a wider MLP.
+PlanModel mistral_7b(const std::string& name) {
+  PlanModel m = llama_like(name, 4096, 14336, 32, 32);
+  m.kv_heads = 8;
+  return m;
+}
+
+// LLaVA-1.6 at 336 px, pinpoints [(336, 672), (672, 336), (672, 672), (1008, 336), (336, 1008)]: the 2 x 2 grid
+// has the most tiles (1 + 4) and positions (576 + 48 rows x 49), what anyres_max_image_positions gives.
+PlanModel with_llava_1_6_anyres(PlanModel m) {
+  m.tiles_per_image = 5;
+  m.positions_per_image = 2928;
+  return m;
+}
+
+}  // namespace
 
 bool plan_preset(const std::string& name, PlanModel& out) {
   const std::string n = lower_basename(name);
@@ -81,6 +102,17 @@ bool plan_preset(const std::string& name, PlanModel& out) {
   if (n == "llava-v1.5-13b" || n == "vicuna-13b-v1.5" || n == "llama-2-13b" || n == "llama-2-13b-hf" ||
       n == "llava-1.5-13b-hf") {
     out = thirteen(n);
+    return true;
+  }
+  if (n == "mistral-7b-instruct-v0.2" || n == "mistral-7b-v0.1") {
+    out = mistral_7b(n);
+    return true;
+  }
+  if (n == "llava-v1.6-vicuna-7b" || n == "llava-v1.6-vicuna-13b" || n == "llava-v1.6-mistral-7b" ||
+      n == "llava-v1.6-vicuna-7b-hf" || n == "llava-v1.6-mistral-7b-hf") {
+    out = with_llava_1_6_anyres(n.find("mistral") != std::string::npos ? mistral_7b(n)
+                                : n.find("13b") != std::string::npos  ? thirteen(n)
+                                                                       : seven(n));
     return true;
   }
   return false;
@@ -148,8 +180,9 @@ ParamCounts count_params(const PlanModel& m, const PlanSettings& s) {
 //     head: N V 4 saved (log-softmax output, fp32; the loss takes supervised tokens only, so this is a
 //           bound) + final norm N h (d + u); its backward needs N V 8 more (a transient, not at the same time
 //           as a layer's: the larger of the two counts)
-//     projector: B P d (v_hidden + 2 h (linears - 1)), P image tokens, one image per sample
-//     vision tower (only when trained, not checkpointed): v_layers * B (P+1) * the same A_lin/A_attn with
+//     projector: B t P d (v_hidden + 2 h (linears - 1)), P image tokens per tile, t tiles per image (anyres;
+//           1 otherwise), one image per sample
+//     vision tower (only when trained, not checkpointed): v_layers * B t (P+1) * the same A_lin/A_attn with
 //           CLIP's sizes (LayerNorm instead of RMSNorm, no upcast, fc1 + GELU in place of gate/up)
 MemoryEstimate estimate_memory(const PlanModel& m, const PlanSettings& s, int zero_stage, bool ckpt) {
   const ParamCounts c = count_params(m, s);
@@ -191,12 +224,13 @@ MemoryEstimate estimate_memory(const PlanModel& m, const PlanSettings& s, int ze
   double act = ckpt ? L * N * d * h + head_saved + std::max(2 * layer, head_transient)
                     : L * layer + head_saved + std::max(layer, head_transient);
   const double Pimg = static_cast<double>(m.image_tokens()), B = static_cast<double>(s.batch);
-  act += B * Pimg * d * (m.v_hidden + 2.0 * h * std::max<int64_t>(m.projector_linears - 1, 0));
+  const double tiles = static_cast<double>(std::max<int64_t>(m.tiles_per_image, 1));
+  act += B * tiles * Pimg * d * (m.v_hidden + 2.0 * h * std::max<int64_t>(m.projector_linears - 1, 0));
   if (s.unfreeze_mm_vision_tower && !s.tune_mm_mlp_adapter) {
     const double vh = m.v_hidden, vi = m.v_intermediate, Tv = Pimg + 1;
     const double v_lin = 2 * 2 * d * vh + d * 3 * vh + d * vh + 2 * d * vi;
     const double v_attn = s.fused_attention ? 4.0 * m.v_heads : m.v_heads * Tv * (4 + d);
-    act += m.v_layers * B * Tv * (v_lin + v_attn);
+    act += m.v_layers * B * tiles * Tv * (v_lin + v_attn);
   }
   e.activations = act;
   return e;
@@ -226,8 +260,16 @@ std::string plan_report(const PlanModel& m, const PlanSettings& s, double gpu_gi
   std::ostringstream o;
   o << "model: " << m.name << " (LLM " << m.layers << " x " << m.hidden << ", ffn " << m.intermediate << ", heads "
     << m.heads << "/" << m.kv_heads << ", vocab " << m.vocab << "; vision " << m.v_layers << " x " << m.v_hidden
-    << " @ " << m.image_size << "/" << m.patch_size << " = " << m.image_tokens() << " tokens per image; projector "
-    << m.projector_linears << " linear" << (m.projector_linears == 1 ? "" : "s") << ")\n";
+    << " @ " << m.image_size << "/" << m.patch_size << " = " << m.image_tokens() << " tokens per "
+    << (m.tiles_per_image > 1 ? "tile" : "image") << "; projector " << m.projector_linears << " linear"
+    << (m.projector_linears == 1 ? "" : "s") << ")\n";
+  if (m.tiles_per_image > 1)
+    o << "anyres: up to " << m.tiles_per_image << " tiles and " << m.image_positions()
+      << " LLM positions per image (within model_max_length)"
+      << (s.seq < m.image_positions() ? "; model_max_length " + std::to_string(s.seq) +
+                                            " is shorter than one such image: raise it or set --max_tiles_per_sample"
+                                      : std::string())
+      << "\n";
   o << "parameters: LLM " << billions(c.llm) << ", vision " << billions(c.vision) << ", projector "
     << billions(c.projector);
   if (c.lora) o << ", LoRA " << billions(c.lora);

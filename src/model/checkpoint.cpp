@@ -1,5 +1,6 @@
 #include "llava/model/checkpoint.h"
 
+#include <cmath>
 #include <filesystem>
 
 #include "llava/error.h"
@@ -62,6 +63,7 @@ NameScheme hf_scheme(const LlavaConfig& c) {
     if (is_ignorable_buffer(n)) return std::string();
     std::string m = n;
     if (starts_with(n, "model.language_model.")) m = "language_model.model." + n.substr(21);
+    else if (n == "model.image_newline") m = "image_newline";  // LlavaNext in transformers >= 4.52
     else if (starts_with(n, "model.vision_tower.")) m = "vision_tower." + n.substr(19);
     else if (starts_with(n, "model.multi_modal_projector.")) m = "multi_modal_projector." + n.substr(28);
     else if (n == "lm_head.weight") m = "language_model.lm_head.weight";
@@ -80,10 +82,12 @@ NameScheme original_scheme(const LlavaConfig& c) {
     if (m == "language_model.lm_head.weight") return "lm_head.weight";
     if (starts_with(m, "multi_modal_projector.")) return "model.mm_projector." + projector_suffix_of(m, type);
     if (starts_with(m, "vision_tower.")) return "model.vision_tower.vision_tower." + m.substr(13);
+    if (m == "image_newline") return "model.image_newline";  // LLaVA-1.6: a parameter of LlavaMetaModel
     return "";
   };
   s.to_model = [tied, type](const std::string& n) -> std::optional<std::string> {
     if (is_ignorable_buffer(n)) return std::string();
+    if (n == "model.image_newline") return std::string("image_newline");
     if (starts_with(n, "model.mm_projector.")) return projector_param_from_suffix(n.substr(19), type);
     if (starts_with(n, "model.vision_tower.vision_tower.")) return "vision_tower." + n.substr(32);
     if (starts_with(n, "model.")) return "language_model.model." + n.substr(6);
@@ -255,7 +259,7 @@ LoadedLlava load_llava(const std::string& model_dir, const LoadOptions& o) {
   LoadReport report;
 
   if (kind == "llava") {
-    out.format = "llava";
+    out.format = out.config.hf_is_llava_next() ? "llava_next" : "llava";
     out.model = build_for_loading(out.config, o.dtype);
     auto targets = params_of(*out.model);
     auto scheme = hf_scheme(out.config);
@@ -272,6 +276,12 @@ LoadedLlava load_llava(const std::string& model_dir, const LoadOptions& o) {
     size_t tower_loaded = 0;
     for (const auto& n : report.loaded) tower_loaded += starts_with(n, "vision_tower.") ? 1 : 0;
     std::string clip_dir = o.vision_tower;
+    if (tower_loaded > 0 && out.config.unfreeze_mm_vision_tower && !clip_dir.empty()) {
+      // LLaVA-1.6: the tower is built from mm_vision_tower, then the checkpoint's (trained) copy overwrites it
+      out.notes.push_back("vision tower weights from the checkpoint (unfreeze_mm_vision_tower); --vision_tower " +
+                          clip_dir + " gives its config only");
+      clip_dir.clear();
+    }
     if (clip_dir.empty() && tower_loaded == 0) {
       clip_dir = resolve_vision_tower_dir(out.config.mm_vision_tower, model_dir);
       if (clip_dir.empty())
@@ -382,7 +392,9 @@ LlavaForCausalLM init_random_model(const LlavaConfig& config, uint64_t seed) {
     torch::Tensor p = item.value();
     const double std = starts_with(name, "vision_tower.") ? config.vision.initializer_range
                                                           : config.text.initializer_range;
-    if (name.find("norm") != std::string::npos) {  // LayerNorm / RMSNorm (incl. CLIP's pre_layrnorm)
+    if (name == "image_newline") {  // HF LlavaNext / LLaVA: N(0, 1/hidden)
+      p.normal_(0.0, 1.0 / std::sqrt(static_cast<double>(config.text.hidden_size)));
+    } else if (name.find("norm") != std::string::npos) {  // LayerNorm / RMSNorm (incl. CLIP's pre_layrnorm)
       ends_with(name, ".bias") ? p.zero_() : p.fill_(1.0);
     } else if (ends_with(name, ".bias")) {
       p.zero_();

@@ -137,15 +137,61 @@ void ClipVisionConfig::validate(const std::string& where) const {
 
 // ---------------------------------------------------------------- LLaMA
 
+LlamaConfig LlamaConfig::mistral_defaults() {
+  LlamaConfig c;
+  c.model_type = "mistral";
+  c.intermediate_size = 14336;
+  c.num_key_value_heads = 8;
+  c.max_position_embeddings = 4096 * 32;
+  c.sliding_window = 4096;
+  return c;
+}
+
+namespace {
+
+// Mistral configs: model_type mistral (an LLM or HF text_config) or llava_mistral (original LLaVA-1.6).
+bool is_mistral_type(const std::string& type) { return type == "mistral" || type == "llava_mistral"; }
+
+// sliding_window: a number, or null (no window); a missing key is MistralConfig's 4096.
+int64_t sliding_window_from_json(const json& j, int64_t fallback, const std::string& where) {
+  auto it = j.find("sliding_window");
+  if (it == j.end()) return fallback;
+  if (it->is_null()) return 0;
+  if (!it->is_number_integer() || it->get<int64_t>() <= 0)
+    throw Error(where + ": sliding_window must be a positive integer or null, got " + it->dump());
+  return it->get<int64_t>();
+}
+
+void read_rope_scaling(const json& j, LlamaConfig& c, const std::string& where) {
+  auto rs = j.find("rope_scaling");
+  if (rs == j.end() || rs->is_null()) return;
+  if (!rs->is_object()) throw Error(where + ": rope_scaling must be an object or null");
+  std::string type = get_or<std::string>(*rs, "rope_type", get_or<std::string>(*rs, "type", "", where), where);
+  if (type == "default") type = "";
+  if (!type.empty() && type != "linear" && type != "dynamic" && type != "llama3")
+    throw Error(where + ": unsupported rope_scaling type '" + type + "' (supported: linear, dynamic, llama3)");
+  c.rope_scaling.type = type;
+  c.rope_scaling.factor = get_or<double>(*rs, "factor", 1.0, where);
+  c.rope_scaling.low_freq_factor = get_or<double>(*rs, "low_freq_factor", 1.0, where);
+  c.rope_scaling.high_freq_factor = get_or<double>(*rs, "high_freq_factor", 4.0, where);
+  c.rope_scaling.original_max_position_embeddings =
+      get_or<int64_t>(*rs, "original_max_position_embeddings", 8192, where);
+}
+
+}  // namespace
+
 LlamaConfig llama_config_from_json(const json& j, const std::string& where) {
   if (!j.is_object()) throw Error(where + ": text config is not a JSON object");
-  LlamaConfig c;  // transformers 4.37 LlamaConfig defaults
+  const bool mistral = is_mistral_type(get_or<std::string>(j, "model_type", "llama", where));
+  // transformers 4.37 LlamaConfig / MistralConfig defaults
+  LlamaConfig c = mistral ? LlamaConfig::mistral_defaults() : LlamaConfig();
   c.vocab_size = get_or<int64_t>(j, "vocab_size", c.vocab_size, where);
   c.hidden_size = get_or<int64_t>(j, "hidden_size", c.hidden_size, where);
   c.intermediate_size = get_or<int64_t>(j, "intermediate_size", c.intermediate_size, where);
   c.num_hidden_layers = get_or<int64_t>(j, "num_hidden_layers", c.num_hidden_layers, where);
   c.num_attention_heads = get_or<int64_t>(j, "num_attention_heads", c.num_attention_heads, where);
-  c.num_key_value_heads = get_or<int64_t>(j, "num_key_value_heads", c.num_attention_heads, where);
+  c.num_key_value_heads =
+      get_or<int64_t>(j, "num_key_value_heads", mistral ? c.num_key_value_heads : c.num_attention_heads, where);
   c.head_dim_override = get_or<int64_t>(j, "head_dim", 0, where);
   if (c.head_dim_override == c.hidden_size / std::max<int64_t>(c.num_attention_heads, 1)) c.head_dim_override = 0;
   c.max_position_embeddings = get_or<int64_t>(j, "max_position_embeddings", c.max_position_embeddings, where);
@@ -154,23 +200,15 @@ LlamaConfig llama_config_from_json(const json& j, const std::string& where) {
   c.initializer_range = get_or<double>(j, "initializer_range", c.initializer_range, where);
   c.hidden_act = normalize_act(get_or<std::string>(j, "hidden_act", c.hidden_act, where), where, false);
   c.tie_word_embeddings = get_or<bool>(j, "tie_word_embeddings", c.tie_word_embeddings, where);
-  c.attention_bias = get_or<bool>(j, "attention_bias", c.attention_bias, where);
   c.bos_token_id = get_or<int64_t>(j, "bos_token_id", c.bos_token_id, where);
   c.eos_token_id = get_or<int64_t>(j, "eos_token_id", c.eos_token_id, where);
   c.pad_token_id = get_or<int64_t>(j, "pad_token_id", -1, where);
-  auto rs = j.find("rope_scaling");
-  if (rs != j.end() && !rs->is_null()) {
-    if (!rs->is_object()) throw Error(where + ": rope_scaling must be an object or null");
-    std::string type = get_or<std::string>(*rs, "rope_type", get_or<std::string>(*rs, "type", "", where), where);
-    if (type == "default") type = "";
-    if (!type.empty() && type != "linear" && type != "dynamic" && type != "llama3")
-      throw Error(where + ": unsupported rope_scaling type '" + type + "' (supported: linear, dynamic, llama3)");
-    c.rope_scaling.type = type;
-    c.rope_scaling.factor = get_or<double>(*rs, "factor", 1.0, where);
-    c.rope_scaling.low_freq_factor = get_or<double>(*rs, "low_freq_factor", 1.0, where);
-    c.rope_scaling.high_freq_factor = get_or<double>(*rs, "high_freq_factor", 4.0, where);
-    c.rope_scaling.original_max_position_embeddings =
-        get_or<int64_t>(*rs, "original_max_position_embeddings", 8192, where);
+  if (mistral) {
+    // MistralForCausalLM 4.37.2 has no attention bias and no rope scaling: such keys are not read.
+    c.sliding_window = sliding_window_from_json(j, c.sliding_window, where);
+  } else {
+    c.attention_bias = get_or<bool>(j, "attention_bias", c.attention_bias, where);
+    read_rope_scaling(j, c, where);
   }
   c.validate(where);
   return c;
@@ -189,15 +227,19 @@ json llama_config_to_json(const LlamaConfig& c) {
          {"initializer_range", c.initializer_range},
          {"hidden_act", c.hidden_act},
          {"tie_word_embeddings", c.tie_word_embeddings},
-         {"attention_bias", c.attention_bias},
          {"attention_dropout", 0.0},
-         {"pretraining_tp", 1},
          {"use_cache", true},
          {"bos_token_id", c.bos_token_id},
          {"eos_token_id", c.eos_token_id},
-         {"model_type", "llama"}};
+         {"model_type", c.model_type}};
   j["pad_token_id"] = c.pad_token_id >= 0 ? json(c.pad_token_id) : json(nullptr);
   if (c.head_dim_override > 0) j["head_dim"] = c.head_dim_override;
+  if (c.is_mistral()) {
+    j["sliding_window"] = c.sliding_window > 0 ? json(c.sliding_window) : json(nullptr);
+    return j;
+  }
+  j["attention_bias"] = c.attention_bias;
+  j["pretraining_tp"] = 1;
   if (c.rope_scaling.type.empty()) {
     j["rope_scaling"] = nullptr;
   } else {
@@ -216,19 +258,22 @@ json llama_config_to_json(const LlamaConfig& c) {
 LlamaConfig LlamaConfig::from_json_file(const std::string& path) {
   json j = read_json_file(path);
   std::string type = get_or<std::string>(j, "model_type", "llama", path);
-  if (type != "llama")
-    throw Error(path + ": model_type '" + type + "' is not a LLaMA language model (model_type llama)");
+  if (type != "llama" && type != "mistral")
+    throw Error(path + ": model_type '" + type + "' is not a LLaMA or Mistral language model (model_type llama, mistral)");
   return llama_config_from_json(j, path);
 }
 
 std::string LlamaConfig::to_json_string() const {
   json j = llama_config_to_json(*this);
-  j["architectures"] = {"LlamaForCausalLM"};
+  j["architectures"] = {is_mistral() ? "MistralForCausalLM" : "LlamaForCausalLM"};
   j["torch_dtype"] = "float32";
   return j.dump(2) + "\n";
 }
 
 void LlamaConfig::validate(const std::string& where) const {
+  if (model_type != "llama" && model_type != "mistral")
+    throw Error(where + ": text model_type '" + model_type + "' is neither llama nor mistral");
+  if (sliding_window < 0) throw Error(where + ": sliding_window must be >= 0 (0: none)");
   if (hidden_size <= 0 || num_attention_heads <= 0 || num_key_value_heads <= 0)
     throw Error(where + ": bad LLaMA sizes (hidden_size, num_attention_heads, num_key_value_heads must be > 0)");
   if (head_dim_override == 0 && hidden_size % num_attention_heads != 0)
@@ -283,6 +328,27 @@ void LlavaConfig::validate(const std::string& where) const {
   if (idx < 0 || idx > vision.num_hidden_layers)
     throw Error(where + ": vision_feature_layer " + std::to_string(vision_feature_layer) + " is outside the " +
                 std::to_string(vision.num_hidden_layers + 1) + " hidden states of the vision tower");
+  const std::string& a = image_aspect_ratio;
+  if (!a.empty() && a != "square" && a != "pad" && a != "anyres")
+    throw Error(where + ": image_aspect_ratio '" + a + "' is not supported (square, pad or anyres)");
+  if (anyres()) {  // the merge type matters only for tiled images (LLaVA's 4-D path ignores it)
+    const PatchMerge merge = parse_patch_merge(mm_patch_merge_type);
+    check_grid_pinpoints(image_grid_pinpoints, static_cast<int>(vision.image_size), where + ": image_grid_pinpoints");
+    // LLaVA asserts a tile's features form the n x n map (no CLS row) before it lays them out spatially
+    if (merge != PatchMerge::kFlat && keeps_cls())
+      throw Error(where + ": mm_patch_merge_type " + mm_patch_merge_type +
+                  " needs vision features without CLS (mm_vision_select_feature patch)");
+  }
+}
+
+AnyresConfig LlavaConfig::anyres_config() const {
+  AnyresConfig a;
+  a.pinpoints = image_grid_pinpoints;
+  a.tile_size = static_cast<int>(vision.image_size);
+  a.patches_per_side = static_cast<int>(vision.grid_size());
+  a.tile_positions = static_cast<int>(num_image_tokens());
+  a.merge = parse_patch_merge(mm_patch_merge_type);
+  return a;
 }
 
 LlavaConfig LlavaConfig::from_parts(const LlamaConfig& text, const ClipVisionConfig& vision,
@@ -302,7 +368,7 @@ namespace {
 
 bool is_original_llava(const json& j) {
   std::string type = j.value("model_type", "");
-  if (type == "llava_llama") return true;
+  if (type == "llava_llama" || type == "llava_mistral") return true;
   if (j.contains("text_config")) return false;
   return j.contains("mm_vision_tower") || j.contains("mm_projector_type") || j.contains("mm_hidden_size");
 }
@@ -315,6 +381,93 @@ std::string resolve_dir(const std::string& name, const fs::path& base) {
   return "";
 }
 
+// transformers' LlavaNextConfig default (LLaVA-1.6's list; symmetric, so (h, w) and (w, h) agree).
+const std::vector<ImageSize> kLlavaNextDefaultPinpoints = {{336, 672}, {672, 336}, {672, 672}, {1008, 336}, {336, 1008}};
+
+ImageSize swapped(ImageSize s) { return {s.height, s.width}; }
+
+// image_grid_pinpoints as config.json writes it: a list of pairs, or LLaVA-NeXT's "(1x1),...,(3x3)" string.
+// height_first: HF llava_next's (height, width) order; converted here, at the boundary, to LLaVA's (w, h).
+std::vector<ImageSize> pinpoints_from_json(const json& p, int tile_size, bool height_first, const std::string& where) {
+  std::vector<ImageSize> out;
+  try {
+    out = parse_grid_pinpoints(p.is_string() ? p.get<std::string>() : p.dump(), tile_size);
+  } catch (const Error& e) {
+    throw Error(where + ": image_grid_pinpoints: " + e.what());
+  }
+  if (height_first)
+    for (ImageSize& s : out) s = swapped(s);
+  return out;
+}
+
+json pinpoints_to_json(const std::vector<ImageSize>& pinpoints, bool height_first) {
+  json out = json::array();
+  for (const ImageSize& s : pinpoints)
+    out.push_back(height_first ? json{s.height, s.width} : json{s.width, s.height});
+  return out;
+}
+
+// The LLaVA-1.6 keys: image_aspect_ratio, image_grid_pinpoints, mm_patch_merge_type (after the vision config,
+// whose image size is the pinpoints' tile). llava_next: anyres + spatial_unpad unless our extension keys say else.
+void read_image_layout(const json& j, LlavaConfig& c, bool llava_next, const std::string& where) {
+  c.image_aspect_ratio = get_or<std::string>(j, "image_aspect_ratio", llava_next ? "anyres" : "", where);
+  c.mm_patch_merge_type = get_or<std::string>(j, "mm_patch_merge_type", llava_next ? "spatial_unpad" : "flat", where);
+  auto p = j.find("image_grid_pinpoints");
+  const int tile = static_cast<int>(c.vision.image_size);
+  if (p != j.end() && !p->is_null()) c.image_grid_pinpoints = pinpoints_from_json(*p, tile, llava_next, where);
+  else if (llava_next) c.image_grid_pinpoints = kLlavaNextDefaultPinpoints;
+}
+
+void read_hf_llava(const json& j, LlavaConfig& c, const std::string& where) {
+  // HF LlavaConfig / LlavaNextConfig: missing sub-configs take the defaults.
+  if (j.contains("text_config") && !j["text_config"].is_null()) {
+    c.text = llama_config_from_json(j["text_config"], where + " (text_config)");
+  } else {
+    c.text = LlamaConfig();
+  }
+  if (j.contains("vision_config") && !j["vision_config"].is_null()) {
+    c.vision = clip_vision_config_from_json(j["vision_config"], where + " (vision_config)");
+  } else {
+    c.vision = ClipVisionConfig::clip_vit_large_336();
+  }
+  std::string act = get_or<std::string>(j, "projector_hidden_act", "gelu", where);
+  if (act != "gelu") throw Error(where + ": projector_hidden_act '" + act + "' is not supported (only gelu, exact erf)");
+  c.projector_type = get_or<std::string>(j, "mm_projector_type", "mlp2x_gelu", where);  // our extension
+  c.vision_feature_layer = get_or<int64_t>(j, "vision_feature_layer", -2, where);
+  c.vision_feature_select_strategy = get_or<std::string>(j, "vision_feature_select_strategy", "default", where);
+  c.image_token_index = get_or<int64_t>(j, "image_token_index", 32000, where);
+  c.tokenizer_model_max_length = get_or<int64_t>(j, "tokenizer_model_max_length", 0, where);
+  read_image_layout(j, c, get_or<std::string>(j, "model_type", "", where) == "llava_next", where);
+}
+
+void read_original_llava(const json& j, LlavaConfig& c, const std::string& where, const std::string& config_dir,
+                         const std::string& vision_tower_dir) {
+  // original LLaVA: the LLaMA / Mistral keys are at top level.
+  c.text = llama_config_from_json(j, where);
+  c.projector_type = get_or<std::string>(j, "mm_projector_type", "linear", where);
+  c.vision_feature_layer = get_or<int64_t>(j, "mm_vision_select_layer", -2, where);
+  c.vision_feature_select_strategy = get_or<std::string>(j, "mm_vision_select_feature", "patch", where);
+  c.tokenizer_model_max_length = get_or<int64_t>(j, "tokenizer_model_max_length", 0, where);
+  c.mm_vision_tower = get_or<std::string>(j, "mm_vision_tower", "", where);
+  c.unfreeze_mm_vision_tower = get_or<bool>(j, "unfreeze_mm_vision_tower", false, where);
+  std::string dir = !vision_tower_dir.empty() ? vision_tower_dir : resolve_dir(c.mm_vision_tower, config_dir);
+  if (!vision_tower_dir.empty() || (!dir.empty() && !j.contains("vision_config"))) {
+    if (!fs::exists(fs::path(dir) / "config.json"))
+      throw Error(where + ": vision tower directory '" + dir + "' has no config.json");
+    c.vision = ClipVisionConfig::from_json_file((fs::path(dir) / "config.json").string());
+  } else if (j.contains("vision_config") && j["vision_config"].is_object()) {
+    c.vision = clip_vision_config_from_json(j["vision_config"], where + " (vision_config)");
+  } else {
+    throw Error(where + ": no vision tower config: no embedded vision_config and mm_vision_tower '" +
+                c.mm_vision_tower + "' is not a local directory (pass --vision_tower DIR)");
+  }
+  int64_t mm_hidden = get_or<int64_t>(j, "mm_hidden_size", c.vision.hidden_size, where);
+  if (mm_hidden != c.vision.hidden_size)
+    throw Error(where + ": mm_hidden_size " + std::to_string(mm_hidden) + " != vision tower hidden_size " +
+                std::to_string(c.vision.hidden_size));
+  read_image_layout(j, c, /*llava_next=*/false, where);
+}
+
 }  // namespace
 
 std::string resolve_vision_tower_dir(const std::string& mm_vision_tower, const std::string& config_dir) {
@@ -324,50 +477,8 @@ std::string resolve_vision_tower_dir(const std::string& mm_vision_tower, const s
 LlavaConfig llava_config_from_json(const json& j, const std::string& where, const std::string& config_dir,
                                    const std::string& vision_tower_dir) {
   LlavaConfig c;
-  if (!is_original_llava(j)) {
-    // HF LlavaConfig: missing sub-configs take LlavaConfig's defaults.
-    if (j.contains("text_config") && !j["text_config"].is_null()) {
-      c.text = llama_config_from_json(j["text_config"], where + " (text_config)");
-    } else {
-      c.text = LlamaConfig();
-    }
-    if (j.contains("vision_config") && !j["vision_config"].is_null()) {
-      c.vision = clip_vision_config_from_json(j["vision_config"], where + " (vision_config)");
-    } else {
-      c.vision = ClipVisionConfig::clip_vit_large_336();
-    }
-    std::string act = get_or<std::string>(j, "projector_hidden_act", "gelu", where);
-    if (act != "gelu")
-      throw Error(where + ": projector_hidden_act '" + act + "' is not supported (only gelu, exact erf)");
-    c.projector_type = get_or<std::string>(j, "mm_projector_type", "mlp2x_gelu", where);  // our extension
-    c.vision_feature_layer = get_or<int64_t>(j, "vision_feature_layer", -2, where);
-    c.vision_feature_select_strategy = get_or<std::string>(j, "vision_feature_select_strategy", "default", where);
-    c.image_token_index = get_or<int64_t>(j, "image_token_index", 32000, where);
-    c.tokenizer_model_max_length = get_or<int64_t>(j, "tokenizer_model_max_length", 0, where);
-  } else {
-    // original LLaVA: the LLaMA keys are at top level.
-    c.text = llama_config_from_json(j, where);
-    c.projector_type = get_or<std::string>(j, "mm_projector_type", "linear", where);
-    c.vision_feature_layer = get_or<int64_t>(j, "mm_vision_select_layer", -2, where);
-    c.vision_feature_select_strategy = get_or<std::string>(j, "mm_vision_select_feature", "patch", where);
-    c.tokenizer_model_max_length = get_or<int64_t>(j, "tokenizer_model_max_length", 0, where);
-    c.mm_vision_tower = get_or<std::string>(j, "mm_vision_tower", "", where);
-    std::string dir = !vision_tower_dir.empty() ? vision_tower_dir : resolve_dir(c.mm_vision_tower, config_dir);
-    if (!vision_tower_dir.empty() || (!dir.empty() && !j.contains("vision_config"))) {
-      if (!fs::exists(fs::path(dir) / "config.json"))
-        throw Error(where + ": vision tower directory '" + dir + "' has no config.json");
-      c.vision = ClipVisionConfig::from_json_file((fs::path(dir) / "config.json").string());
-    } else if (j.contains("vision_config") && j["vision_config"].is_object()) {
-      c.vision = clip_vision_config_from_json(j["vision_config"], where + " (vision_config)");
-    } else {
-      throw Error(where + ": no vision tower config: no embedded vision_config and mm_vision_tower '" +
-                  c.mm_vision_tower + "' is not a local directory (pass --vision_tower DIR)");
-    }
-    int64_t mm_hidden = get_or<int64_t>(j, "mm_hidden_size", c.vision.hidden_size, where);
-    if (mm_hidden != c.vision.hidden_size)
-      throw Error(where + ": mm_hidden_size " + std::to_string(mm_hidden) + " != vision tower hidden_size " +
-                  std::to_string(c.vision.hidden_size));
-  }
+  if (is_original_llava(j)) read_original_llava(j, c, where, config_dir, vision_tower_dir);
+  else read_hf_llava(j, c, where);
   c.validate(where);
   return c;
 }
@@ -375,16 +486,18 @@ LlavaConfig llava_config_from_json(const json& j, const std::string& where, cons
 LlavaConfig LlavaConfig::from_json_file(const std::string& path, const std::string& vision_tower_dir) {
   json j = read_json_file(path);
   std::string type = j.value("model_type", "");
-  if (type != "llava" && type != "llava_llama")
-    throw Error(path + ": model_type '" + type + "' is not a LLaVA model (llava or llava_llama)");
+  if (type != "llava" && type != "llava_next" && type != "llava_llama" && type != "llava_mistral")
+    throw Error(path + ": model_type '" + type +
+                "' is not a LLaVA model (llava, llava_next, llava_llama or llava_mistral)");
   return llava_config_from_json(j, path, fs::path(path).parent_path().string(), vision_tower_dir);
 }
 
 std::string LlavaConfig::to_hf_json_string(const std::string& torch_dtype) const {
   json text_j = llama_config_to_json(text);
   json vision_j = clip_vision_config_to_json(vision);
-  json j{{"architectures", {"LlavaForConditionalGeneration"}},
-         {"model_type", "llava"},
+  const bool next = hf_is_llava_next();
+  json j{{"architectures", {next ? "LlavaNextForConditionalGeneration" : "LlavaForConditionalGeneration"}},
+         {"model_type", next ? "llava_next" : "llava"},
          {"ignore_index", -100},
          {"image_token_index", image_token_index},
          {"projector_hidden_act", "gelu"},
@@ -393,30 +506,42 @@ std::string LlavaConfig::to_hf_json_string(const std::string& torch_dtype) const
          {"vocab_size", text.vocab_size},
          {"tie_word_embeddings", text.tie_word_embeddings},
          {"torch_dtype", torch_dtype},
-         {"transformers_version", "4.37.2"},
+         {"transformers_version", next ? "4.39.0" : "4.37.2"},
          {"text_config", text_j},
          {"vision_config", vision_j}};
   j["pad_token_id"] = text.pad_token_id >= 0 ? json(text.pad_token_id) : json(nullptr);
   if (projector_type != "mlp2x_gelu") j["mm_projector_type"] = projector_type;  // not representable in stock HF
   if (tokenizer_model_max_length > 0) j["tokenizer_model_max_length"] = tokenizer_model_max_length;
+  if (next) {
+    j["image_grid_pinpoints"] = pinpoints_to_json(image_grid_pinpoints, /*height_first=*/true);  // HF's (h, w)
+    j["use_image_newline_parameter"] = has_image_newline();
+    // our extensions where the model is not stock LlavaNext (anyres + spatial_unpad)
+    if (mm_patch_merge_type != "spatial_unpad") j["mm_patch_merge_type"] = mm_patch_merge_type;
+    if (!anyres()) j["image_aspect_ratio"] = image_aspect_ratio.empty() ? "square" : image_aspect_ratio;
+  } else if (!image_aspect_ratio.empty()) {
+    j["image_aspect_ratio"] = image_aspect_ratio;
+  }
   return j.dump(2) + "\n";
 }
 
 std::string LlavaConfig::to_original_json_string(const std::string& torch_dtype) const {
   json j = llama_config_to_json(text);
-  j["architectures"] = {"LlavaLlamaForCausalLM"};
-  j["model_type"] = "llava_llama";
+  j["architectures"] = {text.is_mistral() ? "LlavaMistralForCausalLM" : "LlavaLlamaForCausalLM"};
+  j["model_type"] = text.is_mistral() ? "llava_mistral" : "llava_llama";
   j["torch_dtype"] = torch_dtype;
   j["mm_vision_tower"] = mm_vision_tower;
   j["mm_hidden_size"] = vision.hidden_size;
   j["mm_projector_type"] = projector_type;
   j["mm_vision_select_layer"] = vision_feature_layer;
   j["mm_vision_select_feature"] = keeps_cls() ? "cls_patch" : "patch";
-  j["mm_patch_merge_type"] = "flat";
+  j["mm_patch_merge_type"] = mm_patch_merge_type;
   j["mm_use_im_start_end"] = false;
   j["mm_use_im_patch_token"] = false;
   j["use_mm_proj"] = true;
   j["tokenizer_padding_side"] = "right";
+  if (!image_aspect_ratio.empty()) j["image_aspect_ratio"] = image_aspect_ratio;
+  if (!image_grid_pinpoints.empty()) j["image_grid_pinpoints"] = pinpoints_to_json(image_grid_pinpoints, false);
+  if (unfreeze_mm_vision_tower) j["unfreeze_mm_vision_tower"] = true;
   if (tokenizer_model_max_length > 0) j["tokenizer_model_max_length"] = tokenizer_model_max_length;
   j["vision_config"] = clip_vision_config_to_json(vision);  // our extension: the tower travels with the model
   j["transformers_version"] = "4.37.2";
@@ -428,10 +553,12 @@ std::string detect_model_dir_kind(const std::string& dir) {
   if (!fs::exists(cfg)) throw Error(dir + ": not a model directory (no config.json)");
   json j = read_json_file(cfg.string());
   std::string type = j.value("model_type", "");
-  if (type == "llava" || type == "llava_llama") return is_original_llava(j) ? "llava_llama" : "llava";
-  if (type == "llama") return "llama";
+  if (type == "llava" || type == "llava_next" || type == "llava_llama" || type == "llava_mistral")
+    return is_original_llava(j) ? "llava_llama" : "llava";
+  if (type == "llama" || type == "mistral") return "llama";
   if (type == "clip" || type == "clip_vision_model") return "clip";
-  throw Error(cfg.string() + ": unsupported model_type '" + type + "' (llava, llava_llama, llama, clip)");
+  throw Error(cfg.string() + ": unsupported model_type '" + type +
+              "' (llava, llava_next, llava_llama, llava_mistral, llama, mistral, clip)");
 }
 
 namespace {

@@ -154,15 +154,34 @@ std::pair<torch::Tensor, torch::Tensor> rotary_cos_sin(const LlamaConfig& c, int
   return {emb.cos().to(dtype), emb.sin().to(dtype)};
 }
 
+namespace {
+
+// the dtype's lowest finite value, like HF's torch.finfo(dtype).min
+double lowest_value(torch::Dtype dtype) {
+  if (dtype == torch::kDouble) return std::numeric_limits<double>::lowest();
+  if (dtype == torch::kHalf) return -65504.0;
+  if (dtype == torch::kBFloat16) return -3.3895313892515355e38;
+  return std::numeric_limits<float>::lowest();
+}
+
+}  // namespace
+
 torch::Tensor key_padding_mask(const torch::Tensor& key_mask, torch::Dtype dtype) {
   const int64_t b = key_mask.size(0), l = key_mask.size(1);
   torch::Tensor pad = key_mask.ne(0).logical_not().view({b, 1, 1, l});
-  // the dtype's lowest finite value, like HF's torch.finfo(dtype).min (a row always keeps a real key: no NaN)
-  double lowest = std::numeric_limits<float>::lowest();
-  if (dtype == torch::kDouble) lowest = std::numeric_limits<double>::lowest();
-  if (dtype == torch::kHalf) lowest = -65504.0;
-  if (dtype == torch::kBFloat16) lowest = -3.3895313892515355e38;
-  return torch::zeros(pad.sizes(), torch::TensorOptions().dtype(dtype).device(key_mask.device())).masked_fill(pad, lowest);
+  // a row always keeps a real key: no NaN
+  return torch::zeros(pad.sizes(), torch::TensorOptions().dtype(dtype).device(key_mask.device()))
+      .masked_fill(pad, lowest_value(dtype));
+}
+
+torch::Tensor sliding_window_mask(int64_t tq, int64_t tk, int64_t window, torch::Dtype dtype, torch::Device device) {
+  if (window <= 0 || tk <= window) return torch::Tensor();  // every key is within the window
+  const auto lopt = torch::TensorOptions().dtype(torch::kLong).device(device);
+  torch::Tensor query_pos = torch::arange(tk - tq, tk, lopt).view({tq, 1});  // bottom-right aligned, as causal
+  torch::Tensor key_pos = torch::arange(tk, lopt).view({1, tk});
+  torch::Tensor outside = (query_pos - key_pos).ge(window);  // 4.37.2: W keys visible, the query's own included
+  return torch::zeros({1, 1, tq, tk}, torch::TensorOptions().dtype(dtype).device(device))
+      .masked_fill(outside.view({1, 1, tq, tk}), lowest_value(dtype));
 }
 
 LlamaRMSNormImpl::LlamaRMSNormImpl(int64_t hidden, double eps) : eps_(eps) {
@@ -280,7 +299,9 @@ torch::Tensor LlamaModelImpl::forward(const torch::Tensor& inputs_embeds, const 
   const int64_t l = inputs_embeds.size(1);
   const auto device = inputs_embeds.device();
   const auto dtype = inputs_embeds.scalar_type();
-  const torch::Tensor mask = key_mask.defined() ? key_padding_mask(key_mask.to(device), dtype) : torch::Tensor();
+  torch::Tensor mask = key_mask.defined() ? key_padding_mask(key_mask.to(device), dtype) : torch::Tensor();
+  if (torch::Tensor window = sliding_window_mask(l, l, config_.sliding_window, dtype, device); window.defined())
+    mask = mask.defined() ? mask + window : window;  // [B,1,1,L] + [1,1,L,L]; sums of two lowest become -inf
   auto [cos, sin] = rotary_cos_sin(config_, l, device, dtype);
   torch::Tensor h = inputs_embeds;
   for (auto& layer : layers) {

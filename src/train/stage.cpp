@@ -20,6 +20,7 @@ std::string apply_stage(LlavaForCausalLMImpl& model, const StageOptions& o) {
     const bool adapter = ends_with(name, ".lora_A") || ends_with(name, ".lora_B");
     bool train = false;
     if (o.tune_mm_mlp_adapter) train = projector;
+    else if (name == "image_newline") train = !o.lora_enable && !o.freeze_backbone;  // part of LLaVA's model.model
     else if (adapter || projector) train = true;
     else if (!vision) train = !o.lora_enable && !(o.freeze_backbone && starts_with(name, "language_model.model."));
     if (projector && o.freeze_mm_mlp_adapter) train = false;

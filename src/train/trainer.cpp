@@ -237,12 +237,14 @@ void Trainer::build_data() {
   std::vector<int32_t> modality_lengths(dataset.size());
   for (size_t i = 0; i < dataset.size(); ++i) modality_lengths[i] = dataset.modality_length(i);
   // --group_by_length_window sorts by an estimate of the sequence's real length: LLaVA's word count plus the
-  // positions its images take (a 2-4-image sample is long even with few words).
+  // positions its images take (a 2-4-image sample is long even with few words; anyres: up to 2,928 each).
   std::vector<int32_t> sort_lengths;
   if (c.loop.group_by_length_window > 0) {
     sort_lengths.resize(dataset.size());
     for (size_t i = 0; i < dataset.size(); ++i)
-      sort_lengths[i] = std::abs(modality_lengths[i]) + dataset.image_count(i) * p.data->example.image_feature_positions;
+      sort_lengths[i] = static_cast<int32_t>(std::min<int64_t>(
+          std::numeric_limits<int32_t>::max(),
+          std::abs(modality_lengths[i]) + estimated_image_positions(dataset.image_count(i), p.data->example)));
   }
   SamplerOptions so;
   so.seed = c.loop.seed;
@@ -293,8 +295,12 @@ void Trainer::build_model() {
   }
   lo.device = p.device;
   LoadedLlava loaded = load_llava(p.resume_dir.empty() ? c.model_dir : p.resume_dir, lo);
-  for (const auto& note : loaded.notes) std::cerr << "model: " << note << "\n";
   p.model = loaded.model;
+  // the data side's image layout (anyres tiling, merge type) is the model's, as LLaVA's train() sets it
+  for (const auto& note : p.model->configure_images(p.data->example.anyres, image_aspect_ratio_name(p.data->example),
+                                                    c.load.seed))
+    loaded.notes.push_back(note);
+  for (const auto& note : loaded.notes) std::cerr << "model: " << note << "\n";
   if (c.lora_enable) {
     install_lora(*p.model, c.lora);
     if (!p.resume_dir.empty()) load_lora_adapter(*p.model, p.resume_dir);

@@ -16,8 +16,12 @@ struct PlanModel {
   int64_t v_hidden = 1024, v_intermediate = 4096, v_layers = 24, v_heads = 16, image_size = 336, patch_size = 14;
   // projector: number of linear layers (mlp2x_gelu = 2, linear = 1, identity = 0)
   int64_t projector_linears = 2;
+  // LLaVA-1.6 anyres: an image is up to `tiles_per_image` tiles through the tower and projector and takes up
+  // to `positions_per_image` LLM positions (part of model_max_length); 1 / 0 = one tile of image_tokens().
+  int64_t tiles_per_image = 1, positions_per_image = 0;
 
   int64_t image_tokens() const { return (image_size / patch_size) * (image_size / patch_size); }
+  int64_t image_positions() const { return positions_per_image > 0 ? positions_per_image : image_tokens(); }
   int64_t llm_params() const;
   int64_t vision_params() const;
   int64_t projector_params() const;
@@ -25,8 +29,10 @@ struct PlanModel {
 };
 
 // Known models, so `plan` needs no model directory: llava-v1.5-7b, llava-v1.5-13b (vicuna + CLIP-L/336 +
-// mlp2x_gelu), vicuna-7b-v1.5 / vicuna-13b-v1.5 / llama-2-7b / llama-2-13b (the LLM, with the default vision
-// tower and projector). Matching ignores case and any "owner/" prefix; false for other names.
+// mlp2x_gelu), llava-v1.6-vicuna-7b / -13b and llava-v1.6-mistral-7b (the same tower, anyres at 336 px with
+// LLaVA-1.6's pinpoints: up to 5 tiles and 2,928 positions per image), vicuna-7b-v1.5 / vicuna-13b-v1.5 /
+// llama-2-7b / llama-2-13b / mistral-7b-instruct-v0.2 (the LLM, with the default vision tower and projector).
+// Matching ignores case and any "owner/" prefix; false for other names.
 bool plan_preset(const std::string& name, PlanModel& out);
 std::vector<std::string> plan_preset_names();
 

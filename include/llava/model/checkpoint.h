@@ -4,12 +4,16 @@
 // Reading (load_llava) accepts:
 //   1. an HF LLaVA directory (config.json model_type "llava" with text_config/vision_config; tensors
 //      vision_tower.vision_model.*, multi_modal_projector.linear_{1,2}.*, language_model.model.*,
-//      language_model.lm_head.weight; transformers >= 4.52's model.language_model.* layout is accepted too);
-//   2. an original-LLaVA directory (model_type "llava_llama", or "llava" with mm_* keys; tensors model.*,
-//      lm_head.weight, model.mm_projector.{0,2}.*, optionally model.vision_tower.vision_tower.vision_model.*;
-//      the tower config is the embedded "vision_config" or comes from the mm_vision_tower / --vision_tower dir,
-//      and the tower weights from that directory when the checkpoint does not hold them);
-//   3. an LLM directory (LLaMA HF format) + options.vision_tower (CLIPVisionModel or CLIPModel directory)
+//      language_model.lm_head.weight; transformers >= 4.52's model.language_model.* layout is accepted too),
+//      or LlavaNextForConditionalGeneration's (model_type "llava_next": the same names + image_newline;
+//      image_grid_pinpoints read as HF's (height, width) and held as LLaVA's (width, height));
+//   2. an original-LLaVA directory (model_type "llava_llama" / "llava_mistral", or "llava" with mm_* keys;
+//      tensors model.*, lm_head.weight, model.mm_projector.{0,2}.*, LLaVA-1.6's model.image_newline, optionally
+//      model.vision_tower.vision_tower.vision_model.*; the tower config is the embedded "vision_config" or comes
+//      from the mm_vision_tower (relative to the model dir, or absolute) / --vision_tower dir, and the tower
+//      weights from that directory when the checkpoint does not hold them, or when --vision_tower is given,
+//      except under unfreeze_mm_vision_tower (LLaVA-1.6), where the checkpoint's copy wins as in c121f04);
+//   3. an LLM directory (LLaMA or Mistral HF format) + options.vision_tower (CLIPVisionModel or CLIPModel directory)
 //      + optional options.pretrain_mm_mlp_adapter (mm_projector.safetensors/.bin); without it the projector
 //      is freshly initialised (PyTorch's default Linear init, seeded) and a note says so.
 // Weights: model.safetensors / sharded with model.safetensors.index.json, or pytorch_model.bin[.index.json].
@@ -52,7 +56,7 @@ struct LoadOptions {
 struct LoadedLlava {
   LlavaForCausalLM model{nullptr};
   LlavaConfig config;
-  std::string format;               // "llava" | "llava_llama" | "llm+clip"
+  std::string format;               // "llava" | "llava_next" | "llava_llama" | "llm+clip"
   std::vector<std::string> notes;   // human-readable remarks (fresh projector, overrides, ...) for the log
 };
 
@@ -71,12 +75,14 @@ struct SaveOptions {
                        // assembles a larger directory and renames it itself)
 };
 
-// HF LLaVA directory (config.json model_type llava, text_config, vision_config + safetensors + tokenizer files).
+// HF LLaVA directory (config.json model_type llava, text_config, vision_config + safetensors + tokenizer files);
+// llava_next (LlavaNextForConditionalGeneration, image_newline) for an anyres model or one with image_newline.
 void save_hf_llava(const LlavaForCausalLMImpl& model, const std::string& dir, const SaveOptions& options = {});
-// Original LLaVA naming (model_type llava_llama; the vision tower and its config are included).
+// Original LLaVA naming (model_type llava_llama / llava_mistral, model.image_newline; the vision tower and its
+// config are included).
 void save_original_llava(const LlavaForCausalLMImpl& model, const std::string& dir, const SaveOptions& options = {});
 // LLM + CLIP + projector split: DIR/llm (LLaMA dir + tokenizer files), DIR/clip (CLIPVisionModel dir +
-// preprocessor_config.json), DIR/mm_projector.safetensors.
+// preprocessor_config.json), DIR/mm_projector.safetensors. (No image_newline: LLaVA's projector file has none.)
 void save_split(const LlavaForCausalLMImpl& model, const std::string& dir, const SaveOptions& options = {});
 // mm_projector.safetensors with original LLaVA names (model.mm_projector.0.weight, ...), written atomically.
 void save_projector(const LlavaForCausalLMImpl& model, const std::string& path);

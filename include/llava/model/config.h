@@ -2,14 +2,18 @@
 // Typed model configurations read from (and written to) HF-style config.json files:
 //   clip_vision_model / clip        -> ClipVisionConfig
 //   llama                           -> LlamaConfig
+//   llama / mistral                 -> LlamaConfig (Mistral: the same block, its own defaults, sliding_window)
 //   llava (HF LlavaConfig layout)   -> LlavaConfig (text_config + vision_config)
-//   llava_llama (original LLaVA)    -> LlavaConfig (LLaMA keys at top level + mm_* keys)
-// Defaults of missing keys are transformers 4.37.2's (CLIPVisionConfig, LlamaConfig, LlavaConfig).
-// No torch here.
+//   llava_next (HF LlavaNextConfig) -> LlavaConfig (+ anyres: image_grid_pinpoints, read as (height, width))
+//   llava_llama / llava_mistral (original LLaVA, 1.5 and 1.6) -> LlavaConfig (LLM keys at top level + mm_* keys)
+// Defaults of missing keys are transformers 4.37.2's (CLIPVisionConfig, LlamaConfig, MistralConfig,
+// LlavaConfig; LlavaNextConfig from 4.39). No torch here.
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "llava/anyres.h"
 
 namespace llava {
 
@@ -46,6 +50,10 @@ struct RopeScaling {
 };
 
 struct LlamaConfig {
+  // "llama" or "mistral" (MistralForCausalLM 4.37.2: LLaMA's block without biases or rope scaling, a sliding
+  // window). Missing keys take that model's defaults; written back as the same model_type.
+  std::string model_type = "llama";
+  int64_t sliding_window = 0;  // mistral: a query sees its last N keys, its own included; 0 = none (null)
   int64_t vocab_size = 32000;
   int64_t hidden_size = 4096;
   int64_t intermediate_size = 11008;
@@ -65,8 +73,10 @@ struct LlamaConfig {
   int64_t pad_token_id = -1;  // -1 = none (embedding without padding_idx)
 
   int64_t head_dim() const { return head_dim_override > 0 ? head_dim_override : hidden_size / num_attention_heads; }
+  bool is_mistral() const { return model_type == "mistral"; }
+  static LlamaConfig mistral_defaults();  // MistralConfig() of transformers 4.37.2 (sliding_window 4096)
   static LlamaConfig from_json_file(const std::string& path);
-  std::string to_json_string() const;  // a llama config.json (LlamaForCausalLM)
+  std::string to_json_string() const;  // a llama / mistral config.json (LlamaForCausalLM / MistralForCausalLM)
   void validate(const std::string& where) const;
 };
 
@@ -82,13 +92,27 @@ struct LlavaConfig {
   int64_t image_token_index = 32000;        // HF's in-vocab id (unused: we splice at -200)
   int64_t tokenizer_model_max_length = 0;   // original LLaVA config key; 0 = not given
   std::string mm_vision_tower;              // original LLaVA: where the tower came from (written back)
+  // Original LLaVA-1.6 key: the checkpoint's own vision-tower copy wins over mm_vision_tower's weights at load
+  // (c121f04 builds the tower eagerly, then the checkpoint overwrites it). Written back as read.
+  bool unfreeze_mm_vision_tower = false;
+  // LLaVA-1.6 (config.json image_aspect_ratio, image_grid_pinpoints, mm_patch_merge_type): "anyres" means
+  // each image reaches the model as [P, 3, S, S] tiles, merged as mm_patch_merge_type says (llava.h).
+  std::string image_aspect_ratio;               // "" (not in config.json) | square | pad | anyres
+  std::vector<ImageSize> image_grid_pinpoints;  // (width, height), LLaVA's order; HF's llava_next stores (h, w)
+  std::string mm_patch_merge_type = "flat";     // flat | spatial | spatial_unpad ("unpad": image_newline exists)
 
   bool keeps_cls() const;                   // "full" / "cls_patch"
   int64_t num_image_tokens() const;         // feature rows per image (patches, +1 with CLS)
   int64_t projector_num_linears() const;    // 0 identity, 1 linear, N mlpNx_gelu
   int64_t vision_layers_needed() const;     // encoder layers that must run for vision_feature_layer
+  bool anyres() const { return image_aspect_ratio == "anyres"; }
+  // LLaVA's rule: the model has an image_newline parameter iff "unpad" is in mm_patch_merge_type.
+  bool has_image_newline() const { return mm_patch_merge_type.find("unpad") != std::string::npos; }
+  // anyres.h's geometry of this model: tile = vision image size, n = image_size / patch_size, pinpoints,
+  // merge type, positions of a flat tile (num_image_tokens). No tile budget (that is the data side's).
+  AnyresConfig anyres_config() const;
 
-  // HF llava or original llava config.json. For original LLaVA the vision config comes from an embedded
+  // HF llava / llava_next or original llava_llama / llava_mistral config.json. For original LLaVA the vision config comes from an embedded
   // "vision_config" object, else from vision_tower_dir/config.json (or mm_vision_tower when it is a local
   // directory, absolute or relative to the config's folder). Throws llava::Error naming the file.
   static LlavaConfig from_json_file(const std::string& path, const std::string& vision_tower_dir = "");
@@ -96,16 +120,19 @@ struct LlavaConfig {
   static LlavaConfig from_parts(const LlamaConfig& text, const ClipVisionConfig& vision,
                                 const std::string& projector_type, int64_t vision_feature_layer,
                                 const std::string& select_feature);
-  std::string to_hf_json_string(const std::string& torch_dtype = "float32") const;        // model_type llava
-  std::string to_original_json_string(const std::string& torch_dtype = "float32") const;  // llava_llama
+  // model_type llava; llava_next (LlavaNextForConditionalGeneration) for an anyres model or one with image_newline
+  std::string to_hf_json_string(const std::string& torch_dtype = "float32") const;
+  std::string to_original_json_string(const std::string& torch_dtype = "float32") const;  // llava_llama / llava_mistral
+  bool hf_is_llava_next() const { return anyres() || has_image_newline(); }
   void validate(const std::string& where) const;
 };
 
 // "linear" -> 1, "mlp3x_gelu" -> 3, "identity" -> 0; anything else throws llava::Error naming `where`.
 int64_t parse_projector_type(const std::string& type, const std::string& where);
 
-// What kind of model directory `dir` is, from its config.json: "llava" (HF LlavaForConditionalGeneration),
-// "llava_llama" (original LLaVA), "llama" (an LLM directory), "clip" (CLIPVisionModel/CLIPModel).
+// What kind of model directory `dir` is, from its config.json: "llava" (HF LlavaForConditionalGeneration or
+// LlavaNextForConditionalGeneration), "llava_llama" (original LLaVA: llava_llama, llava_mistral), "llama" (an
+// LLM directory: llama or mistral), "clip" (CLIPVisionModel/CLIPModel).
 std::string detect_model_dir_kind(const std::string& dir);
 
 // LLaVA's model flags that shape the configuration (empty / unset: the directory's own, or LLaVA's defaults

@@ -1,6 +1,7 @@
 #pragma once
 // LLaMA decoder as transformers' LlamaForCausalLM (v4.37.2, eager attention): RMSNorm in fp32, rotate-half
 // RoPE (rope_theta, optional linear/dynamic/llama3 scaling), GQA, SwiGLU MLP, final norm, lm_head (tied or not).
+// MistralForCausalLM (4.37.2) is the same module with config.sliding_window's mask (sliding_window_mask).
 // named_parameters() of LlamaForCausalLM are the HF names: "model.embed_tokens.weight", ..., "lm_head.weight".
 #include <torch/torch.h>
 
@@ -20,6 +21,11 @@ std::pair<torch::Tensor, torch::Tensor> rotary_cos_sin(const LlamaConfig& config
 // torch.finfo(dtype).min) for padding. key_mask: [B, L] (bool/int, nonzero = real token). The causal part is
 // the attention's own (compat::scaled_dot_product_attention's `causal`).
 torch::Tensor key_padding_mask(const torch::Tensor& key_mask, torch::Dtype dtype);
+// Mistral's sliding window as transformers 4.37.2's eager mask: additive [1, 1, Tq, Tk], the dtype's lowest where
+// key j lies `window` or more positions before query i (query i is position Tk - Tq + i, aligned as the causal
+// mask), 0 elsewhere: each query sees its last `window` keys, its own included. The causal part stays the
+// attention's. Undefined (no mask needed) when window <= 0 or Tk <= window.
+torch::Tensor sliding_window_mask(int64_t tq, int64_t tk, int64_t window, torch::Dtype dtype, torch::Device device);
 
 class LlamaRMSNormImpl : public torch::nn::Module {
  public:

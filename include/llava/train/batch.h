@@ -1,7 +1,8 @@
 #pragma once
 // A collated micro-batch: what the model takes (LlavaInputs, design.md §1: input_ids/labels [B,T]
 // right-padded, attention_mask [B,T], pixel_values [sum N_b,3,H,W] in sample-then-marker order,
-// image_counts [B]) and what the trainer reports about it.
+// image_counts [B]; anyres: pixel_values [sum P,3,S,S] + image_tiles / image_sizes per image) and what the
+// trainer reports about it.
 #include <torch/torch.h>
 
 #include <string>
@@ -24,7 +25,8 @@ struct Batch {
 };
 
 // LLaVA's DataCollatorForSupervisedDataset: right-pad with pad_id / -100, attention_mask = real positions;
-// images concatenated in sample order. (Lengths were checked against --model_max_length per example.)
+// images concatenated in sample order (anyres: every image's tiles, with its tile count and original size).
+// (Lengths were checked against --model_max_length per example.)
 Batch collate(std::vector<Example> examples, int pad_id);
 
 }  // namespace llava
