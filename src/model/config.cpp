@@ -25,12 +25,15 @@ T get_or(const json& j, const char* key, T fallback, const std::string& where) {
   }
 }
 
-std::string normalize_act(const std::string& act, const std::string& where, bool clip) {
-  if (act == "quick_gelu" || act == "gelu" || act == "silu") return act;
-  if (act == "swish") return "silu";
+std::string normalize_act(const std::string& act, const std::string& where, bool vision) {
+  if (vision && (act == "quick_gelu" || act == "gelu" || act == "gelu_pytorch_tanh")) return act;
+  if (!vision && (act == "silu" || act == "gelu")) return act;
+  if (!vision && act == "swish") return "silu";
   throw Error(where + ": unsupported hidden_act '" + act + "' (supported: " +
-              (clip ? "quick_gelu, gelu" : "silu, gelu") + ")");
+              (vision ? "quick_gelu, gelu, gelu_pytorch_tanh" : "silu, gelu") + ")");
 }
+
+bool is_siglip_type(const std::string& type) { return type == "siglip_vision_model" || type == "siglip"; }
 
 }  // namespace
 
@@ -69,9 +72,23 @@ ClipVisionConfig ClipVisionConfig::clip_vit_large_336() {
   return c;
 }
 
+ClipVisionConfig ClipVisionConfig::siglip_defaults() {
+  ClipVisionConfig c;
+  c.tower = VisionTowerType::kSiglip;
+  c.patch_size = 16;
+  c.layer_norm_eps = 1e-6;
+  c.hidden_act = "gelu_pytorch_tanh";
+  c.projection_dim = 0;  // SigLIP has none
+  return c;
+}
+
 ClipVisionConfig clip_vision_config_from_json(const json& j, const std::string& where) {
   if (!j.is_object()) throw Error(where + ": vision config is not a JSON object");
-  ClipVisionConfig c;  // CLIPVisionConfig defaults
+  // HF LlavaConfig's rule: a vision_config without model_type is CLIP's
+  const std::string type = get_or<std::string>(j, "model_type", "clip_vision_model", where);
+  if (type != "clip_vision_model" && !is_siglip_type(type))
+    throw Error(where + ": vision model_type '" + type + "' is not supported (clip_vision_model, siglip_vision_model)");
+  ClipVisionConfig c = is_siglip_type(type) ? ClipVisionConfig::siglip_defaults() : ClipVisionConfig();
   c.hidden_size = get_or<int64_t>(j, "hidden_size", c.hidden_size, where);
   c.intermediate_size = get_or<int64_t>(j, "intermediate_size", c.intermediate_size, where);
   c.num_hidden_layers = get_or<int64_t>(j, "num_hidden_layers", c.num_hidden_layers, where);
@@ -83,11 +100,25 @@ ClipVisionConfig clip_vision_config_from_json(const json& j, const std::string& 
   c.layer_norm_eps = get_or<double>(j, "layer_norm_eps", c.layer_norm_eps, where);
   c.initializer_range = get_or<double>(j, "initializer_range", c.initializer_range, where);
   c.hidden_act = normalize_act(get_or<std::string>(j, "hidden_act", c.hidden_act, where), where, true);
+  if (c.is_siglip()) c.use_head = get_or<bool>(j, "vision_use_head", true, where);
   c.validate(where);
   return c;
 }
 
 json clip_vision_config_to_json(const ClipVisionConfig& c) {
+  if (c.is_siglip())
+    return json{{"hidden_size", c.hidden_size},
+                {"intermediate_size", c.intermediate_size},
+                {"num_hidden_layers", c.num_hidden_layers},
+                {"num_attention_heads", c.num_attention_heads},
+                {"num_channels", c.num_channels},
+                {"image_size", c.image_size},
+                {"patch_size", c.patch_size},
+                {"layer_norm_eps", c.layer_norm_eps},
+                {"attention_dropout", 0.0},
+                {"hidden_act", c.hidden_act},
+                {"vision_use_head", c.use_head},
+                {"model_type", "siglip_vision_model"}};
   return json{{"hidden_size", c.hidden_size},
               {"intermediate_size", c.intermediate_size},
               {"num_hidden_layers", c.num_hidden_layers},
@@ -107,16 +138,20 @@ json clip_vision_config_to_json(const ClipVisionConfig& c) {
 ClipVisionConfig ClipVisionConfig::from_json_file(const std::string& path) {
   json j = read_json_file(path);
   std::string type = get_or<std::string>(j, "model_type", "", path);
-  if (type == "clip" || (j.contains("vision_config") && j["vision_config"].is_object()))
-    return clip_vision_config_from_json(j.value("vision_config", json::object()), path + " (vision_config)");
-  if (!type.empty() && type != "clip_vision_model")
-    throw Error(path + ": model_type '" + type + "' is not a CLIP vision model (clip_vision_model or clip)");
+  if (type == "clip" || type == "siglip" || (j.contains("vision_config") && j["vision_config"].is_object())) {
+    json vc = j.value("vision_config", json::object());
+    if (type == "siglip" && !vc.contains("model_type")) vc["model_type"] = "siglip_vision_model";
+    return clip_vision_config_from_json(vc, path + " (vision_config)");
+  }
+  if (!type.empty() && type != "clip_vision_model" && type != "siglip_vision_model")
+    throw Error(path + ": model_type '" + type +
+                "' is not a vision tower (clip_vision_model, clip, siglip_vision_model or siglip)");
   return clip_vision_config_from_json(j, path);
 }
 
 std::string ClipVisionConfig::to_json_string() const {
   json j = clip_vision_config_to_json(*this);
-  j["architectures"] = {"CLIPVisionModel"};
+  j["architectures"] = {is_siglip() ? "SiglipVisionModel" : "CLIPVisionModel"};
   j["torch_dtype"] = "float32";
   return j.dump(2) + "\n";
 }
@@ -130,13 +165,29 @@ void ClipVisionConfig::validate(const std::string& where) const {
                 std::to_string(patch_size));
   if (num_hidden_layers < 0 || intermediate_size <= 0 || num_channels <= 0)
     throw Error(where + ": bad vision config sizes");
+  if (!is_siglip() && hidden_act == "gelu_pytorch_tanh")
+    throw Error(where + ": CLIP's hidden_act must be quick_gelu or gelu, got gelu_pytorch_tanh");
 }
 
 // ---------------------------------------------------------------- LLaMA
 
+LlamaConfig LlamaConfig::qwen2_defaults() {
+  LlamaConfig c;
+  c.model_type = "qwen2";
+  c.vocab_size = 151936;
+  c.intermediate_size = 22016;
+  c.max_position_embeddings = 32768;
+  c.bos_token_id = c.eos_token_id = -1;
+  return c;
+}
+
 LlamaConfig llama_config_from_json(const json& j, const std::string& where) {
   if (!j.is_object()) throw Error(where + ": text config is not a JSON object");
-  LlamaConfig c;  // transformers 4.37 LlamaConfig defaults
+  // HF LlavaConfig's rule: a text_config without model_type is LLaMA's
+  const std::string type = get_or<std::string>(j, "model_type", "llama", where);
+  if (type != "llama" && type != "qwen2")
+    throw Error(where + ": text model_type '" + type + "' is not supported (llama, qwen2)");
+  LlamaConfig c = type == "qwen2" ? LlamaConfig::qwen2_defaults() : LlamaConfig();  // transformers 4.37 defaults
   c.vocab_size = get_or<int64_t>(j, "vocab_size", c.vocab_size, where);
   c.hidden_size = get_or<int64_t>(j, "hidden_size", c.hidden_size, where);
   c.intermediate_size = get_or<int64_t>(j, "intermediate_size", c.intermediate_size, where);
@@ -151,10 +202,15 @@ LlamaConfig llama_config_from_json(const json& j, const std::string& where) {
   c.initializer_range = get_or<double>(j, "initializer_range", c.initializer_range, where);
   c.hidden_act = normalize_act(get_or<std::string>(j, "hidden_act", c.hidden_act, where), where, false);
   c.tie_word_embeddings = get_or<bool>(j, "tie_word_embeddings", c.tie_word_embeddings, where);
-  c.attention_bias = get_or<bool>(j, "attention_bias", c.attention_bias, where);
+  if (!c.is_qwen2()) c.attention_bias = get_or<bool>(j, "attention_bias", c.attention_bias, where);
   c.bos_token_id = get_or<int64_t>(j, "bos_token_id", c.bos_token_id, where);
   c.eos_token_id = get_or<int64_t>(j, "eos_token_id", c.eos_token_id, where);
   c.pad_token_id = get_or<int64_t>(j, "pad_token_id", -1, where);
+  if (c.is_qwen2()) {
+    c.use_sliding_window = get_or<bool>(j, "use_sliding_window", c.use_sliding_window, where);
+    c.sliding_window = get_or<int64_t>(j, "sliding_window", c.sliding_window, where);
+    c.max_window_layers = get_or<int64_t>(j, "max_window_layers", c.max_window_layers, where);
+  }
   auto rs = j.find("rope_scaling");
   if (rs != j.end() && !rs->is_null()) {
     if (!rs->is_object()) throw Error(where + ": rope_scaling must be an object or null");
@@ -174,6 +230,7 @@ LlamaConfig llama_config_from_json(const json& j, const std::string& where) {
 }
 
 json llama_config_to_json(const LlamaConfig& c) {
+  auto id_or_null = [](int64_t id) { return id >= 0 ? json(id) : json(nullptr); };
   json j{{"vocab_size", c.vocab_size},
          {"hidden_size", c.hidden_size},
          {"intermediate_size", c.intermediate_size},
@@ -186,14 +243,20 @@ json llama_config_to_json(const LlamaConfig& c) {
          {"initializer_range", c.initializer_range},
          {"hidden_act", c.hidden_act},
          {"tie_word_embeddings", c.tie_word_embeddings},
-         {"attention_bias", c.attention_bias},
          {"attention_dropout", 0.0},
-         {"pretraining_tp", 1},
          {"use_cache", true},
-         {"bos_token_id", c.bos_token_id},
-         {"eos_token_id", c.eos_token_id},
-         {"model_type", "llama"}};
-  j["pad_token_id"] = c.pad_token_id >= 0 ? json(c.pad_token_id) : json(nullptr);
+         {"bos_token_id", id_or_null(c.bos_token_id)},
+         {"eos_token_id", id_or_null(c.eos_token_id)},
+         {"pad_token_id", id_or_null(c.pad_token_id)},
+         {"model_type", c.model_type}};
+  if (c.is_qwen2()) {  // Qwen2Config's keys; its q/k/v bias is fixed by the architecture
+    j["use_sliding_window"] = c.use_sliding_window;
+    j["sliding_window"] = c.sliding_window;
+    j["max_window_layers"] = c.max_window_layers;
+  } else {
+    j["attention_bias"] = c.attention_bias;
+    j["pretraining_tp"] = 1;
+  }
   if (c.head_dim_override > 0) j["head_dim"] = c.head_dim_override;
   if (c.rope_scaling.type.empty()) {
     j["rope_scaling"] = nullptr;
@@ -213,14 +276,14 @@ json llama_config_to_json(const LlamaConfig& c) {
 LlamaConfig LlamaConfig::from_json_file(const std::string& path) {
   json j = read_json_file(path);
   std::string type = get_or<std::string>(j, "model_type", "llama", path);
-  if (type != "llama")
-    throw Error(path + ": model_type '" + type + "' is not a LLaMA language model (model_type llama)");
+  if (type != "llama" && type != "qwen2")
+    throw Error(path + ": model_type '" + type + "' is not a supported language model (llama or qwen2)");
   return llama_config_from_json(j, path);
 }
 
 std::string LlamaConfig::to_json_string() const {
   json j = llama_config_to_json(*this);
-  j["architectures"] = {"LlamaForCausalLM"};
+  j["architectures"] = {is_qwen2() ? "Qwen2ForCausalLM" : "LlamaForCausalLM"};
   j["torch_dtype"] = "float32";
   return j.dump(2) + "\n";
 }
@@ -238,6 +301,10 @@ void LlamaConfig::validate(const std::string& where) const {
   if (vocab_size <= 0 || intermediate_size <= 0 || num_hidden_layers < 0) throw Error(where + ": bad LLaMA sizes");
   if (!rope_scaling.type.empty() && rope_scaling.factor <= 0)
     throw Error(where + ": rope_scaling factor must be > 0");
+  if (model_type != "llama" && model_type != "qwen2")
+    throw Error(where + ": text model_type '" + model_type + "' is not supported (llama, qwen2)");
+  if (use_sliding_window)
+    throw Error(where + ": use_sliding_window true is not supported yet (Qwen2's sliding-window attention)");
 }
 
 // ---------------------------------------------------------------- LLaVA
@@ -255,6 +322,7 @@ int64_t parse_projector_type(const std::string& type, const std::string& where) 
 }
 
 bool LlavaConfig::keeps_cls() const {
+  if (!vision.has_cls_token()) return false;
   return vision_feature_select_strategy == "full" || vision_feature_select_strategy == "cls_patch";
 }
 
@@ -276,6 +344,9 @@ void LlavaConfig::validate(const std::string& where) const {
   const std::string& s = vision_feature_select_strategy;
   if (s != "default" && s != "patch" && s != "full" && s != "cls_patch")
     throw Error(where + ": unknown vision feature selection '" + s + "' (patch/default or cls_patch/full)");
+  if (vision.is_siglip() && s == "default")
+    throw Error(where + ": vision_feature_select_strategy 'default' drops the first feature row, which for SigLIP "
+                "(no CLS token) is a real patch, as transformers does; use 'full' (every patch)");
   int64_t idx = vision_layers_needed();
   if (idx < 0 || idx > vision.num_hidden_layers)
     throw Error(where + ": vision_feature_layer " + std::to_string(vision_feature_layer) + " is outside the " +
@@ -342,8 +413,10 @@ LlavaConfig llava_config_from_json(const json& j, const std::string& where, cons
     c.image_token_index = get_or<int64_t>(j, "image_token_index", 32000, where);
     c.tokenizer_model_max_length = get_or<int64_t>(j, "tokenizer_model_max_length", 0, where);
   } else {
-    // original LLaVA: the LLaMA keys are at top level.
-    c.text = llama_config_from_json(j, where);
+    // original LLaVA: the LLaMA keys are at top level (model_type there is llava_llama / llava).
+    json top = j;
+    top["model_type"] = "llama";
+    c.text = llama_config_from_json(top, where);
     c.projector_type = get_or<std::string>(j, "mm_projector_type", "linear", where);
     c.vision_feature_layer = get_or<int64_t>(j, "mm_vision_select_layer", -2, where);
     c.vision_feature_select_strategy = get_or<std::string>(j, "mm_vision_select_feature", "patch", where);
@@ -386,7 +459,7 @@ std::string LlavaConfig::to_hf_json_string(const std::string& torch_dtype) const
          {"image_token_index", image_token_index},
          {"projector_hidden_act", "gelu"},
          {"vision_feature_layer", vision_feature_layer},
-         {"vision_feature_select_strategy", keeps_cls() ? "full" : "default"},
+         {"vision_feature_select_strategy", keeps_cls() || vision.is_siglip() ? "full" : "default"},
          {"vocab_size", text.vocab_size},
          {"tie_word_embeddings", text.tie_word_embeddings},
          {"torch_dtype", torch_dtype},
@@ -400,6 +473,9 @@ std::string LlavaConfig::to_hf_json_string(const std::string& torch_dtype) const
 }
 
 std::string LlavaConfig::to_original_json_string(const std::string& torch_dtype) const {
+  if (text.is_qwen2())
+    throw Error("the original LLaVA layout (llava_llama) holds LLaMA language models only; save a Qwen2 model in "
+                "the HF layout");
   json j = llama_config_to_json(text);
   j["architectures"] = {"LlavaLlamaForCausalLM"};
   j["model_type"] = "llava_llama";
@@ -426,9 +502,13 @@ std::string detect_model_dir_kind(const std::string& dir) {
   json j = read_json_file(cfg.string());
   std::string type = j.value("model_type", "");
   if (type == "llava" || type == "llava_llama") return is_original_llava(j) ? "llava_llama" : "llava";
-  if (type == "llama") return "llama";
-  if (type == "clip" || type == "clip_vision_model") return "clip";
-  throw Error(cfg.string() + ": unsupported model_type '" + type + "' (llava, llava_llama, llama, clip)");
+  if (type == "llama" || type == "qwen2") return "llama";
+  if (type == "clip" || type == "clip_vision_model" || is_siglip_type(type)) return "clip";
+  if (type == "llava_qwen")
+    throw Error(cfg.string() + ": model_type 'llava_qwen' (LLaVA-NeXT's own checkpoint layout) is not supported; "
+                "use its transformers conversion (model_type llava, e.g. llava-hf/llava-interleave-qwen-7b-hf)");
+  throw Error(cfg.string() + ": unsupported model_type '" + type +
+              "' (llava, llava_llama, llama, qwen2, clip, siglip)");
 }
 
 }  // namespace llava

@@ -1,6 +1,7 @@
 #pragma once
 // LLaMA decoder as transformers' LlamaForCausalLM (v4.37.2, eager attention): RMSNorm in fp32, rotate-half
 // RoPE (rope_theta, optional linear/dynamic/llama3 scaling), GQA, SwiGLU MLP, final norm, lm_head (tied or not).
+// Qwen2ForCausalLM (config.model_type qwen2) is the same block with q/k/v biases (LlamaConfig::qkv_bias).
 // named_parameters() of LlamaForCausalLM are the HF names: "model.embed_tokens.weight", ..., "lm_head.weight".
 #include <torch/torch.h>
 
