@@ -15,11 +15,13 @@ namespace llava {
 struct VisionFiles {
   std::string config_dir;     // where the vision config came from (for messages)
   int image_size = 336, patch_size = 14;
+  bool has_cls_token = true;  // CLIP; SigLIP has none (its image takes exactly its patches)
   ImageProcessorConfig processor;
 };
 
 // Finds the vision tower's geometry and preprocessor for the model sources LLaVA users have:
-// an HF LLaVA dir (vision_config), an original-LLaVA dir (mm_vision_tower), or --vision_tower.
+// an HF LLaVA dir (vision_config), an original-LLaVA dir (mm_vision_tower), or --vision_tower (CLIP or
+// SigLIP). Without a preprocessor_config.json the tower family's processor defaults apply.
 VisionFiles find_vision_files(const std::string& model_dir, const std::string& vision_tower_dir);
 
 struct DataPipeline {

@@ -25,11 +25,14 @@ json read_json(const fs::path& path) {
 VisionFiles from_vision_config(const json& vc, const fs::path& dir) {
   VisionFiles v;
   v.config_dir = dir.string();
+  const std::string type = vc.value("model_type", "clip_vision_model");
+  v.has_cls_token = type != "siglip_vision_model" && type != "siglip";
   v.image_size = vc.value("image_size", 224);
-  v.patch_size = vc.value("patch_size", 32);
+  v.patch_size = vc.value("patch_size", v.has_cls_token ? 32 : 16);  // CLIPVisionConfig's / SiglipVisionConfig's
   fs::path pre = dir / "preprocessor_config.json";
-  v.processor = fs::exists(pre) ? ImageProcessorConfig::from_json_file(pre.string())
-                                : ImageProcessorConfig::clip_defaults(v.image_size);
+  if (fs::exists(pre)) v.processor = ImageProcessorConfig::from_json_file(pre.string());
+  else if (v.has_cls_token) v.processor = ImageProcessorConfig::clip_defaults(v.image_size);
+  else v.processor = ImageProcessorConfig::siglip_defaults(v.image_size);
   return v;
 }
 
@@ -97,8 +100,12 @@ void configure_images(const Options& o, const VisionFiles& vision, ExampleOption
 
 VisionFiles from_clip_dir(const fs::path& dir) {
   json c = read_json(dir / "config.json");
-  // A CLIPVisionModel config has the fields at the top; a full CLIPModel nests them in vision_config.
-  return from_vision_config(c.contains("vision_config") ? c["vision_config"] : c, dir);
+  // A CLIPVisionModel / SiglipVisionModel config has the fields at the top; a full CLIPModel / SiglipModel
+  // nests them in vision_config.
+  if (!c.contains("vision_config")) return from_vision_config(c, dir);
+  json vc = c["vision_config"];
+  if (c.value("model_type", "") == "siglip" && !vc.contains("model_type")) vc["model_type"] = "siglip_vision_model";
+  return from_vision_config(vc, dir);
 }
 
 }  // namespace
@@ -130,16 +137,18 @@ std::unique_ptr<DataPipeline> make_data_pipeline(const Options& o, bool needs_da
   ExampleOptions& ex = p->example;
   ex.tokenizer = &p->tokenizer;
   ex.conversation = &ConversationTemplate::get(o.version);
-  if (o.image_placement != "front" && o.image_placement != "inline")
-    throw Error("--image_placement must be front or inline, got '" + o.image_placement + "'");
-  ex.placement = o.image_placement == "front" ? ImagePlacement::kFront : ImagePlacement::kInline;
+  if (o.image_placement != "front" && o.image_placement != "inline" && o.image_placement != "next")
+    throw Error("--image_placement must be front, inline or next, got '" + o.image_placement + "'");
+  ex.placement = o.image_placement == "front"    ? ImagePlacement::kFront
+                 : o.image_placement == "inline" ? ImagePlacement::kInline
+                                                 : ImagePlacement::kNext;
   ex.model_max_length = o.model_max_length;
   VisionFiles vision = find_vision_files(o.model_name_or_path, o.vision_tower);
   ex.image_config = vision.processor;
   int patches = (vision.image_size / vision.patch_size) * (vision.image_size / vision.patch_size);
   if (o.mm_vision_select_feature != "patch" && o.mm_vision_select_feature != "cls_patch")
     throw Error("--mm_vision_select_feature must be patch or cls_patch");
-  ex.image_feature_positions = patches + (o.mm_vision_select_feature == "cls_patch" ? 1 : 0);
+  ex.image_feature_positions = patches + (o.mm_vision_select_feature == "cls_patch" && vision.has_cls_token ? 1 : 0);
   configure_images(o, vision, ex);
   if (needs_dataset) {
     if (o.data_path.empty()) throw Error("--data_path is required");
