@@ -646,3 +646,37 @@ TEST(InterleavePlan, PresetKnowsSiglipAndQwen2Sizes) {
   for (const auto& kv : read_tensors(fix_dir())) total += kv.second.numel();
   EXPECT_EQ(f.llm_params() + f.vision_params() + f.projector_params(), total);
 }
+
+// ------------------------------------------------------------------------------------------ the command line
+
+// check-data, eval and plan on the fixture through the built binary (skipped when it is not built).
+TEST(InterleaveCli, CheckDataEvalAndPlan) {
+  LLAVA_REQUIRE_FIXTURES();
+  if (!fs::exists(LLAVA_BINARY)) GTEST_SKIP() << LLAVA_BINARY << " not built";
+  const std::string common = " --model_name_or_path " + fix_dir() + " --data_path " + fix_dir() +
+                             "/data.json --image_folder " + fix_dir() + "/images --version qwen_1_5 --image_placement next";
+  RunResult check = run_binary("check-data" + common);
+  std::printf("%s", check.out.c_str());
+  EXPECT_EQ(check.code, 0) << check.err;
+
+  const std::string out = train_tmp("interleave_cli") + "/eval.jsonl";
+  RunResult eval = run_binary("eval" + common + " --per_device_eval_batch_size 2 --output " + out);
+  ASSERT_EQ(eval.code, 0) << eval.err;
+  std::vector<std::string> lines = lines_of(read_file(out));
+  ASSERT_EQ(lines.size(), 6u);
+  double worst = 0;
+  for (size_t i = 0; i < 6; ++i) {
+    json r = json::parse(lines[i]);
+    const double d = std::abs(r["loss"].get<double>() - sample_json(r["index"].get<int>())["loss"].get<double>());
+    worst = std::max(worst, d);
+    EXPECT_LE(d, 1e-4) << lines[i];
+  }
+  std::printf("  eval: worst per-sample |loss diff| %.1e\n", worst);
+
+  RunResult plan = run_binary("plan --config " + std::string(LLAVA_SOURCE_DIR) +
+                              "/configs/llava-interleave-qwen-7b-finetune.yaml --model_name_or_path "
+                              "lmms-lab/llava-next-interleave-qwen-7b --world_size 8");
+  std::printf("%s", plan.out.c_str());
+  EXPECT_EQ(plan.code, 0) << plan.err;
+  EXPECT_NE(plan.out.find("this config: zero_stage 2, gradient_checkpointing true"), std::string::npos);
+}

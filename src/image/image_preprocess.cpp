@@ -406,7 +406,13 @@ ImageProcessorConfig ImageProcessorConfig::from_json_file(const std::string& pat
     for (auto [key, flag] : {std::pair{"do_resize", &c.do_resize}, std::pair{"do_center_crop", &c.do_center_crop},
                              std::pair{"do_rescale", &c.do_rescale}, std::pair{"do_normalize", &c.do_normalize}})
       if (present(key)) *flag = j[key].get<bool>();
-    if (siglip) c.do_center_crop = false;  // SiglipImageProcessor ignores crop keys
+    if (siglip) {
+      // SiglipImageProcessor has no crop step; shortest_edge and the crop mirror the square size, the tile
+      // geometry anyres reads (LLaVA-NeXT tiles SigLIP images at that size)
+      c.do_center_crop = false;
+      c.shortest_edge = c.crop_height = c.resize_height;
+      c.crop_width = c.resize_width;
+    }
     if (present("rescale_factor")) c.rescale_factor = j["rescale_factor"].get<double>();
     for (auto [key, out] : {std::pair{"image_mean", &c.mean}, std::pair{"image_std", &c.std}}) {
       if (!present(key)) continue;
