@@ -22,6 +22,9 @@ namespace {
 
 using llava::Error;
 using llava::RgbImage;
+using llava::PixelTensor;
+using llava::clip_preprocess;
+using llava::resize_bicubic;
 using llava::testing::fixture;
 
 const std::string kTiny = "llava-tiny/";
@@ -219,10 +222,54 @@ TEST(ImageConfig, IntSizesScalarMeanAndDefaults) {
   EXPECT_THROW(llava::ImageProcessorConfig::clip_defaults(0), Error);
 }
 
+// SiglipImageProcessor: exact {height, width} resize, no crop, mean = std = 0.5 by default.
+TEST(ImageConfig, SiglipProcessorResizesToTheExactSizeWithoutCrop) {
+  auto c = llava::ImageProcessorConfig::from_json_file(write_temp(
+      "siglip.json", R"({"image_processor_type": "SiglipImageProcessor", "size": {"height": 32, "width": 48},
+                         "resample": 3, "crop_size": 16, "do_center_crop": true})"));
+  EXPECT_EQ(c.resize_height, 32);
+  EXPECT_EQ(c.resize_width, 48);
+  EXPECT_FALSE(c.do_center_crop);  // SigLIP has no crop step, whatever the file says
+  EXPECT_EQ(c.mean, (std::array<float, 3>{0.5f, 0.5f, 0.5f}));
+  EXPECT_EQ(c.std, (std::array<float, 3>{0.5f, 0.5f, 0.5f}));
+  auto d = llava::ImageProcessorConfig::from_json_file(write_temp("siglip_default.json",
+                                                                  R"({"image_processor_type": "SiglipImageProcessor"})"));
+  EXPECT_EQ(d.resize_height, 224);
+  EXPECT_EQ(d.resize_width, 224);
+  // A CLIP processor given {height, width} resizes exactly, then crops as configured.
+  auto e = llava::ImageProcessorConfig::from_json_file(write_temp("clip_hw.json", R"({"size": {"height": 40, "width": 30}})"));
+  EXPECT_EQ(e.resize_height, 40);
+  EXPECT_EQ(e.resize_width, 30);
+  EXPECT_TRUE(e.do_center_crop);
+
+  // The pipeline: a 50x20 image squashed to 48x32 (no aspect ratio kept), uint8 = Pillow's resize, then the
+  // float formula of the fixtures' README item 5 with mean = std = 0.5.
+  RgbImage img;
+  img.width = 50;
+  img.height = 20;
+  for (int i = 0; i < 50 * 20 * 3; ++i) img.pixels.push_back(static_cast<uint8_t>((i * 37 + i / 7) % 256));
+  PixelTensor t = clip_preprocess(img, c, false);
+  ASSERT_EQ(t.width, 48);
+  ASSERT_EQ(t.height, 32);
+  RgbImage r = resize_bicubic(img, 48, 32);
+  double max_diff = 0;
+  for (int ch = 0; ch < 3; ++ch)
+    for (int y = 0; y < 32; ++y)
+      for (int x = 0; x < 48; ++x) {
+        const float u = static_cast<float>(static_cast<double>(r.pixels[(y * 48 + x) * 3 + ch]) * (1.0 / 255.0));
+        const float want = (u - 0.5f) / 0.5f;
+        max_diff = std::max(max_diff, std::abs(double(want) - t.data[(ch * 32 + y) * 48 + x]));
+      }
+  std::printf("  SigLIP squash 50x20 -> 48x32: max |diff| vs resize_bicubic + formula %.1e\n", max_diff);
+  EXPECT_EQ(max_diff, 0.0);
+}
+
 TEST(ImageConfig, BadConfigsThrowNamingTheFile) {
   for (const auto& [name, text] : std::vector<std::pair<std::string, std::string>>{
            {"json.json", "{not json"},
-           {"hw.json", R"({"size": {"height": 384, "width": 384}})"},
+           {"hw.json", R"({"size": {"height": 0, "width": 384}})"},
+           {"siglip_edge.json", R"({"image_processor_type": "SiglipImageProcessor", "size": {"shortest_edge": 384}})"},
+           {"kind.json", R"({"image_processor_type": "BlipImageProcessor"})"},
            {"mean.json", R"({"image_mean": [0.5, 0.5]})"},
            {"std.json", R"({"image_std": [0.5, 0.0, 0.5]})"},
            {"type.json", R"({"do_resize": "yes"})"},

@@ -6,11 +6,11 @@
 
 namespace llava {
 
-enum class SeparatorStyle { kTwo, kLlama2, kMpt, kPlain };
+enum class SeparatorStyle { kTwo, kLlama2, kMpt, kPlain, kChatml };
 
 struct ConversationTemplate {
   std::string name;     // key in LLaVA's conv_templates ("vicuna_v1", ...)
-  std::string version;  // Conversation.version ("v1", "llama_v2", "v1_mmtag", "mpt", "plain")
+  std::string version;  // Conversation.version ("v1", "llama_v2", "v1_mmtag", "mpt", "plain", "qwen")
   std::string system;
   std::string roles[2];  // human, assistant
   SeparatorStyle style = SeparatorStyle::kTwo;
@@ -28,11 +28,12 @@ struct Turn {
   std::string value;
 };
 
-// Renders the whole dialogue (Conversation.get_prompt()) for the TWO, LLAMA_2 and MPT styles.
-// PLAIN is rendered by the example builder (it discards the human text).
+// Renders the whole dialogue (Conversation.get_prompt()) for the TWO, LLAMA_2, MPT and CHATML styles
+// (CHATML: LLaVA-NeXT's conversation.py, the qwen_1_5 template). PLAIN is rendered by the example builder
+// (it discards the human text).
 std::string render_prompt(const ConversationTemplate& tmpl, const std::vector<Turn>& turns);
 
-enum class ImagePlacement { kFront, kInline };
+enum class ImagePlacement { kFront, kInline, kNext };
 
 // Counts "<image>" occurrences.
 int count_image_markers(const std::string& text);
@@ -41,7 +42,9 @@ int count_image_markers(const std::string& text);
 //  - no marker anywhere and num_images > 0: markers prepended to the first human turn;
 //  - kFront: each turn with n markers becomes ("<image>\n" * n + rest.strip()).strip();
 //  - kInline: markers stay where they are;
-//  - mmtag templates wrap each marker as <Image><image></Image>.
+//  - kNext (LLaVA-NeXT's preprocess_multimodal): a turn with exactly one marker that does not start with it
+//    becomes ("<image>\n" + rest.strip()).strip(); turns with several markers stay as written;
+//  - mmtag templates wrap each marker as <Image><image></Image> (kNext: only in a rewritten turn, as there).
 // Returns an empty string on success, else the reason (marker count != image count).
 std::string place_image_markers(std::vector<Turn>& turns, int num_images, ImagePlacement placement,
                                 bool wrap_mmtag);

@@ -1,7 +1,9 @@
 #pragma once
 // One sample -> what the model trains on: template -> tokenizer -> input_ids (-200 per image) and
 // labels (-100 except answers, LLaVA's preprocess_v1 / preprocess_llama_2 / preprocess_mpt /
-// preprocess_plain), and the decoded, CLIP-preprocessed images (anyres: tiled, include/llava/anyres.h).
+// preprocess_plain; LLaVA-NeXT's preprocess_qwen for qwen_1_5, which also supervises the "\n",
+// <|im_start|> and <|im_end|> tokens of system and user turns), and the decoded, CLIP/SigLIP-preprocessed
+// images (anyres: tiled, include/llava/anyres.h).
 #include <cstdint>
 #include <optional>
 #include <string>

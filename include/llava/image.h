@@ -1,6 +1,7 @@
 #pragma once
-// Image bytes -> RGB -> CLIP preprocessing, exactly as HF's CLIPImageProcessor (+ LLaVA's "pad")
-// computes it. No torch here: the loader turns PixelTensor into tensors when it collates.
+// Image bytes -> RGB -> CLIP / SigLIP preprocessing, exactly as HF's CLIPImageProcessor and
+// SiglipImageProcessor (+ LLaVA's "pad") compute it. No torch here: the loader turns PixelTensor into
+// tensors when it collates.
 #include <array>
 #include <cstdint>
 #include <string>
@@ -15,16 +16,22 @@ struct RgbImage {
 
 struct ImageProcessorConfig {
   int shortest_edge = 336;  // resize target of the shorter side
+  // size {"height", "width"} (SiglipImageProcessor; CLIP's accepts it too): resize to exactly this, aspect
+  // ratio not kept. 0 = resize the shorter side to shortest_edge.
+  int resize_height = 0, resize_width = 0;
   int crop_height = 336, crop_width = 336;
   bool do_resize = true, do_center_crop = true, do_rescale = true, do_normalize = true;
   double rescale_factor = 1.0 / 255.0;
   std::array<float, 3> mean = {0.48145466f, 0.4578275f, 0.40821073f};
   std::array<float, 3> std = {0.26862954f, 0.26130258f, 0.27577711f};
 
-  // preprocessor_config.json (CLIPImageProcessor); throws llava::Error naming the file.
+  // preprocessor_config.json (CLIPImageProcessor or SiglipImageProcessor, by image_processor_type; absent
+  // keys take that processor's defaults); throws llava::Error naming the file.
   static ImageProcessorConfig from_json_file(const std::string& path);
   // CLIP defaults for a given image size (when there is no preprocessor_config.json).
   static ImageProcessorConfig clip_defaults(int image_size);
+  // SiglipImageProcessor's: exact image_size x image_size resize, no crop, mean = std = 0.5.
+  static ImageProcessorConfig siglip_defaults(int image_size);
   // LLaVA's expand2square background: tuple(int(x * 255) for x in mean).
   std::array<uint8_t, 3> pad_background() const;
 };
@@ -66,7 +73,8 @@ struct PixelTensor {
   int tiles = 1;            // > 1 only for anyres (include/llava/anyres.h): base tile + crops of one image
 };
 
-// Full pipeline: [pad] -> resize shortest edge -> center crop -> rescale -> normalize.
+// Full pipeline: [pad] -> resize (shortest edge, or exact {height, width}) -> center crop -> rescale ->
+// normalize.
 // Rescale/normalize in float32 exactly as the fixtures' README, item 5, says.
 PixelTensor clip_preprocess(const RgbImage& image, const ImageProcessorConfig& config, bool pad_to_square);
 

@@ -25,12 +25,12 @@ enum : unsigned {
   /* model */                                                                                                     \
   X(std::string, model_name_or_path, "", kModel|kTokenize|kInit, "model directory: HF LLaVA, original LLaVA, or an LLM (with --vision_tower)") \
   X(std::string, version, "v1", kModel,                                                                                   \
-    "conversation template: v1|vicuna_v1|llava_v1|llama_2|llava_llama_2|mistral_instruct|chatml_direct|plain|mmtag") \
-  X(std::string, vision_tower, "", kModel, "CLIP vision model directory (when --model_name_or_path is an LLM)")          \
+    "conversation template: v1|vicuna_v1|llava_v1|llama_2|llava_llama_2|mistral_instruct|chatml_direct|qwen_1_5|plain|mmtag") \
+  X(std::string, vision_tower, "", kModel, "CLIP or SigLIP vision model directory (when --model_name_or_path is an LLM)")          \
   X(std::string, pretrain_mm_mlp_adapter, "", kModel, "pretrained projector (mm_projector.safetensors or .bin)")          \
   X(std::string, mm_projector_type, "mlp2x_gelu", kModel, "projector: linear | mlpNx_gelu")                                \
   X(int, mm_vision_select_layer, -2, kModel, "vision hidden state fed to the projector (-2: second to last)")             \
-  X(std::string, mm_vision_select_feature, "patch", kModel, "patch (drop CLS) | cls_patch")                              \
+  X(std::string, mm_vision_select_feature, "patch", kModel, "patch (drop CLS) | cls_patch (SigLIP: all patches either way)")                              \
   X(std::string, mm_patch_merge_type, "flat", kModel,                                                                     \
     "anyres feature layout: flat | spatial | spatial_unpad (+ image_newline); default: config.json's, else flat") \
   X(bool, mm_use_im_start_end, false, kModel, "not supported (LLaVA-1.5 uses false)")                                    \
@@ -53,7 +53,8 @@ enum : unsigned {
     "anyres canvases (width, height): \"[(336, 672), ...]\", [[336, 672], ...] or \"(1x1),...,(3x3)\"; default: config.json's") \
   X(int, max_tiles_per_sample, 0, kModel,                                                                                 \
     "anyres: at most N tiles per sample (0: no limit); later images beyond it use their base tile only")          \
-  X(std::string, image_placement, "front", kData, "front: <image> markers moved to the turn's start | inline")          \
+  X(std::string, image_placement, "front", kData,                                                                  \
+    "front: <image> markers moved to the turn's start | inline | next: LLaVA-NeXT's rule (a lone marker moves)")   \
   X(bool, group_by_modality_length, false, kTrain, "length-grouped sampling by modality, as LLaVA")                      \
   X(int, group_by_length_window, 0, kTrain, "N > 0: sort by length within windows of N global batches, shuffle batches") \
   X(bool, lazy_preprocess, true, kTrain, "accepted for LLaVA compatibility; always lazy")                                \

@@ -26,7 +26,7 @@ ConfigOverrides config_overrides(const Options& options);
 // The vision side of the data: image size, patch size and positions per image from THE model configuration
 // (resolve_llava_config, which load_llava builds the model from), and the preprocessor from the
 // preprocessor_config.json beside the tower (--vision_tower, an original LLaVA's mm_vision_tower) or in the
-// model directory, else CLIP's defaults for the image size.
+// model directory, else the tower family's processor defaults (CLIP's or SigLIP's) for the image size.
 VisionFiles find_vision_files(const Options& options);
 
 struct DataPipeline {

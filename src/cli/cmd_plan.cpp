@@ -6,7 +6,8 @@
 //   a directory   its config.json: HF llava or original llava_llama (vision tower from vision_config, or from
 //                 --vision_tower / mm_vision_tower), or an LLM (llama) + --vision_tower (a CLIP directory;
 //                 default CLIP ViT-L/14-336) + --mm_projector_type;
-//   a preset name llava-v1.5-7b, llava-v1.5-13b (whole LLaVA-1.5), vicuna-7b-v1.5, vicuna-13b-v1.5, llama-2-7b,
+//   a preset name llava-v1.5-7b, llava-v1.5-13b (whole LLaVA-1.5), llava-next-interleave-qwen-7b / -0.5b
+//                 (whole LLaVA-NeXT-Interleave: Qwen1.5 + SigLIP-so400m), vicuna-7b-v1.5, vicuna-13b-v1.5, llama-2-7b,
 //                 llama-2-13b (LLM; tower and projector as for a directory); an "owner/" prefix is ignored,
 //                 so liuhaotian/llava-v1.5-7b works without a download.
 // The rest from the options (YAML and command line): world_size, per_device_train_batch_size,
@@ -57,6 +58,7 @@ void set_llm(dist::PlanModel& m, const LlamaConfig& t) {
   m.kv_heads = t.num_key_value_heads;
   m.head_dim = t.head_dim();
   m.tie_embeddings = t.tie_word_embeddings;
+  m.qkv_bias = t.qkv_bias();
 }
 
 void set_vision(dist::PlanModel& m, const ClipVisionConfig& v) {
@@ -66,6 +68,8 @@ void set_vision(dist::PlanModel& m, const ClipVisionConfig& v) {
   m.v_heads = v.num_attention_heads;
   m.image_size = v.image_size;
   m.patch_size = v.patch_size;
+  m.siglip = v.is_siglip();
+  m.siglip_head = v.is_siglip() && v.use_head;
 }
 
 // YAML (a superset of JSON) -> JSON, for --model_config.
@@ -198,6 +202,7 @@ dist::PlanModel plan_model_sizes(const Options& o, const LlavaConfig** config_ou
   }
   m.name = path + " (preset)";
   if (path.find("llava") == std::string::npos) {  // an LLM preset: tower and projector from the options
+    // (the llava presets, LLaVA-1.5 and LLaVA-NeXT-Interleave, carry their own)
     set_vision(m, vision_from_option(o.vision_tower));
     m.projector_linears = parse_projector_type(o.mm_projector_type, "--mm_projector_type");
   }

@@ -46,12 +46,16 @@ std::vector<ConversationTemplate> make_templates() {
       {"chatml_direct", "mpt", chatml_system, {"<|im_start|>user\n", "<|im_start|>assistant\n"}, S::kMpt, "<|im_end|>", ""},
       {"mistral_direct", "mpt", chatml_system, {"<|im_start|>user\n", "<|im_start|>assistant\n"}, S::kMpt, "<|im_end|>", ""},
       {"plain", "plain", "", {"", ""}, S::kPlain, "\n", ""},
+      // LLaVA-NeXT's conv_qwen (qwen_1_5, also registered as qwen_2): ChatML with the role in the header line
+      {"qwen_1_5", "qwen", "<|im_start|>system\nYou are a helpful assistant.", {"<|im_start|>user", "<|im_start|>assistant"},
+       S::kChatml, "<|im_end|>", ""},
   };
 }
 
 const std::map<std::string, std::string>& aliases() {
   static const std::map<std::string, std::string> a = {
-      {"v1", "vicuna_v1"}, {"mmtag", "v1_mmtag"}, {"v0_plain", "plain"}, {"llava_llama2", "llava_llama_2"}};
+      {"v1", "vicuna_v1"}, {"mmtag", "v1_mmtag"}, {"v0_plain", "plain"}, {"llava_llama2", "llava_llama_2"},
+      {"qwen_2", "qwen_1_5"}};
   return a;
 }
 
@@ -69,8 +73,9 @@ const ConversationTemplate& ConversationTemplate::get(const std::string& version
 }
 
 std::vector<std::string> ConversationTemplate::names() {
-  return {"v1",           "vicuna_v1",        "llava_v1",      "mmtag",          "v1_mmtag", "llama_2",
-          "llava_llama_2", "mistral_instruct", "chatml_direct", "mistral_direct", "plain",    "v0_plain"};
+  return {"v1",            "vicuna_v1",        "llava_v1",      "mmtag",          "v1_mmtag", "llama_2",
+          "llava_llama_2", "mistral_instruct", "chatml_direct", "mistral_direct", "plain",    "v0_plain",
+          "qwen_1_5",      "qwen_2"};
 }
 
 std::string render_prompt(const ConversationTemplate& t, const std::vector<Turn>& turns) {
@@ -106,6 +111,15 @@ std::string render_prompt(const ConversationTemplate& t, const std::vector<Turn>
     }
     return ret;
   }
+  if (t.style == SeparatorStyle::kChatml) {
+    // system + sep + "\n", then role + "\n" + msg + sep + "\n"; an empty message renders as role + "\n"
+    ret = t.system.empty() ? "" : t.system + t.sep + "\n";
+    for (const Turn& turn : turns) {
+      const std::string& role = t.roles[turn.from_human ? 0 : 1];
+      ret += turn.value.empty() ? role + "\n" : role + "\n" + turn.value + t.sep + "\n";
+    }
+    return ret;
+  }
   throw Error("render_prompt: the plain template is rendered by the example builder");
 }
 
@@ -135,6 +149,13 @@ std::string place_image_markers(std::vector<Turn>& turns, int num_images, ImageP
   for (auto& t : turns) {
     int n = count_image_markers(t.value);
     if (n == 0) continue;
+    if (placement == ImagePlacement::kNext) {
+      // only a single marker that is not already in front moves (interleaved multi-image turns stay)
+      if (n != 1 || t.value.rfind(kImageMarker, 0) == 0) continue;
+      t.value = python_strip(kImageMarker + "\n" + python_strip(replace_all(t.value, kImageMarker, "")));
+      if (wrap_mmtag) t.value = replace_all(t.value, kImageMarker, "<Image>" + kImageMarker + "</Image>");
+      continue;
+    }
     if (placement == ImagePlacement::kFront) {
       std::string front;
       for (int i = 0; i < n; ++i) front += kImageMarker + "\n";

@@ -97,6 +97,35 @@ size_t mask_mpt_rounds(const std::string& prompt, const ConversationTemplate& t,
 
 void add_warning(Example& ex, const std::string& text) { ex.warning += (ex.warning.empty() ? "" : "; ") + text; }
 
+// LLaVA-NeXT's preprocess_qwen (qwen_1_5): every message is rendered by its chat template,
+// "<|im_start|>" + role + "\n" + content + "<|im_end|>\n" (first a system message with a fixed text), and
+// tokenized on its own without BOS/EOS. System and user messages are masked, assistant messages supervised
+// whole; then every id 198, <|im_start|> and <|im_end|> is supervised wherever it is, in system and user
+// messages too. 198 is "\n" in Qwen's vocabulary: the reference hard-codes the id, and so do we.
+void build_qwen_text(const std::vector<Turn>& turns, const Tokenizer& tok, const std::string& ctx, Example& ex) {
+  constexpr int kQwenNewline = 198;
+  const int im_start = tok.token_to_id("<|im_start|>"), im_end = tok.token_to_id("<|im_end|>");
+  if (im_start < 0 || im_end < 0)
+    throw Error(ctx + ": --version qwen_1_5 needs a tokenizer with the tokens <|im_start|> and <|im_end|>");
+  // An <image> inside an assistant message keeps the <image> token's id as its label (the reference masks
+  // only the input); without such a token it is not supervised.
+  const int image_label = tok.token_to_id("<image>") >= 0 ? tok.token_to_id("<image>") : kIgnoreIndex;
+  auto add_message = [&](const std::string& role, const std::string& content, bool supervised) {
+    const std::string text = "<|im_start|>" + role + "\n" + content + "<|im_end|>\n";
+    ex.prompt += text;
+    for (int id : tok.encode_with_image_tokens(text, /*add_special_tokens=*/false)) {
+      ex.input_ids.push_back(id);
+      ex.labels.push_back(!supervised ? kIgnoreIndex : id == kImageTokenIndex ? image_label : id);
+    }
+  };
+  add_message("system", "You are a helpful assistant.", false);
+  for (const Turn& t : turns) add_message(t.from_human ? "user" : "assistant", t.value, !t.from_human);
+  for (size_t i = 0; i < ex.input_ids.size(); ++i) {
+    const int id = ex.input_ids[i];
+    if (id == kQwenNewline || id == im_start || id == im_end) ex.labels[i] = id;
+  }
+}
+
 // Prompt, input_ids and labels of a non-plain template, with LLaVA's mismatch rule.
 void build_text(const std::vector<Turn>& turns, const ConversationTemplate& tmpl, const Tokenizer& tok,
                 const ExampleOptions& opt, const std::string& ctx, Example& ex) {
@@ -230,6 +259,8 @@ Example build_example(const Sample& sample, const ExampleOptions& opt) {
     ex.labels = ex.input_ids;
     size_t masked = tok.encode_with_image_tokens(markers).size();
     for (size_t k = 0; k < masked && k < ex.labels.size(); ++k) ex.labels[k] = kIgnoreIndex;
+  } else if (tmpl.version == "qwen") {
+    build_qwen_text(turns, tok, ctx, ex);
   } else {
     build_text(turns, tmpl, tok, opt, ctx, ex);
   }

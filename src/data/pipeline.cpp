@@ -124,8 +124,9 @@ VisionFiles find_vision_files(const Options& o) {
   }
   v.config_dir = dir.string();
   const fs::path pre = dir / "preprocessor_config.json";
-  v.processor = fs::exists(pre) ? ImageProcessorConfig::from_json_file(pre.string())
-                                : ImageProcessorConfig::clip_defaults(v.image_size);
+  if (fs::exists(pre)) v.processor = ImageProcessorConfig::from_json_file(pre.string());
+  else if (c.vision.is_siglip()) v.processor = ImageProcessorConfig::siglip_defaults(v.image_size);
+  else v.processor = ImageProcessorConfig::clip_defaults(v.image_size);
   return v;
 }
 
@@ -138,9 +139,11 @@ std::unique_ptr<DataPipeline> make_data_pipeline(const Options& o, bool needs_da
   ExampleOptions& ex = p->example;
   ex.tokenizer = &p->tokenizer;
   ex.conversation = &ConversationTemplate::get(o.version);
-  if (o.image_placement != "front" && o.image_placement != "inline")
-    throw Error("--image_placement must be front or inline, got '" + o.image_placement + "'");
-  ex.placement = o.image_placement == "front" ? ImagePlacement::kFront : ImagePlacement::kInline;
+  if (o.image_placement != "front" && o.image_placement != "inline" && o.image_placement != "next")
+    throw Error("--image_placement must be front, inline or next, got '" + o.image_placement + "'");
+  ex.placement = o.image_placement == "front"    ? ImagePlacement::kFront
+                 : o.image_placement == "inline" ? ImagePlacement::kInline
+                                                 : ImagePlacement::kNext;
   ex.model_max_length = o.model_max_length;
   VisionFiles vision = find_vision_files(o);
   ex.image_config = vision.processor;

@@ -15,6 +15,7 @@ namespace llava::dist {
 int64_t PlanModel::llm_params() const {
   const int64_t q = heads * head_dim, kv = kv_heads * head_dim;
   const int64_t layer = hidden * q + 2 * hidden * kv + q * hidden  // q, k, v, o
+                        + (qkv_bias ? q + 2 * kv : 0)               // Qwen2's q, k, v biases
                         + 3 * hidden * intermediate                // gate, up, down
                         + 2 * hidden;                              // two RMSNorms
   return vocab * hidden * (tie_embeddings ? 1 : 2) + layers * layer + hidden;
@@ -25,6 +26,16 @@ int64_t PlanModel::vision_params() const {
   const int64_t layer = 4 * (v_hidden * v_hidden + v_hidden)                                  // q, k, v, out
                         + v_hidden * v_intermediate + v_intermediate + v_intermediate * v_hidden + v_hidden  // fc1, fc2
                         + 4 * v_hidden;                                                       // 2 LayerNorms
+  const int64_t mlp = v_hidden * v_intermediate + v_intermediate + v_intermediate * v_hidden + v_hidden;
+  if (siglip) {
+    // patch (+ bias), positions (no CLS), layers, post LayerNorm; the pooling head: probe, in/out
+    // projections, LayerNorm, MLP
+    const int64_t head = siglip_head ? v_hidden + 3 * v_hidden * v_hidden + 3 * v_hidden + v_hidden * v_hidden +
+                                           v_hidden + 2 * v_hidden + mlp
+                                     : 0;
+    return 3 * patch_size * patch_size * v_hidden + v_hidden + patches * v_hidden + v_layers * layer + 2 * v_hidden +
+           head;
+  }
   return 3 * patch_size * patch_size * v_hidden + v_hidden + (patches + 1) * v_hidden  // patch, CLS, positions
          + 2 * v_hidden + v_layers * layer + 2 * v_hidden;                           // pre/post LayerNorm
 }
@@ -62,12 +73,24 @@ std::string lower_basename(const std::string& name) {
   return s;
 }
 
+// SigLIP-so400m-patch14-384 as LLaVA-NeXT-Interleave uses it: 26 of its 27 layers, no head.
+void set_siglip_so400m(PlanModel& m) {
+  m.siglip = true;
+  m.siglip_head = false;
+  m.v_hidden = 1152;
+  m.v_intermediate = 4304;
+  m.v_layers = 26;
+  m.v_heads = 16;
+  m.image_size = 384;
+  m.patch_size = 14;
+}
+
 }  // namespace
 
 std::vector<std::string> plan_preset_names() {
   return {"llava-v1.5-7b",   "llava-v1.5-13b",  "llava-v1.6-vicuna-7b", "llava-v1.6-vicuna-13b",
-          "llava-v1.6-mistral-7b", "vicuna-7b-v1.5", "vicuna-13b-v1.5", "llama-2-7b",
-          "llama-2-13b",     "mistral-7b-instruct-v0.2"};
+          "llava-v1.6-mistral-7b", "llava-next-interleave-qwen-7b", "llava-next-interleave-qwen-0.5b",
+          "vicuna-7b-v1.5", "vicuna-13b-v1.5", "llama-2-7b", "llama-2-13b", "mistral-7b-instruct-v0.2"};
 }
 
 namespace {
@@ -102,6 +125,22 @@ bool plan_preset(const std::string& name, PlanModel& out) {
   if (n == "llava-v1.5-13b" || n == "vicuna-13b-v1.5" || n == "llama-2-13b" || n == "llama-2-13b-hf" ||
       n == "llava-1.5-13b-hf") {
     out = thirteen(n);
+    return true;
+  }
+  // LLaVA-NeXT-Interleave: Qwen1.5-7B-Chat / Qwen1.5-0.5B-Chat (q/k/v biases, MHA; 0.5B ties its embeddings)
+  if (n == "llava-next-interleave-qwen-7b" || n == "llava-interleave-qwen-7b-hf") {
+    out = llama_like(n, 4096, 11008, 32, 32);
+    out.vocab = 151936;
+    out.qkv_bias = true;
+    set_siglip_so400m(out);
+    return true;
+  }
+  if (n == "llava-next-interleave-qwen-0.5b" || n == "llava-interleave-qwen-0.5b-hf") {
+    out = llama_like(n, 1024, 2816, 24, 16);
+    out.vocab = 151936;
+    out.qkv_bias = true;
+    out.tie_embeddings = true;
+    set_siglip_so400m(out);
     return true;
   }
   if (n == "mistral-7b-instruct-v0.2" || n == "mistral-7b-v0.1") {

@@ -1,4 +1,4 @@
-// CLIPImageProcessor (transformers 4.37.2) + LLaVA's expand2square, on RGB uint8 images.
+// CLIPImageProcessor / SiglipImageProcessor (transformers 4.37.2) + LLaVA's expand2square, on RGB uint8 images.
 // The resize reproduces Pillow's Resample.c (BICUBIC, 8-bit path) operation for operation, so the
 // uint8 result is the one Pillow gives, not merely close to it.
 #include <nlohmann/json.hpp>
@@ -340,6 +340,16 @@ ImageProcessorConfig ImageProcessorConfig::clip_defaults(int image_size) {
   return c;
 }
 
+ImageProcessorConfig ImageProcessorConfig::siglip_defaults(int image_size) {
+  if (image_size <= 0) throw Error("SigLIP image size must be positive, got " + std::to_string(image_size));
+  ImageProcessorConfig c = clip_defaults(image_size);
+  c.resize_height = c.resize_width = image_size;
+  c.do_center_crop = false;  // SiglipImageProcessor has no crop step
+  c.mean = {0.5f, 0.5f, 0.5f};
+  c.std = {0.5f, 0.5f, 0.5f};
+  return c;
+}
+
 ImageProcessorConfig ImageProcessorConfig::from_json_file(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw Error("cannot open image processor config '" + path + "'");
@@ -352,19 +362,32 @@ ImageProcessorConfig ImageProcessorConfig::from_json_file(const std::string& pat
   }
   if (!j.is_object()) throw Error(where + "expected a JSON object");
 
-  // Keys that are absent take CLIPImageProcessor's own defaults (224, OpenAI CLIP mean/std).
-  ImageProcessorConfig c = clip_defaults(224);
+  ImageProcessorConfig c;
   try {
     auto present = [&](const char* key) { return j.contains(key) && !j[key].is_null(); };
+    const std::string type = present("image_processor_type") ? j["image_processor_type"].get<std::string>() : "";
+    if (!type.empty() && type != "CLIPImageProcessor" && type != "SiglipImageProcessor")
+      throw Error(where + "image_processor_type '" + type + "' is not supported (CLIPImageProcessor, SiglipImageProcessor)");
+    const bool siglip = type == "SiglipImageProcessor";
+    // Keys that are absent take that processor's own defaults (224; CLIP: OpenAI CLIP mean/std, SigLIP: 0.5).
+    c = siglip ? siglip_defaults(224) : clip_defaults(224);
     if (present("size")) {
       const auto& s = j["size"];
       if (s.is_number_integer()) {
-        c.shortest_edge = s.get<int>();  // get_size_dict(int, default_to_square=False)
+        // get_size_dict(int): CLIP's default_to_square=False (shortest edge), SigLIP's square
+        if (siglip) c.resize_height = c.resize_width = s.get<int>();
+        else c.shortest_edge = s.get<int>();
       } else if (s.is_object() && s.contains("shortest_edge")) {
+        if (siglip) throw Error(where + "SiglipImageProcessor needs \"size\" {height, width}, got " + s.dump());
         c.shortest_edge = s["shortest_edge"].get<int>();
+        c.resize_height = c.resize_width = 0;
+      } else if (s.is_object() && s.contains("height") && s.contains("width")) {
+        c.resize_height = s["height"].get<int>();
+        c.resize_width = s["width"].get<int>();
+        if (c.resize_height <= 0 || c.resize_width <= 0) throw Error(where + "size must be positive");
       } else {
         throw Error(where + "unsupported \"size\" " + s.dump() +
-                    " (expected an int or {\"shortest_edge\": N}; exact {height, width} resizes are not supported)");
+                    " (expected an int, {\"shortest_edge\": N} or {\"height\": H, \"width\": W})");
       }
     }
     if (present("crop_size")) {
@@ -383,6 +406,13 @@ ImageProcessorConfig ImageProcessorConfig::from_json_file(const std::string& pat
     for (auto [key, flag] : {std::pair{"do_resize", &c.do_resize}, std::pair{"do_center_crop", &c.do_center_crop},
                              std::pair{"do_rescale", &c.do_rescale}, std::pair{"do_normalize", &c.do_normalize}})
       if (present(key)) *flag = j[key].get<bool>();
+    if (siglip) {
+      // SiglipImageProcessor has no crop step; shortest_edge and the crop mirror the square size, the tile
+      // geometry anyres reads (LLaVA-NeXT tiles SigLIP images at that size)
+      c.do_center_crop = false;
+      c.shortest_edge = c.crop_height = c.resize_height;
+      c.crop_width = c.resize_width;
+    }
     if (present("rescale_factor")) c.rescale_factor = j["rescale_factor"].get<double>();
     for (auto [key, out] : {std::pair{"image_mean", &c.mean}, std::pair{"image_std", &c.std}}) {
       if (!present(key)) continue;
@@ -494,7 +524,14 @@ PixelTensor clip_preprocess(const RgbImage& image, const ImageProcessorConfig& c
     cv.background = config.pad_background();
   }
   int rw = cv.width, rh = cv.height;  // after the resize
-  if (config.do_resize) {
+  if (config.do_resize && config.resize_height > 0) {
+    // exact {height, width} (SigLIP: squash to the square, aspect ratio not kept)
+    if (config.resize_width != rw || config.resize_height != rh) {
+      check_resize_target(config.resize_width, config.resize_height);
+      rw = config.resize_width;
+      rh = config.resize_height;
+    }
+  } else if (config.do_resize) {
     // get_resize_output_image_size(default_to_square=False): short side -> shortest_edge, long side
     // -> int(shortest_edge * long / short) (true division, then truncation).
     const int short_side = std::min(cv.width, cv.height), long_side = std::max(cv.width, cv.height);

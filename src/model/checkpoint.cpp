@@ -57,9 +57,11 @@ std::string projector_suffix_of(const std::string& model_name, const std::string
 
 NameScheme hf_scheme(const LlavaConfig& c) {
   const bool tied = c.text.tie_word_embeddings;
+  // vision_use_head false: a pooling head in the file is known and unused (transformers < 4.41 saves one)
+  const bool skip_head = c.vision.is_siglip() && !c.vision.use_head;
   NameScheme s;
   s.to_checkpoint = [](const std::string& m) { return m; };
-  s.to_model = [tied](const std::string& n) -> std::optional<std::string> {
+  s.to_model = [tied, skip_head](const std::string& n) -> std::optional<std::string> {
     if (is_ignorable_buffer(n)) return std::string();
     std::string m = n;
     if (starts_with(n, "model.language_model.")) m = "language_model.model." + n.substr(21);
@@ -68,6 +70,7 @@ NameScheme hf_scheme(const LlavaConfig& c) {
     else if (starts_with(n, "model.multi_modal_projector.")) m = "multi_modal_projector." + n.substr(28);
     else if (n == "lm_head.weight") m = "language_model.lm_head.weight";
     if (tied && m == "language_model.lm_head.weight") return std::string();
+    if (skip_head && starts_with(m, "vision_tower.vision_model.head.")) return std::string();
     return m;
   };
   return s;
@@ -121,9 +124,9 @@ NameScheme clip_scheme() {
   };
   s.to_model = [](const std::string& n) -> std::optional<std::string> {
     if (is_ignorable_buffer(n)) return std::string();
-    // a full CLIPModel: the text tower and the projections are not ours
+    // a full CLIPModel / SiglipModel: the text tower and the projections are not ours
     if (starts_with(n, "text_model.") || starts_with(n, "text_projection.") || starts_with(n, "visual_projection.") ||
-        n == "logit_scale")
+        n == "logit_scale" || n == "logit_bias")
       return std::string();
     if (starts_with(n, "vision_model.")) return "vision_tower." + n;
     return std::nullopt;
@@ -224,9 +227,11 @@ void copy_if_present(const std::string& src_dir, const fs::path& dst_dir, const 
   }
 }
 
-const std::vector<std::string> kTokenizerFiles = {"tokenizer.model", "tokenizer_config.json",
-                                                  "special_tokens_map.json", "added_tokens.json",
-                                                  "preprocessor_config.json"};
+// SentencePiece (tokenizer.model) and byte-level BPE (tokenizer.json; vocab.json + merges.txt for HF's slow
+// Qwen2Tokenizer) files, the processor's, and the chat template transformers keeps beside them.
+const std::vector<std::string> kTokenizerFiles = {"tokenizer.model",   "tokenizer.json",          "vocab.json",
+                                                  "merges.txt",        "tokenizer_config.json",   "special_tokens_map.json",
+                                                  "added_tokens.json", "preprocessor_config.json", "chat_template.json"};
 
 std::string dtype_name_of(const TensorsToSave& t) {
   for (const auto& x : t.tensors)
@@ -396,7 +401,7 @@ LlavaForCausalLM init_random_model(const LlavaConfig& config, uint64_t seed) {
       p.normal_(0.0, 1.0 / std::sqrt(static_cast<double>(config.text.hidden_size)));
     } else if (name.find("norm") != std::string::npos) {  // LayerNorm / RMSNorm (incl. CLIP's pre_layrnorm)
       ends_with(name, ".bias") ? p.zero_() : p.fill_(1.0);
-    } else if (ends_with(name, ".bias")) {
+    } else if (ends_with(name, ".bias") || ends_with(name, "_bias")) {  // (SigLIP head's in_proj_bias)
       p.zero_();
     } else {
       p.normal_(0.0, std);

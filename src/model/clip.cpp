@@ -52,14 +52,16 @@ torch::Tensor ClipAttentionImpl::forward(const torch::Tensor& x) {
   return out_proj(o.transpose(1, 2).reshape({n, t, heads_ * head_dim_}));
 }
 
-ClipMlpImpl::ClipMlpImpl(const ClipVisionConfig& c) : quick_gelu_(c.hidden_act == "quick_gelu") {
+ClipMlpImpl::ClipMlpImpl(const ClipVisionConfig& c)
+    : quick_gelu_(c.hidden_act == "quick_gelu"), tanh_gelu_(c.hidden_act == "gelu_pytorch_tanh") {
   fc1 = register_module("fc1", make_linear(torch::nn::LinearOptions(c.hidden_size, c.intermediate_size)));
   fc2 = register_module("fc2", make_linear(torch::nn::LinearOptions(c.intermediate_size, c.hidden_size)));
 }
 
 torch::Tensor ClipMlpImpl::forward(const torch::Tensor& x) {
   torch::Tensor h = fc1(x);
-  h = quick_gelu_ ? h * torch::sigmoid(1.702 * h) : torch::gelu(h);
+  if (quick_gelu_) h = h * torch::sigmoid(1.702 * h);
+  else h = tanh_gelu_ ? torch::gelu(h, "tanh") : torch::gelu(h);  // gelu_pytorch_tanh (SigLIP) | gelu (erf)
   return fc2(h);
 }
 
@@ -93,11 +95,7 @@ ClipVisionTransformerImpl::ClipVisionTransformerImpl(const ClipVisionConfig& c) 
 }
 
 torch::Tensor ClipVisionTransformerImpl::hidden_state(const torch::Tensor& pixel_values, int64_t layer) {
-  const int64_t n_layers = config_.num_hidden_layers;
-  const int64_t idx = layer < 0 ? n_layers + 1 + layer : layer;
-  if (idx < 0 || idx > n_layers)
-    throw Error("vision tower: hidden state " + std::to_string(layer) + " does not exist (" +
-                std::to_string(n_layers) + " layers)");
+  const int64_t idx = vision_layers_to_run(layer, config_.num_hidden_layers, "vision tower");
   torch::Tensor h = pre_layrnorm(embeddings(pixel_values));  // hidden_states[0]
   for (int64_t i = 0; i < idx; ++i) h = encoder->layers[i]->forward(h);
   return h;

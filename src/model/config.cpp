@@ -25,12 +25,15 @@ T get_or(const json& j, const char* key, T fallback, const std::string& where) {
   }
 }
 
-std::string normalize_act(const std::string& act, const std::string& where, bool clip) {
-  if (act == "quick_gelu" || act == "gelu" || act == "silu") return act;
-  if (act == "swish") return "silu";
+std::string normalize_act(const std::string& act, const std::string& where, bool vision) {
+  if (vision && (act == "quick_gelu" || act == "gelu" || act == "gelu_pytorch_tanh")) return act;
+  if (!vision && (act == "silu" || act == "gelu")) return act;
+  if (!vision && act == "swish") return "silu";
   throw Error(where + ": unsupported hidden_act '" + act + "' (supported: " +
-              (clip ? "quick_gelu, gelu" : "silu, gelu") + ")");
+              (vision ? "quick_gelu, gelu, gelu_pytorch_tanh" : "silu, gelu") + ")");
 }
+
+bool is_siglip_type(const std::string& type) { return type == "siglip_vision_model" || type == "siglip"; }
 
 }  // namespace
 
@@ -72,9 +75,23 @@ ClipVisionConfig ClipVisionConfig::clip_vit_large_336() {
   return c;
 }
 
+ClipVisionConfig ClipVisionConfig::siglip_defaults() {
+  ClipVisionConfig c;
+  c.tower = VisionTowerType::kSiglip;
+  c.patch_size = 16;
+  c.layer_norm_eps = 1e-6;
+  c.hidden_act = "gelu_pytorch_tanh";
+  c.projection_dim = 0;  // SigLIP has none
+  return c;
+}
+
 ClipVisionConfig clip_vision_config_from_json(const json& j, const std::string& where) {
   if (!j.is_object()) throw Error(where + ": vision config is not a JSON object");
-  ClipVisionConfig c;  // CLIPVisionConfig defaults
+  // HF LlavaConfig's rule: a vision_config without model_type is CLIP's
+  const std::string type = get_or<std::string>(j, "model_type", "clip_vision_model", where);
+  if (type != "clip_vision_model" && !is_siglip_type(type))
+    throw Error(where + ": vision model_type '" + type + "' is not supported (clip_vision_model, siglip_vision_model)");
+  ClipVisionConfig c = is_siglip_type(type) ? ClipVisionConfig::siglip_defaults() : ClipVisionConfig();
   c.hidden_size = get_or<int64_t>(j, "hidden_size", c.hidden_size, where);
   c.intermediate_size = get_or<int64_t>(j, "intermediate_size", c.intermediate_size, where);
   c.num_hidden_layers = get_or<int64_t>(j, "num_hidden_layers", c.num_hidden_layers, where);
@@ -86,11 +103,25 @@ ClipVisionConfig clip_vision_config_from_json(const json& j, const std::string& 
   c.layer_norm_eps = get_or<double>(j, "layer_norm_eps", c.layer_norm_eps, where);
   c.initializer_range = get_or<double>(j, "initializer_range", c.initializer_range, where);
   c.hidden_act = normalize_act(get_or<std::string>(j, "hidden_act", c.hidden_act, where), where, true);
+  if (c.is_siglip()) c.use_head = get_or<bool>(j, "vision_use_head", true, where);
   c.validate(where);
   return c;
 }
 
 json clip_vision_config_to_json(const ClipVisionConfig& c) {
+  if (c.is_siglip())
+    return json{{"hidden_size", c.hidden_size},
+                {"intermediate_size", c.intermediate_size},
+                {"num_hidden_layers", c.num_hidden_layers},
+                {"num_attention_heads", c.num_attention_heads},
+                {"num_channels", c.num_channels},
+                {"image_size", c.image_size},
+                {"patch_size", c.patch_size},
+                {"layer_norm_eps", c.layer_norm_eps},
+                {"attention_dropout", 0.0},
+                {"hidden_act", c.hidden_act},
+                {"vision_use_head", c.use_head},
+                {"model_type", "siglip_vision_model"}};
   return json{{"hidden_size", c.hidden_size},
               {"intermediate_size", c.intermediate_size},
               {"num_hidden_layers", c.num_hidden_layers},
@@ -110,16 +141,20 @@ json clip_vision_config_to_json(const ClipVisionConfig& c) {
 ClipVisionConfig ClipVisionConfig::from_json_file(const std::string& path) {
   json j = read_json_file(path);
   std::string type = get_or<std::string>(j, "model_type", "", path);
-  if (type == "clip" || (j.contains("vision_config") && j["vision_config"].is_object()))
-    return clip_vision_config_from_json(j.value("vision_config", json::object()), path + " (vision_config)");
-  if (!type.empty() && type != "clip_vision_model")
-    throw Error(path + ": model_type '" + type + "' is not a CLIP vision model (clip_vision_model or clip)");
+  if (type == "clip" || type == "siglip" || (j.contains("vision_config") && j["vision_config"].is_object())) {
+    json vc = j.value("vision_config", json::object());
+    if (type == "siglip" && !vc.contains("model_type")) vc["model_type"] = "siglip_vision_model";
+    return clip_vision_config_from_json(vc, path + " (vision_config)");
+  }
+  if (!type.empty() && type != "clip_vision_model" && type != "siglip_vision_model")
+    throw Error(path + ": model_type '" + type +
+                "' is not a vision tower (clip_vision_model, clip, siglip_vision_model or siglip)");
   return clip_vision_config_from_json(j, path);
 }
 
 std::string ClipVisionConfig::to_json_string() const {
   json j = clip_vision_config_to_json(*this);
-  j["architectures"] = {"CLIPVisionModel"};
+  j["architectures"] = {is_siglip() ? "SiglipVisionModel" : "CLIPVisionModel"};
   j["torch_dtype"] = "float32";
   return j.dump(2) + "\n";
 }
@@ -133,6 +168,8 @@ void ClipVisionConfig::validate(const std::string& where) const {
                 std::to_string(patch_size));
   if (num_hidden_layers < 0 || intermediate_size <= 0 || num_channels <= 0)
     throw Error(where + ": bad vision config sizes");
+  if (!is_siglip() && hidden_act == "gelu_pytorch_tanh")
+    throw Error(where + ": CLIP's hidden_act must be quick_gelu or gelu, got gelu_pytorch_tanh");
 }
 
 // ---------------------------------------------------------------- LLaMA
@@ -180,11 +217,26 @@ void read_rope_scaling(const json& j, LlamaConfig& c, const std::string& where) 
 
 }  // namespace
 
+LlamaConfig LlamaConfig::qwen2_defaults() {
+  LlamaConfig c;
+  c.model_type = "qwen2";
+  c.vocab_size = 151936;
+  c.intermediate_size = 22016;
+  c.max_position_embeddings = 32768;
+  c.bos_token_id = c.eos_token_id = -1;
+  return c;
+}
+
 LlamaConfig llama_config_from_json(const json& j, const std::string& where) {
   if (!j.is_object()) throw Error(where + ": text config is not a JSON object");
-  const bool mistral = is_mistral_type(get_or<std::string>(j, "model_type", "llama", where));
-  // transformers 4.37 LlamaConfig / MistralConfig defaults
-  LlamaConfig c = mistral ? LlamaConfig::mistral_defaults() : LlamaConfig();
+  // HF LlavaConfig's rule: a text_config without model_type is LLaMA's. An original LLaVA config holds its
+  // LLM's keys at top level, under model_type llava_llama / llava (LLaMA) or llava_mistral (Mistral).
+  const std::string type = get_or<std::string>(j, "model_type", "llama", where);
+  const bool mistral = is_mistral_type(type), qwen2 = type == "qwen2";
+  if (!mistral && !qwen2 && type != "llama" && type != "llava_llama" && type != "llava")
+    throw Error(where + ": text model_type '" + type + "' is not supported (llama, mistral, qwen2)");
+  // transformers 4.37 LlamaConfig / MistralConfig / Qwen2Config defaults
+  LlamaConfig c = mistral ? LlamaConfig::mistral_defaults() : qwen2 ? LlamaConfig::qwen2_defaults() : LlamaConfig();
   c.vocab_size = get_or<int64_t>(j, "vocab_size", c.vocab_size, where);
   c.hidden_size = get_or<int64_t>(j, "hidden_size", c.hidden_size, where);
   c.intermediate_size = get_or<int64_t>(j, "intermediate_size", c.intermediate_size, where);
@@ -207,7 +259,13 @@ LlamaConfig llama_config_from_json(const json& j, const std::string& where) {
     // MistralForCausalLM 4.37.2 has no attention bias and no rope scaling: such keys are not read.
     c.sliding_window = sliding_window_from_json(j, c.sliding_window, where);
   } else {
-    c.attention_bias = get_or<bool>(j, "attention_bias", c.attention_bias, where);
+    if (qwen2) {  // its q/k/v biases are the architecture's; the window keys only round-trip
+      c.use_sliding_window = get_or<bool>(j, "use_sliding_window", c.use_sliding_window, where);
+      c.qwen2_sliding_window = get_or<int64_t>(j, "sliding_window", c.qwen2_sliding_window, where);
+      c.max_window_layers = get_or<int64_t>(j, "max_window_layers", c.max_window_layers, where);
+    } else {
+      c.attention_bias = get_or<bool>(j, "attention_bias", c.attention_bias, where);
+    }
     read_rope_scaling(j, c, where);
   }
   c.validate(where);
@@ -215,6 +273,7 @@ LlamaConfig llama_config_from_json(const json& j, const std::string& where) {
 }
 
 json llama_config_to_json(const LlamaConfig& c) {
+  auto id_or_null = [](int64_t id) { return id >= 0 ? json(id) : json(nullptr); };
   json j{{"vocab_size", c.vocab_size},
          {"hidden_size", c.hidden_size},
          {"intermediate_size", c.intermediate_size},
@@ -229,17 +288,23 @@ json llama_config_to_json(const LlamaConfig& c) {
          {"tie_word_embeddings", c.tie_word_embeddings},
          {"attention_dropout", 0.0},
          {"use_cache", true},
-         {"bos_token_id", c.bos_token_id},
-         {"eos_token_id", c.eos_token_id},
+         {"bos_token_id", id_or_null(c.bos_token_id)},
+         {"eos_token_id", id_or_null(c.eos_token_id)},
+         {"pad_token_id", id_or_null(c.pad_token_id)},
          {"model_type", c.model_type}};
-  j["pad_token_id"] = c.pad_token_id >= 0 ? json(c.pad_token_id) : json(nullptr);
   if (c.head_dim_override > 0) j["head_dim"] = c.head_dim_override;
   if (c.is_mistral()) {
     j["sliding_window"] = c.sliding_window > 0 ? json(c.sliding_window) : json(nullptr);
     return j;
   }
-  j["attention_bias"] = c.attention_bias;
-  j["pretraining_tp"] = 1;
+  if (c.is_qwen2()) {  // Qwen2Config's keys; its q/k/v bias is fixed by the architecture
+    j["use_sliding_window"] = c.use_sliding_window;
+    j["sliding_window"] = c.qwen2_sliding_window;
+    j["max_window_layers"] = c.max_window_layers;
+  } else {
+    j["attention_bias"] = c.attention_bias;
+    j["pretraining_tp"] = 1;
+  }
   if (c.rope_scaling.type.empty()) {
     j["rope_scaling"] = nullptr;
   } else {
@@ -258,14 +323,14 @@ json llama_config_to_json(const LlamaConfig& c) {
 LlamaConfig LlamaConfig::from_json_file(const std::string& path) {
   json j = read_json_file(path);
   std::string type = get_or<std::string>(j, "model_type", "llama", path);
-  if (type != "llama" && type != "mistral")
-    throw Error(path + ": model_type '" + type + "' is not a LLaMA or Mistral language model (model_type llama, mistral)");
+  if (type != "llama" && type != "mistral" && type != "qwen2")
+    throw Error(path + ": model_type '" + type + "' is not a supported language model (llama, mistral or qwen2)");
   return llama_config_from_json(j, path);
 }
 
 std::string LlamaConfig::to_json_string() const {
   json j = llama_config_to_json(*this);
-  j["architectures"] = {is_mistral() ? "MistralForCausalLM" : "LlamaForCausalLM"};
+  j["architectures"] = {is_mistral() ? "MistralForCausalLM" : is_qwen2() ? "Qwen2ForCausalLM" : "LlamaForCausalLM"};
   j["torch_dtype"] = "float32";
   return j.dump(2) + "\n";
 }
@@ -286,6 +351,10 @@ void LlamaConfig::validate(const std::string& where) const {
   if (vocab_size <= 0 || intermediate_size <= 0 || num_hidden_layers < 0) throw Error(where + ": bad LLaMA sizes");
   if (!rope_scaling.type.empty() && rope_scaling.factor <= 0)
     throw Error(where + ": rope_scaling factor must be > 0");
+  if (model_type != "llama" && model_type != "qwen2")
+    throw Error(where + ": text model_type '" + model_type + "' is not supported (llama, qwen2)");
+  if (use_sliding_window)
+    throw Error(where + ": use_sliding_window true is not supported yet (Qwen2's sliding-window attention)");
 }
 
 // ---------------------------------------------------------------- LLaVA
@@ -303,6 +372,7 @@ int64_t parse_projector_type(const std::string& type, const std::string& where) 
 }
 
 bool LlavaConfig::keeps_cls() const {
+  if (!vision.has_cls_token()) return false;
   return vision_feature_select_strategy == "full" || vision_feature_select_strategy == "cls_patch";
 }
 
@@ -324,6 +394,9 @@ void LlavaConfig::validate(const std::string& where) const {
   const std::string& s = vision_feature_select_strategy;
   if (s != "default" && s != "patch" && s != "full" && s != "cls_patch")
     throw Error(where + ": unknown vision feature selection '" + s + "' (patch/default or cls_patch/full)");
+  if (vision.is_siglip() && s == "default")
+    throw Error(where + ": vision_feature_select_strategy 'default' drops the first feature row, which for SigLIP "
+                "(no CLS token) is a real patch, as transformers does; use 'full' (every patch)");
   int64_t idx = vision_layers_needed();
   if (idx < 0 || idx > vision.num_hidden_layers)
     throw Error(where + ": vision_feature_layer " + std::to_string(vision_feature_layer) + " is outside the " +
@@ -502,7 +575,7 @@ std::string LlavaConfig::to_hf_json_string(const std::string& torch_dtype) const
          {"image_token_index", image_token_index},
          {"projector_hidden_act", "gelu"},
          {"vision_feature_layer", vision_feature_layer},
-         {"vision_feature_select_strategy", keeps_cls() ? "full" : "default"},
+         {"vision_feature_select_strategy", keeps_cls() || vision.is_siglip() ? "full" : "default"},
          {"vocab_size", text.vocab_size},
          {"tie_word_embeddings", text.tie_word_embeddings},
          {"torch_dtype", torch_dtype},
@@ -525,6 +598,9 @@ std::string LlavaConfig::to_hf_json_string(const std::string& torch_dtype) const
 }
 
 std::string LlavaConfig::to_original_json_string(const std::string& torch_dtype) const {
+  if (text.is_qwen2())
+    throw Error("the original LLaVA layout (llava_llama) holds LLaMA language models only; save a Qwen2 model in "
+                "the HF layout");
   json j = llama_config_to_json(text);
   j["architectures"] = {text.is_mistral() ? "LlavaMistralForCausalLM" : "LlavaLlamaForCausalLM"};
   j["model_type"] = text.is_mistral() ? "llava_mistral" : "llava_llama";
@@ -555,10 +631,13 @@ std::string detect_model_dir_kind(const std::string& dir) {
   std::string type = j.value("model_type", "");
   if (type == "llava" || type == "llava_next" || type == "llava_llama" || type == "llava_mistral")
     return is_original_llava(j) ? "llava_llama" : "llava";
-  if (type == "llama" || type == "mistral") return "llama";
-  if (type == "clip" || type == "clip_vision_model") return "clip";
+  if (type == "llama" || type == "mistral" || type == "qwen2") return "llama";
+  if (type == "clip" || type == "clip_vision_model" || is_siglip_type(type)) return "clip";
+  if (type == "llava_qwen")
+    throw Error(cfg.string() + ": model_type 'llava_qwen' (LLaVA-NeXT's own checkpoint layout) is not supported; "
+                "use its transformers conversion (model_type llava, e.g. llava-hf/llava-interleave-qwen-7b-hf)");
   throw Error(cfg.string() + ": unsupported model_type '" + type +
-              "' (llava, llava_next, llava_llama, llava_mistral, llama, mistral, clip)");
+              "' (llava, llava_next, llava_llama, llava_mistral, llama, mistral, qwen2, clip, siglip)");
 }
 
 namespace {
@@ -569,7 +648,8 @@ LlavaConfig resolve_config(const std::string& model_dir, const ConfigOverrides& 
   if (kind_out) *kind_out = kind;
   const std::string config_path = (fs::path(model_dir) / "config.json").string();
   if (kind == "clip")
-    throw Error(model_dir + ": is a CLIP directory; give it as --vision_tower next to an LLM or LLaVA model directory");
+    throw Error(model_dir + ": is a vision tower directory; give it as --vision_tower next to an LLM or LLaVA model "
+                "directory");
   auto keeps_cls = [](const std::string& s) { return s == "full" || s == "cls_patch"; };
   LlavaConfig c;
   if (kind == "llama") {
@@ -594,7 +674,9 @@ LlavaConfig resolve_config(const std::string& model_dir, const ConfigOverrides& 
                        std::to_string(c.vision_feature_layer) + ")");
     c.vision_feature_layer = *o.mm_vision_select_layer;
   }
-  if (!o.mm_vision_select_feature.empty() && keeps_cls(o.mm_vision_select_feature) != c.keeps_cls()) {
+  // (a SigLIP tower has no CLS: every selection keeps all its patches)
+  if (!o.mm_vision_select_feature.empty() && c.vision.has_cls_token() &&
+      keeps_cls(o.mm_vision_select_feature) != c.keeps_cls()) {
     if (notes)
       notes->push_back("vision feature selection '" + o.mm_vision_select_feature + "' (config says '" +
                        c.vision_feature_select_strategy + "')");

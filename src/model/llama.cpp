@@ -197,13 +197,14 @@ torch::Tensor LlamaRMSNormImpl::forward(const torch::Tensor& x) {
 
 LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& c)
     : heads_(c.num_attention_heads), kv_heads_(c.num_key_value_heads), head_dim_(c.head_dim()) {
-  auto lin = [&](const char* name, int64_t in, int64_t out) {
-    return register_module(name, std::make_shared<DenseImpl>(in, out, c.attention_bias));
+  // LLaMA: attention_bias on all four; Qwen2: bias on q, k, v only
+  auto lin = [&](const char* name, int64_t in, int64_t out, bool bias) {
+    return register_module(name, std::make_shared<DenseImpl>(in, out, bias));
   };
-  q_proj = lin("q_proj", c.hidden_size, heads_ * head_dim_);
-  k_proj = lin("k_proj", c.hidden_size, kv_heads_ * head_dim_);
-  v_proj = lin("v_proj", c.hidden_size, kv_heads_ * head_dim_);
-  o_proj = lin("o_proj", heads_ * head_dim_, c.hidden_size);
+  q_proj = lin("q_proj", c.hidden_size, heads_ * head_dim_, c.qkv_bias());
+  k_proj = lin("k_proj", c.hidden_size, kv_heads_ * head_dim_, c.qkv_bias());
+  v_proj = lin("v_proj", c.hidden_size, kv_heads_ * head_dim_, c.qkv_bias());
+  o_proj = lin("o_proj", heads_ * head_dim_, c.hidden_size, c.o_proj_bias());
 }
 
 std::vector<ProjectionSlot> LlamaAttentionImpl::projections() {

@@ -58,7 +58,7 @@ torch::Tensor LlavaOutput::loss() const {
 
 LlavaForCausalLMImpl::LlavaForCausalLMImpl(const LlavaConfig& config) : config_(config) {
   config_.validate("LLaVA model config");
-  vision_tower = register_module("vision_tower", ClipVisionModel(config_.vision));
+  vision_tower = register_module("vision_tower", make_vision_tower(config_.vision));
   multi_modal_projector = register_module(
       "multi_modal_projector", Projector(config_.projector_type, config_.vision.hidden_size, config_.text.hidden_size));
   language_model = register_module("language_model", LlamaForCausalLM(config_.text));
@@ -128,8 +128,9 @@ torch::Tensor LlavaForCausalLMImpl::vision_features(const torch::Tensor& pixel_v
   // LLaVA runs the frozen tower under no_grad; an unfrozen one (unfreeze_mm_vision_tower) keeps its graph.
   c10::optional<torch::NoGradGuard> no_grad;
   if (!vision_tower_trainable()) no_grad.emplace();
-  torch::Tensor h = vision_tower->hidden_state(pixel_values, config_.vision_feature_layer);  // [N, 1+P, Dv]
-  return config_.keeps_cls() ? h : h.narrow(1, 1, h.size(1) - 1);
+  torch::Tensor h = vision_tower->hidden_state(pixel_values, config_.vision_feature_layer);  // [N, T, Dv]
+  if (!config_.vision.has_cls_token() || config_.keeps_cls()) return h;  // SigLIP: every row is a patch
+  return h.narrow(1, 1, h.size(1) - 1);
 }
 
 torch::Tensor LlavaForCausalLMImpl::image_features(const torch::Tensor& pixel_values) {

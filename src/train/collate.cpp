@@ -28,7 +28,9 @@ Batch collate(std::vector<Example> examples, int pad_id) {
   int64_t T = 0;
   for (const auto& e : examples) T = std::max<int64_t>(T, static_cast<int64_t>(e.input_ids.size()));
   LlavaInputs& in = b.inputs;
-  in.input_ids = torch::full({B, T}, pad_id, torch::kLong);
+  // A tokenizer without a pad token (Llama-3) pads with 0, LLaVA-NeXT's collator's choice; the value is never
+  // read (attention_mask marks the real positions).
+  in.input_ids = torch::full({B, T}, pad_id >= 0 ? pad_id : 0, torch::kLong);
   in.labels = torch::full({B, T}, kIgnoreIndex, torch::kLong);
   in.attention_mask = torch::zeros({B, T}, torch::kBool);
   auto ids = in.input_ids.accessor<int64_t, 2>();

@@ -9,11 +9,13 @@ namespace llava::dist {
 // The sizes that decide memory. Filled from model configs (cmd_plan) or a preset.
 struct PlanModel {
   std::string name;
-  // LLM (LLaMA)
+  // LLM (LLaMA; Qwen2: qkv_bias)
   int64_t vocab = 32000, hidden = 4096, intermediate = 11008, layers = 32, heads = 32, kv_heads = 32, head_dim = 128;
   bool tie_embeddings = false;
-  // vision tower (CLIP ViT)
+  bool qkv_bias = false;  // Qwen2: biases on q, k, v
+  // vision tower (CLIP ViT; SigLIP: no CLS / pre-LayerNorm, patch bias, optional pooling head)
   int64_t v_hidden = 1024, v_intermediate = 4096, v_layers = 24, v_heads = 16, image_size = 336, patch_size = 14;
+  bool siglip = false, siglip_head = false;
   // projector: number of linear layers (mlp2x_gelu = 2, linear = 1, identity = 0)
   int64_t projector_linears = 2;
   // LLaVA-1.6 anyres: an image is up to `tiles_per_image` tiles through the tower and projector and takes up
@@ -30,9 +32,11 @@ struct PlanModel {
 
 // Known models, so `plan` needs no model directory: llava-v1.5-7b, llava-v1.5-13b (vicuna + CLIP-L/336 +
 // mlp2x_gelu), llava-v1.6-vicuna-7b / -13b and llava-v1.6-mistral-7b (the same tower, anyres at 336 px with
-// LLaVA-1.6's pinpoints: up to 5 tiles and 2,928 positions per image), vicuna-7b-v1.5 / vicuna-13b-v1.5 /
-// llama-2-7b / llama-2-13b / mistral-7b-instruct-v0.2 (the LLM, with the default vision tower and projector).
-// Matching ignores case and any "owner/" prefix; false for other names.
+// LLaVA-1.6's pinpoints: up to 5 tiles and 2,928 positions per image), llava-next-interleave-qwen-7b / -0.5b
+// (Qwen1.5-7B/0.5B + SigLIP-so400m/14-384 with its last layer and head dropped, as LLaVA-NeXT and llava-hf use
+// it, + mlp2x_gelu; also under the llava-hf names llava-interleave-qwen-7b-hf / -0.5b-hf), vicuna-7b-v1.5 /
+// vicuna-13b-v1.5 / llama-2-7b / llama-2-13b / mistral-7b-instruct-v0.2 (the LLM, with the default vision
+// tower and projector). Matching ignores case and any "owner/" prefix; false for other names.
 bool plan_preset(const std::string& name, PlanModel& out);
 std::vector<std::string> plan_preset_names();
 

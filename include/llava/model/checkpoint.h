@@ -2,18 +2,21 @@
 // Model directories in and out (local paths only; nothing is downloaded).
 //
 // Reading (load_llava) accepts:
-//   1. an HF LLaVA directory (config.json model_type "llava" with text_config/vision_config; tensors
-//      vision_tower.vision_model.*, multi_modal_projector.linear_{1,2}.*, language_model.model.*,
-//      language_model.lm_head.weight; transformers >= 4.52's model.language_model.* layout is accepted too),
-//      or LlavaNextForConditionalGeneration's (model_type "llava_next": the same names + image_newline;
-//      image_grid_pinpoints read as HF's (height, width) and held as LLaVA's (width, height));
+//   1. an HF LLaVA directory (config.json model_type "llava" with text_config (llama, mistral or qwen2) and
+//      vision_config (clip_vision_model or siglip_vision_model); tensors vision_tower.vision_model.*,
+//      multi_modal_projector.linear_{1,2}.*, language_model.model.*, language_model.lm_head.weight (none when
+//      tie_word_embeddings: the output layer is embed_tokens, one tensor, saved once); transformers >= 4.52's
+//      model.language_model.* layout is accepted too), or LlavaNextForConditionalGeneration's (model_type
+//      "llava_next": the same names + image_newline; image_grid_pinpoints read as HF's (height, width) and
+//      held as LLaVA's (width, height));
 //   2. an original-LLaVA directory (model_type "llava_llama" / "llava_mistral", or "llava" with mm_* keys;
 //      tensors model.*, lm_head.weight, model.mm_projector.{0,2}.*, LLaVA-1.6's model.image_newline, optionally
 //      model.vision_tower.vision_tower.vision_model.*; the tower config is the embedded "vision_config" or comes
 //      from the mm_vision_tower (relative to the model dir, or absolute) / --vision_tower dir, and the tower
 //      weights from that directory when the checkpoint does not hold them, or when --vision_tower is given,
 //      except under unfreeze_mm_vision_tower (LLaVA-1.6), where the checkpoint's copy wins as in c121f04);
-//   3. an LLM directory (LLaMA or Mistral HF format) + options.vision_tower (CLIPVisionModel or CLIPModel directory)
+//   3. an LLM directory (LLaMA, Mistral or Qwen2 HF format) + options.vision_tower (CLIPVisionModel, CLIPModel,
+//      SiglipVisionModel or SiglipModel directory)
 //      + optional options.pretrain_mm_mlp_adapter (mm_projector.safetensors/.bin); without it the projector
 //      is freshly initialised (PyTorch's default Linear init, seeded) and a note says so.
 // Weights: model.safetensors / sharded with model.safetensors.index.json, or pytorch_model.bin[.index.json].
@@ -67,9 +70,10 @@ void load_projector(LlavaForCausalLMImpl& model, const std::string& path);
 
 struct SaveOptions {
   uint64_t max_shard_bytes = 5ull << 30;       // larger models: model-0000i-of-0000n.safetensors + index
-  std::string tokenizer_source_dir;            // copies tokenizer.model, tokenizer_config.json,
-                                               // special_tokens_map.json, added_tokens.json,
-                                               // preprocessor_config.json when present there
+  std::string tokenizer_source_dir;            // copies tokenizer.model / tokenizer.json (+ vocab.json,
+                                               // merges.txt), tokenizer_config.json, special_tokens_map.json,
+                                               // added_tokens.json, preprocessor_config.json,
+                                               // chat_template.json when present there
   std::optional<torch::Dtype> dtype;           // convert floating tensors (default: as stored)
   bool atomic = true;  // write DIR.tmp then rename over DIR; false: write straight into DIR (for a caller that
                        // assembles a larger directory and renames it itself)

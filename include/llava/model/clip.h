@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "llava/model/config.h"
+#include "llava/model/vision_tower.h"
 
 namespace llava {
 
@@ -36,6 +37,7 @@ class ClipAttentionImpl : public torch::nn::Module {
 };
 TORCH_MODULE(ClipAttention);
 
+// fc2(act(fc1(x))); act = hidden_act (quick_gelu, gelu, or SigLIP's gelu_pytorch_tanh).
 class ClipMlpImpl : public torch::nn::Module {
  public:
   explicit ClipMlpImpl(const ClipVisionConfig& config);
@@ -44,7 +46,7 @@ class ClipMlpImpl : public torch::nn::Module {
   torch::nn::Linear fc1{nullptr}, fc2{nullptr};
 
  private:
-  bool quick_gelu_;
+  bool quick_gelu_, tanh_gelu_;
 };
 TORCH_MODULE(ClipMlp);
 
@@ -60,6 +62,7 @@ class ClipEncoderLayerImpl : public torch::nn::Module {
 };
 TORCH_MODULE(ClipEncoderLayer);
 
+// The encoder stack; SigLIP's has the same layers and names (siglip.h reuses it).
 class ClipEncoderImpl : public torch::nn::Module {
  public:
   explicit ClipEncoderImpl(const ClipVisionConfig& config);
@@ -84,15 +87,15 @@ class ClipVisionTransformerImpl : public torch::nn::Module {
 };
 TORCH_MODULE(ClipVisionTransformer);
 
-class ClipVisionModelImpl : public torch::nn::Module {
+class ClipVisionModelImpl : public VisionTowerImpl {
  public:
   explicit ClipVisionModelImpl(const ClipVisionConfig& config);
-  const ClipVisionConfig& config() const { return config_; }
+  const ClipVisionConfig& config() const override { return config_; }
   // [N,C,H,W] (any float dtype; cast to the tower's dtype) -> hidden state `layer`, [N, 1+P, D].
-  torch::Tensor hidden_state(const torch::Tensor& pixel_values, int64_t layer) {
+  torch::Tensor hidden_state(const torch::Tensor& pixel_values, int64_t layer) override {
     return vision_model->hidden_state(pixel_values, layer);
   }
-  void set_fused_attention(bool on);
+  void set_fused_attention(bool on) override;
 
   ClipVisionTransformer vision_model{nullptr};
 

@@ -2,6 +2,7 @@
 // LLaMA decoder as transformers' LlamaForCausalLM (v4.37.2, eager attention): RMSNorm in fp32, rotate-half
 // RoPE (rope_theta, optional linear/dynamic/llama3 scaling), GQA, SwiGLU MLP, final norm, lm_head (tied or not).
 // MistralForCausalLM (4.37.2) is the same module with config.sliding_window's mask (sliding_window_mask).
+// Qwen2ForCausalLM (config.model_type qwen2) is the same block with q/k/v biases (LlamaConfig::qkv_bias).
 // named_parameters() of LlamaForCausalLM are the HF names: "model.embed_tokens.weight", ..., "lm_head.weight".
 #include <torch/torch.h>
 

@@ -1,9 +1,10 @@
 #pragma once
-// LLaVA: CLIP vision tower -> projector -> features spliced at each -200 of input_ids -> LLaMA -> shifted CE.
-// LLaVA-1.6 (anyres): each image is P tiles; their features are merged per image (flat | spatial |
-// spatial_unpad with image_newline) before the splice, as LLaVA c121f04's prepare_inputs_labels_for_multimodal.
-// Module names are HF LlavaForConditionalGeneration's (v4.37): "vision_tower.vision_model.*",
-// "multi_modal_projector.linear_1.*", "language_model.model.*", "language_model.lm_head.weight", and
+// LLaVA: vision tower (CLIP or SigLIP) -> projector -> features spliced at each -200 of input_ids -> LLaMA /
+// Mistral / Qwen2 -> shifted CE. LLaVA-1.6 (anyres): each image is P tiles; their features are merged per image
+// (flat | spatial | spatial_unpad with image_newline) before the splice, as LLaVA c121f04's
+// prepare_inputs_labels_for_multimodal. Module names are HF LlavaForConditionalGeneration's (v4.37):
+// "vision_tower.vision_model.*", "multi_modal_projector.linear_1.*", "language_model.model.*",
+// "language_model.lm_head.weight" (absent when the LLM ties its output layer to embed_tokens), and
 // LlavaNextForConditionalGeneration's "image_newline".
 #include <torch/torch.h>
 
@@ -17,6 +18,7 @@
 #include "llava/model/config.h"
 #include "llava/model/llama.h"
 #include "llava/model/projector.h"
+#include "llava/model/vision_tower.h"
 
 namespace llava {
 
@@ -66,7 +68,7 @@ class LlavaForCausalLMImpl : public torch::nn::Module {
   explicit LlavaForCausalLMImpl(const LlavaConfig& config);
   const LlavaConfig& config() const { return config_; }
 
-  // [N,3,H,W] -> selected CLIP hidden state [N, P, D_vision] (CLS dropped for patch/default).
+  // [N,3,H,W] -> selected vision hidden state [N, P, D_vision] (CLIP: CLS dropped for patch/default).
   // Runs under no-grad when no vision-tower parameter requires grad.
   torch::Tensor vision_features(const torch::Tensor& pixel_values);
   // [N,3,H,W] -> projected features [N, P, D_text] (in the projector's dtype).
@@ -97,7 +99,7 @@ class LlavaForCausalLMImpl : public torch::nn::Module {
   void set_fused_attention(bool on);
   bool vision_tower_trainable() const;
 
-  ClipVisionModel vision_tower{nullptr};
+  std::shared_ptr<VisionTowerImpl> vision_tower;  // ClipVisionModelImpl or SiglipVisionModelImpl
   Projector multi_modal_projector{nullptr};
   LlamaForCausalLM language_model{nullptr};
   torch::Tensor image_newline;  // [D_text], "image_newline"; undefined unless "unpad" in mm_patch_merge_type

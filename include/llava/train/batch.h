@@ -26,7 +26,8 @@ struct Batch {
 
 // LLaVA's DataCollatorForSupervisedDataset: right-pad with pad_id / -100, attention_mask = real positions;
 // images concatenated in sample order (anyres: every image's tiles, with its tile count and original size).
-// (Lengths were checked against --model_max_length per example.)
+// (Lengths were checked against --model_max_length per example.) pad_id < 0 (the tokenizer has none,
+// Llama-3): 0, as LLaVA-NeXT's collator sets it.
 Batch collate(std::vector<Example> examples, int pad_id);
 
 }  // namespace llava
