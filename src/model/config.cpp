@@ -336,8 +336,8 @@ std::string LlamaConfig::to_json_string() const {
 }
 
 void LlamaConfig::validate(const std::string& where) const {
-  if (model_type != "llama" && model_type != "mistral")
-    throw Error(where + ": text model_type '" + model_type + "' is neither llama nor mistral");
+  if (model_type != "llama" && model_type != "mistral" && model_type != "qwen2")
+    throw Error(where + ": text model_type '" + model_type + "' is not supported (llama, mistral, qwen2)");
   if (sliding_window < 0) throw Error(where + ": sliding_window must be >= 0 (0: none)");
   if (hidden_size <= 0 || num_attention_heads <= 0 || num_key_value_heads <= 0)
     throw Error(where + ": bad LLaMA sizes (hidden_size, num_attention_heads, num_key_value_heads must be > 0)");
@@ -351,8 +351,6 @@ void LlamaConfig::validate(const std::string& where) const {
   if (vocab_size <= 0 || intermediate_size <= 0 || num_hidden_layers < 0) throw Error(where + ": bad LLaMA sizes");
   if (!rope_scaling.type.empty() && rope_scaling.factor <= 0)
     throw Error(where + ": rope_scaling factor must be > 0");
-  if (model_type != "llama" && model_type != "qwen2")
-    throw Error(where + ": text model_type '" + model_type + "' is not supported (llama, qwen2)");
   if (use_sliding_window)
     throw Error(where + ": use_sliding_window true is not supported yet (Qwen2's sliding-window attention)");
 }
