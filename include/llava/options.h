@@ -8,6 +8,10 @@
 
 namespace llava {
 
+// A flag that may be repeated (--image A --image B); in YAML a list or one value. The command line replaces
+// the YAML's list.
+using StringList = std::vector<std::string>;
+
 // X(type, name, default, help)
 #define LLAVA_OPTIONS(X)                                                                                          \
   /* model */                                                                                                     \
@@ -88,7 +92,7 @@ namespace llava {
   X(std::string, device, "auto", "auto (CUDA when available, else CPU) | cpu | cuda")                           \
   /* subcommand inputs/outputs */                                                                                 \
   X(std::string, config, "", "YAML file with any of these keys")                                                 \
-  X(std::string, output, "", "output file (preprocess, eval, tokenize)")                                         \
+  X(std::string, output, "", "output file (preprocess, eval, tokenize, generate)")                                         \
   X(std::string, text, "", "tokenize: the text")                                                                 \
   X(std::string, input, "", "tokenize: JSONL input with {\"text\", \"image_token\"} lines")                      \
   X(std::string, legacy, "", "tokenize: override tokenizer_config.json's legacy (true|false)")                   \
@@ -97,7 +101,17 @@ namespace llava {
   X(std::string, save_pixels, "", "preprocess: FILE.safetensors with each sample's pixel_values (float32)")        \
   X(int, world_size, 1, "plan: number of ranks")                                                              \
   X(std::string, model_config, "", "init-model: JSON/YAML file with the model's sizes")                           \
-  X(std::string, tokenizer_dir, "", "init-model: directory whose tokenizer files are copied")
+  X(std::string, tokenizer_dir, "", "init-model: directory whose tokenizer files are copied")                    \
+  /* generation (generate, eval --generate) */                                                                    \
+  X(std::string, prompt, "", "generate: one question instead of --data_path (its text goes to stdout)")           \
+  X(StringList, image, {}, "generate: an image of --prompt; repeat the flag for several (k-th <image> = k-th)")    \
+  X(bool, generate, false, "eval: also generate each sample's last answer and report eval_exact_match")         \
+  X(int, show_examples, 0, "eval --generate: print the first N questions, reference and generated answers")       \
+  X(int, max_new_tokens, 128, "generate: at most N new tokens per sample (stops earlier at EOS)")                 \
+  X(bool, do_sample, false, "generate: sample (default: greedy)")                                                \
+  X(double, temperature, 1.0, "generate --do_sample: temperature (> 0)")                                         \
+  X(double, top_p, 1.0, "generate --do_sample: nucleus sampling mass (1: off)")                                  \
+  X(int, top_k, 50, "generate --do_sample: keep the k most likely tokens (0: off)")
 
 struct Options {
 #define LLAVA_OPTION_FIELD(type, name, def, help) type name = def;
