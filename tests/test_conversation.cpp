@@ -72,6 +72,28 @@ TEST(Conversation, EmptyAnswerRendersGenerationPrompt) {
   EXPECT_EQ(p.substr(p.size() - tail.size()), tail) << p;
 }
 
+TEST(Conversation, GenerationPromptKeepsHistoryAndDropsTheFinalAnswer) {
+  // LLaVA inference: turns up to the last question, then append_message(roles[1], None).
+  std::vector<Turn> turns = {{true, "q1"}, {false, "a1"}, {true, "q2"}, {false, "a2"}};
+  std::string dropped;
+  std::vector<Turn> kept = generation_turns(turns, &dropped);
+  ASSERT_EQ(kept.size(), 3u);
+  EXPECT_EQ(dropped, "a2");
+  EXPECT_EQ(render_generation_prompt(ConversationTemplate::get("v1"), kept),
+            ConversationTemplate::get("v1").system + " USER: q1 ASSISTANT: a1</s>USER: q2 ASSISTANT:");
+  // LLAMA_2 skips the empty message: the prompt ends with the last [/INST]
+  EXPECT_EQ(render_generation_prompt(ConversationTemplate::get("mistral_instruct"), kept),
+            "[INST] q1 [/INST] a1 </s>[INST] q2 [/INST]");
+  // MPT (chatml) ends with the bare assistant role
+  const std::string chatml = render_generation_prompt(ConversationTemplate::get("chatml_direct"), kept);
+  const std::string tail = "<|im_start|>user\nq2<|im_end|><|im_start|>assistant\n";
+  EXPECT_EQ(chatml.substr(chatml.size() - tail.size()), tail) << chatml;
+  // a sample that ends with a question keeps every turn; no human turn at all gives nothing
+  EXPECT_EQ(generation_turns(kept, &dropped).size(), 3u);
+  EXPECT_EQ(dropped, "");
+  EXPECT_TRUE(generation_turns({{false, "a"}}).empty());
+}
+
 TEST(Conversation, UnknownVersionNamesTheChoices) {
   try {
     ConversationTemplate::get("vicuna_v2");

@@ -140,3 +140,28 @@ TEST(CudaDist, NcclOneRankCollectives) {
   auto again = dist::ProcessGroup::create(env, "nccl", std::chrono::seconds(60));
   EXPECT_DOUBLE_EQ(again->allreduce_scalar(1.0), 1.0);
 }
+
+TEST(CudaGenerate, FixtureGreedyIdsOnGpuFp32AndBf16Runs) {
+  LLAVA_REQUIRE_CUDA();
+  LLAVA_REQUIRE_FIXTURES();
+  // fp32 on the GPU: transformers' greedy ids (CPU fp32), one by one and batched; bf16 runs to full length.
+  json cases = json::parse(read_file(fixture_dir() + "/expected/generate.json"))["cases"];
+  const std::string out = train_tmp("cuda_generate"), f = fixture_dir();
+  for (const std::string extra : {"--per_device_eval_batch_size 1", "--per_device_eval_batch_size 6",
+                                  "--per_device_eval_batch_size 6 --bf16 true"}) {
+    RunResult r = run_binary("generate --device cuda --model_name_or_path " + f + " --data_path " + f +
+                             "/data.json --image_folder " + f + "/images --max_new_tokens 24 " + extra +
+                             " --output " + out + "/g.jsonl");
+    ASSERT_EQ(r.code, 0) << r.err;
+    auto lines = lines_of(read_file(out + "/g.jsonl"));
+    ASSERT_EQ(lines.size(), 6u);
+    int identical = 0;
+    for (size_t i = 0; i < lines.size(); ++i) {
+      json g = json::parse(lines[i]);
+      ASSERT_EQ(g["generated_ids"].size(), 24u);
+      identical += g["generated_ids"] == cases[i]["generated_ids"];
+    }
+    std::printf("  gpu generate %s: %d / 6 cases with the reference ids\n", extra.c_str(), identical);
+    if (extra.find("bf16") == std::string::npos) EXPECT_EQ(identical, 6);
+  }
+}

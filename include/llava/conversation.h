@@ -33,6 +33,14 @@ struct Turn {
 // (it discards the human text).
 std::string render_prompt(const ConversationTemplate& tmpl, const std::vector<Turn>& turns);
 
+// LLaVA's inference prompt (conv.append_message per turn, then append_message(roles[1], None)): the turns up
+// to and including the last human turn; a final answer is dropped (returned in *dropped_answer, "" if none)
+// and earlier answers stay as history. Empty when there is no human turn.
+std::vector<Turn> generation_turns(const std::vector<Turn>& turns, std::string* dropped_answer = nullptr);
+// get_prompt() of those turns followed by the assistant's empty turn: "... ASSISTANT:" for v1, "... [/INST]"
+// for llama_2, "...<|im_start|>assistant\n" for chatml. Not for the plain template (the example builder's).
+std::string render_generation_prompt(const ConversationTemplate& tmpl, const std::vector<Turn>& turns);
+
 enum class ImagePlacement { kFront, kInline, kNext };
 
 // Counts "<image>" occurrences.

@@ -43,6 +43,10 @@ class Dataset {
   // How many images the sample names (`image` and `images` entries), as counted when indexing.
   int32_t image_count(size_t i) const { return index_[i].image_count; }
 
+  // Generation prompts (generate): a conversation may be a single human turn. Training needs an answer, so
+  // by default such a sample is malformed.
+  void set_allow_unanswered(bool allow) { allow_unanswered_ = allow; }
+
   // Parses and validates sample i. Throws llava::Error "sample I (id 'X'): reason" for a malformed
   // sample (not an object, no conversations, wrong roles, non-string values, bad image entries).
   Sample sample(size_t i) const;
@@ -58,6 +62,7 @@ class Dataset {
   std::shared_ptr<const std::string> text_;
   std::string path_, image_folder_;
   std::vector<Entry> index_;
+  bool allow_unanswered_ = false;
 };
 
 // true when bytes start like an image file we can decode (JPEG, PNG, GIF, BMP, ...).

@@ -46,6 +46,10 @@ struct Example {
   std::vector<ImageSize> image_sizes;            // the decoded image's (width, height): the model's image_sizes
   std::vector<AnyresImageLayout> image_layouts;  // tiles P, grid, unpad window, LLM positions
   int images_base_only = 0;                      // images cut to the base tile by --max_tiles_per_sample
+  // generation prompts only (build_generation_example):
+  std::string question;        // the last human turn as the data has it
+  std::string reference;       // the final answer the prompt leaves out ("" when the sample ends with a question)
+  bool has_reference = false;
 };
 
 // Throws llava::Error "sample I (id 'X'): reason" for a bad sample: marker/image count mismatch, an
@@ -60,6 +64,12 @@ std::string image_aspect_ratio_name(const ExampleOptions& options);
 // --group_by_length_window): image_feature_positions each, or under anyres each image at its most
 // (anyres_max_image_positions), images beyond --max_tiles_per_sample at their base tile's.
 int64_t estimated_image_positions(int num_images, const ExampleOptions& options);
+
+// The sample as a generation prompt (LLaVA inference): its turns up to and including the last human turn,
+// then the template's assistant prompt (render_generation_prompt; plain: the image markers alone, as in
+// pre-training), with the same marker rules, image preprocessing and length check as build_example. Every
+// label is -100. Throws as build_example, and when the sample has no human turn.
+Example build_generation_example(const Sample& sample, const ExampleOptions& options);
 
 // Encoded bytes of a sample's image (file contents, or the base64-decoded bytes).
 std::vector<uint8_t> read_image_bytes(const ImageRef& ref, const std::string& context);

@@ -20,6 +20,10 @@ enum : unsigned {
 };
 }  // namespace scope
 
+// A flag that may be repeated (--image A --image B); in YAML a list or one value. The command line replaces
+// the YAML's list.
+using StringList = std::vector<std::string>;
+
 // X(type, name, default, scope, help)
 #define LLAVA_OPTIONS(X)                                                                                          \
   /* model */                                                                                                     \
@@ -101,7 +105,7 @@ enum : unsigned {
   X(std::string, device, "auto", kTrain|kEval|kGenerate, "auto (CUDA when available, else CPU) | cpu | cuda")                           \
   /* subcommand inputs/outputs */                                                                                 \
   X(std::string, config, "", kAll, "YAML file with any of these keys")                                                 \
-  X(std::string, output, "", kData|kEval|kGenerate|kTokenize, "output file (preprocess, eval, tokenize)")                                         \
+  X(std::string, output, "", kData|kEval|kGenerate|kTokenize, "output file (preprocess, eval, tokenize, generate)")                                         \
   X(std::string, text, "", kTokenize, "tokenize: the text")                                                                 \
   X(std::string, input, "", kTokenize, "tokenize: JSONL input with {\"text\", \"image_token\"} lines")                      \
   X(std::string, legacy, "", kTokenize, "tokenize: override tokenizer_config.json's legacy (true|false)")                   \
@@ -110,7 +114,17 @@ enum : unsigned {
   X(std::string, save_pixels, "", kData, "preprocess: FILE.safetensors with each sample's pixel_values (float32)")        \
   X(int, world_size, 1, kPlan, "plan: number of ranks")                                                              \
   X(std::string, model_config, "", kInit, "init-model: JSON/YAML file with the model's sizes")                           \
-  X(std::string, tokenizer_dir, "", kInit, "init-model: directory whose tokenizer files are copied")
+  X(std::string, tokenizer_dir, "", kInit, "init-model: directory whose tokenizer files are copied")                    \
+  /* generation (generate, eval --generate) */                                                                    \
+  X(std::string, prompt, "", kGenerate, "generate: one question instead of --data_path (its text goes to stdout)")           \
+  X(StringList, image, {}, kGenerate, "generate: an image of --prompt; repeat the flag for several (k-th <image> = k-th)")    \
+  X(bool, generate, false, kTrain|kEval, "eval: also generate each sample's last answer and report eval_exact_match")         \
+  X(int, show_examples, 0, kTrain|kEval, "eval --generate: print the first N questions, reference and generated answers")       \
+  X(int, max_new_tokens, 128, kTrain|kEval|kGenerate, "generate: at most N new tokens per sample (stops earlier at EOS)")                 \
+  X(bool, do_sample, false, kEval|kGenerate, "generate: sample (default: greedy)")                                                \
+  X(double, temperature, 1.0, kEval|kGenerate, "generate --do_sample: temperature (> 0)")                                         \
+  X(double, top_p, 1.0, kEval|kGenerate, "generate --do_sample: nucleus sampling mass (1: off)")                                  \
+  X(int, top_k, 50, kEval|kGenerate, "generate --do_sample: keep the k most likely tokens (0: off)")
 
 struct Options {
 #define LLAVA_OPTION_FIELD(type, name, def, scope, help) type name = def;

@@ -40,6 +40,7 @@ int dispatch(const Command& cmd, int argc) {
   if (cmd.name == "demo-data") return cmd_demo_data(o);
   if (cmd.name == "train") return cmd_train(o);
   if (cmd.name == "eval") return cmd_eval(o);
+  if (cmd.name == "generate") return cmd_generate(o);
   if (cmd.name == "init-model") return cmd_init_model(o);
   if (cmd.name == "plan") return cmd_plan(o);
   throw Error("unknown subcommand '" + cmd.name + "'");

@@ -32,6 +32,8 @@ void parse_value(const std::string& key, const std::string& v, const std::string
   };
   if constexpr (std::is_same_v<T, bool>) {
     if (!parse_bool(v, out)) bad("true or false");
+  } else if constexpr (std::is_same_v<T, StringList>) {  // a repeated flag: each occurrence adds one value
+    out.push_back(v);
   } else if constexpr (std::is_same_v<T, std::string>) {
     out = v;
   } else {
@@ -52,7 +54,11 @@ template <typename T>
 std::string show(const T& v) {
   if constexpr (std::is_same_v<T, bool>) return v ? "true" : "false";
   else if constexpr (std::is_same_v<T, std::string>) return v;
-  else {
+  else if constexpr (std::is_same_v<T, StringList>) {
+    std::string joined;
+    for (const auto& item : v) joined += (joined.empty() ? "" : ", ") + item;
+    return joined;
+  } else {
     std::ostringstream ss;
     ss << v;
     return ss.str();
@@ -93,6 +99,27 @@ bool is_bool_option(const std::string& key) {
   LLAVA_OPTIONS(LLAVA_IS_BOOL)
 #undef LLAVA_IS_BOOL
   return false;
+}
+
+bool is_list_option(const std::string& key) {
+#define LLAVA_IS_LIST(type, name, def, help) \
+  if (key == #name) return std::is_same_v<type, StringList>;
+  LLAVA_OPTIONS(LLAVA_IS_LIST)
+#undef LLAVA_IS_LIST
+  return false;
+}
+
+template <typename T>
+void clear_if_list(T& value) {
+  if constexpr (std::is_same_v<T, StringList>) value.clear();
+}
+
+// Empties a repeatable option, so that a higher layer (the command line over YAML) replaces its values.
+void clear_list_option(Options& o, const std::string& key) {
+#define LLAVA_CLEAR_LIST(type, name, def, help) \
+  if (key == #name) clear_if_list(o.name);
+  LLAVA_OPTIONS(LLAVA_CLEAR_LIST)
+#undef LLAVA_CLEAR_LIST
 }
 
 std::string unknown_key_message(const std::string& key, const std::string& source) {
@@ -154,6 +181,13 @@ void apply_yaml(Options& o, const std::string& path) {
       YAML::Emitter flow;
       flow << YAML::Flow << kv.second;
       set_option(o, key, flow.c_str(), path);
+      continue;
+    }
+    if (kv.second.IsSequence() && is_list_option(key)) {  // image: [a.png, b.png]
+      for (const auto& item : kv.second) {
+        if (!item.IsScalar()) throw Error(path + ": '" + key + "' must be a list of values");
+        set_option(o, key, item.as<std::string>(), path);
+      }
       continue;
     }
     if (!kv.second.IsScalar())
@@ -236,11 +270,13 @@ Command parse_command_line(int argc, char** argv) {
 
   // defaults < YAML < command line
   if (result.count("config")) apply_yaml(cmd.options, result["config"].as<std::string>());
+  std::set<std::string> replaced_lists;  // repeatable flags: the command line's occurrences replace YAML's list
   for (const auto& kv : result.arguments()) {
     if (kv.key() == "help" || kv.key() == "print_version") continue;
     if (!(scope_of(kv.key()) & subcommand_scope(cmd.name)))
       throw Error("command line: --" + kv.key() + " does not apply to `llava-train " + cmd.name +
                   "` (see `llava-train --help`; a --config YAML file may still carry it for other subcommands)");
+    if (is_list_option(kv.key()) && replaced_lists.insert(kv.key()).second) clear_list_option(cmd.options, kv.key());
     set_option(cmd.options, kv.key(), kv.value(), "command line");
   }
   if (!cmd.options.deepspeed.empty()) {
@@ -259,7 +295,8 @@ std::string help_text() {
      << "subcommands:\n"
      << "  train        fine-tune a LLaVA model (default when the first argument is a flag)\n"
      << "  preprocess   write what the model will see for each sample (JSONL)\n"
-     << "  eval         loss and token accuracy per sample, no training\n"
+     << "  eval         loss and token accuracy per sample, no training (--generate: also exact match)\n"
+     << "  generate     answer each sample's last question (--data_path) or --prompt [--image F ...]\n"
      << "  tokenize     tokenize --text or --input with the model's tokenizer\n"
      << "  check-data   validate every sample and print a report (exit 1 if any is bad)\n"
      << "  init-model   write a randomly initialised model directory (--config, --output_dir)\n"

@@ -123,6 +123,19 @@ std::string render_prompt(const ConversationTemplate& t, const std::vector<Turn>
   throw Error("render_prompt: the plain template is rendered by the example builder");
 }
 
+std::vector<Turn> generation_turns(const std::vector<Turn>& turns, std::string* dropped_answer) {
+  size_t end = turns.size();
+  while (end > 0 && !turns[end - 1].from_human) --end;
+  if (dropped_answer) *dropped_answer = end < turns.size() ? turns.back().value : std::string();
+  return std::vector<Turn>(turns.begin(), turns.begin() + static_cast<std::ptrdiff_t>(end));
+}
+
+std::string render_generation_prompt(const ConversationTemplate& t, const std::vector<Turn>& turns) {
+  std::vector<Turn> with_reply = turns;
+  with_reply.push_back({/*from_human=*/false, ""});  // append_message(roles[1], None)
+  return render_prompt(t, with_reply);
+}
+
 int count_image_markers(const std::string& text) {
   int n = 0;
   for (size_t pos = 0; (pos = text.find(kImageMarker, pos)) != std::string::npos; pos += kImageMarker.size()) ++n;

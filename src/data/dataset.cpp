@@ -158,7 +158,7 @@ Sample Dataset::sample(size_t i) const {
     turns.push_back({human, turn["value"].get<std::string>()});
   }
   if (turns.empty()) throw Error(ctx + ": empty conversation (no human turn)");
-  if (turns.size() < 2) throw Error(ctx + ": the conversation has no answer (a single human turn)");
+  if (turns.size() < 2 && !allow_unanswered_) throw Error(ctx + ": the conversation has no answer (a single human turn)");
   s.turns = std::move(turns);
 
   // Images: `image` (path or list of paths), then `images` (list of base64 strings or paths).

@@ -193,6 +193,29 @@ void add_anyres_images(const Sample& sample, const ExampleOptions& opt, const st
     ex.pixels.push_back(anyres_preprocess(decoded[k], ex.image_layouts[k], opt.image_config));
 }
 
+// The images of a sample (decoded and preprocessed unless options say otherwise) and the length check with
+// each image's positions counted.
+void add_images(const Sample& sample, const ExampleOptions& opt, const std::string& ctx, Example& ex) {
+  if (opt.anyres) {
+    add_anyres_images(sample, opt, ctx, ex);
+    return;
+  }
+
+  ex.length_with_images = static_cast<int>(ex.input_ids.size()) + ex.num_images * (opt.image_feature_positions - 1);
+  if (ex.length_with_images > opt.model_max_length)
+    throw Error(ctx + ": too long: " + std::to_string(ex.length_with_images) + " positions after image expansion (" +
+                std::to_string(ex.input_ids.size()) + " tokens + " + std::to_string(ex.num_images) + " image(s) x " +
+                std::to_string(opt.image_feature_positions) + ") > --model_max_length " +
+                std::to_string(opt.model_max_length) + " (LLaVA would silently cut the answer off)");
+
+  if (opt.load_pixels || opt.check_images) {
+    for (const ImageRef& ref : sample.images) {
+      RgbImage rgb = decode_ref(ref, ctx, opt.image_config.shortest_edge);
+      if (opt.load_pixels) ex.pixels.push_back(clip_preprocess(rgb, opt.image_config, opt.pad_to_square));
+    }
+  }
+}
+
 }  // namespace
 
 std::string image_aspect_ratio_name(const ExampleOptions& o) {
@@ -265,24 +288,34 @@ Example build_example(const Sample& sample, const ExampleOptions& opt) {
     build_text(turns, tmpl, tok, opt, ctx, ex);
   }
   for (int32_t l : ex.labels) ex.num_target_tokens += l != kIgnoreIndex;
-  if (opt.anyres) {
-    add_anyres_images(sample, opt, ctx, ex);
-    return ex;
-  }
+  add_images(sample, opt, ctx, ex);
+  return ex;
+}
 
-  ex.length_with_images = static_cast<int>(ex.input_ids.size()) + ex.num_images * (opt.image_feature_positions - 1);
-  if (ex.length_with_images > opt.model_max_length)
-    throw Error(ctx + ": too long: " + std::to_string(ex.length_with_images) + " positions after image expansion (" +
-                std::to_string(ex.input_ids.size()) + " tokens + " + std::to_string(ex.num_images) + " image(s) x " +
-                std::to_string(opt.image_feature_positions) + ") > --model_max_length " +
-                std::to_string(opt.model_max_length) + " (LLaVA would silently cut the answer off)");
+Example build_generation_example(const Sample& sample, const ExampleOptions& opt) {
+  const Tokenizer& tok = *opt.tokenizer;
+  const ConversationTemplate& tmpl = *opt.conversation;
+  const std::string ctx = sample_context(static_cast<long>(sample.index), sample.id);
+  Example ex;
+  ex.index = sample.index;
+  ex.id = sample.id;
+  ex.num_images = static_cast<int>(sample.images.size());
 
-  if (opt.load_pixels || opt.check_images) {
-    for (const ImageRef& ref : sample.images) {
-      RgbImage rgb = decode_ref(ref, ctx, opt.image_config.shortest_edge);
-      if (opt.load_pixels) ex.pixels.push_back(clip_preprocess(rgb, opt.image_config, opt.pad_to_square));
-    }
+  std::vector<Turn> turns = generation_turns(sample.turns, &ex.reference);
+  if (turns.empty()) throw Error(ctx + ": no human turn to answer");
+  ex.has_reference = turns.size() < sample.turns.size();
+  ex.question = turns.back().value;
+  std::string err = place_image_markers(turns, ex.num_images, opt.placement, tmpl.wraps_image_tags());
+  if (!err.empty()) throw Error(ctx + ": " + err);
+  if (tmpl.style == SeparatorStyle::kPlain) {  // pre-training's prompt: the markers; the model writes the caption
+    if (ex.num_images == 0) throw Error(ctx + ": the plain (pretraining) template needs an image");
+    for (int k = 0; k < ex.num_images; ++k) ex.prompt += "<image>";
+  } else {
+    ex.prompt = render_generation_prompt(tmpl, turns);
   }
+  ex.input_ids = to_ids(ex.num_images > 0 ? tok.encode_with_image_tokens(ex.prompt) : tok.encode(ex.prompt));
+  ex.labels.assign(ex.input_ids.size(), kIgnoreIndex);
+  add_images(sample, opt, ctx, ex);
   return ex;
 }
 

@@ -166,6 +166,17 @@ double lowest_value(torch::Dtype dtype) {
 
 }  // namespace
 
+std::pair<torch::Tensor, torch::Tensor> rotary_cos_sin_at(const LlamaConfig& c, const torch::Tensor& position_ids,
+                                                          torch::Device device, torch::Dtype dtype) {
+  const int64_t max_position = position_ids.max().item<int64_t>();  // the caller's copy: CPU, no device sync
+  torch::Tensor pos = position_ids.to(device, torch::kLong);
+  auto [cos, sin] = rotary_cos_sin(c, max_position + 1, device, dtype);  // [max_position+1, hd]
+  auto rows = [&](const torch::Tensor& table) {
+    return table.index_select(0, pos.reshape({-1})).view({pos.size(0), pos.size(1), table.size(1)});
+  };
+  return {rows(cos), rows(sin)};
+}
+
 torch::Tensor key_padding_mask(const torch::Tensor& key_mask, torch::Dtype dtype) {
   const int64_t b = key_mask.size(0), l = key_mask.size(1);
   torch::Tensor pad = key_mask.ne(0).logical_not().view({b, 1, 1, l});
@@ -215,14 +226,23 @@ std::vector<ProjectionSlot> LlamaAttentionImpl::projections() {
 }
 
 torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& mask, const torch::Tensor& cos,
-                                          const torch::Tensor& sin) {
+                                          const torch::Tensor& sin, KVCacheLayer* cache) {
   const int64_t b = x.size(0), l = x.size(1);
   torch::Tensor q = q_proj->forward(x).view({b, l, heads_, head_dim_}).transpose(1, 2);     // [B,H,L,hd]
   torch::Tensor k = k_proj->forward(x).view({b, l, kv_heads_, head_dim_}).transpose(1, 2);  // [B,kvH,L,hd]
   torch::Tensor v = v_proj->forward(x).view({b, l, kv_heads_, head_dim_}).transpose(1, 2);
-  torch::Tensor c = cos.view({1, 1, l, head_dim_}), s = sin.view({1, 1, l, head_dim_});
+  const int64_t cb = cos.dim() == 3 ? b : 1;  // per-row positions or one table for all rows
+  torch::Tensor c = cos.view({cb, 1, l, head_dim_}), s = sin.view({cb, 1, l, head_dim_});
   q = q * c + rotate_half(q) * s;
   k = k * c + rotate_half(k) * s;
+  if (cache) {  // attend to the earlier positions too (causal is bottom-right aligned), then keep ours
+    if (cache->keys.defined()) {
+      k = torch::cat({cache->keys, k}, 2);
+      v = torch::cat({cache->values, v}, 2);
+    }
+    cache->keys = k;
+    cache->values = v;
+  }
   const int64_t n_rep = heads_ / kv_heads_;
   torch::Tensor o = compat::scaled_dot_product_attention(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), mask,
                                                          /*causal=*/true, use_fused_attention);  // [B,H,L,hd]
@@ -271,8 +291,8 @@ LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlamaConfig& c) {
 }
 
 torch::Tensor LlamaDecoderLayerImpl::forward(const torch::Tensor& h, const torch::Tensor& mask,
-                                             const torch::Tensor& cos, const torch::Tensor& sin) {
-  torch::Tensor x = h + self_attn(input_layernorm(h), mask, cos, sin);
+                                             const torch::Tensor& cos, const torch::Tensor& sin, KVCacheLayer* cache) {
+  torch::Tensor x = h + self_attn->forward(input_layernorm(h), mask, cos, sin, cache);
   return x + mlp(post_attention_layernorm(x));
 }
 
@@ -296,17 +316,30 @@ void LlamaModelImpl::set_fused_attention(bool on) {
   for (auto& l : layers) l->self_attn->use_fused_attention = on;
 }
 
-torch::Tensor LlamaModelImpl::forward(const torch::Tensor& inputs_embeds, const torch::Tensor& key_mask) {
+torch::Tensor LlamaModelImpl::forward(const torch::Tensor& inputs_embeds, const torch::Tensor& key_mask,
+                                      const torch::Tensor& position_ids, KVCache* cache) {
   const int64_t l = inputs_embeds.size(1);
   const auto device = inputs_embeds.device();
   const auto dtype = inputs_embeds.scalar_type();
   torch::Tensor mask = key_mask.defined() ? key_padding_mask(key_mask.to(device), dtype) : torch::Tensor();
-  if (torch::Tensor window = sliding_window_mask(l, l, config_.sliding_window, dtype, device); window.defined())
-    mask = mask.defined() ? mask + window : window;  // [B,1,1,L] + [1,1,L,L]; sums of two lowest become -inf
-  auto [cos, sin] = rotary_cos_sin(config_, l, device, dtype);
+  const int64_t past = cache ? cache->length() : 0;
+  // Mistral: keys older than the window are masked; bottom-right aligned over the cached keys too
+  if (torch::Tensor window = sliding_window_mask(l, past + l, config_.sliding_window, dtype, device); window.defined())
+    mask = mask.defined() ? mask + window : window;  // [B,1,1,K] + [1,1,L,K]; sums of two lowest become -inf
+  if (cache) cache->layers.resize(layers.size());
+  torch::Tensor cos, sin;
+  if (position_ids.defined()) {
+    std::tie(cos, sin) = rotary_cos_sin_at(config_, position_ids, device, dtype);  // [B, L, hd]
+  } else {
+    std::tie(cos, sin) = rotary_cos_sin(config_, past + l, device, dtype);
+    cos = cos.narrow(0, past, l);
+    sin = sin.narrow(0, past, l);
+  }
   torch::Tensor h = inputs_embeds;
+  size_t index = 0;
   for (auto& layer : layers) {
-    bool checkpoint = gradient_checkpointing_ && torch::GradMode::is_enabled();
+    KVCacheLayer* layer_cache = cache ? &cache->layers[index++] : nullptr;  // generation: nothing to checkpoint
+    bool checkpoint = gradient_checkpointing_ && torch::GradMode::is_enabled() && !layer_cache;
     if (checkpoint) {
       std::vector<torch::Tensor> inputs = {h, cos, sin};
       if (mask.defined()) inputs.push_back(mask);
@@ -321,7 +354,7 @@ torch::Tensor LlamaModelImpl::forward(const torch::Tensor& inputs_embeds, const 
         continue;
       }
     }
-    h = layer->forward(h, mask, cos, sin);
+    h = layer->forward(h, mask, cos, sin, layer_cache);
   }
   return norm(h);
 }

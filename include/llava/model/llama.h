@@ -18,6 +18,10 @@ namespace llava {
 // cos/sin tables [L, head_dim] for positions 0..L-1, computed in fp32 and returned in `dtype` (as HF does).
 std::pair<torch::Tensor, torch::Tensor> rotary_cos_sin(const LlamaConfig& config, int64_t seq_len,
                                                        torch::Device device, torch::Dtype dtype);
+// Per-row positions: [B, L] position_ids (int64, any device) -> cos/sin [B, L, head_dim], the rows of the
+// 0..max(position_ids) tables (the same values a row gets from rotary_cos_sin at those positions).
+std::pair<torch::Tensor, torch::Tensor> rotary_cos_sin_at(const LlamaConfig& config, const torch::Tensor& position_ids,
+                                                          torch::Device device, torch::Dtype dtype);
 // Additive key-padding mask [B, 1, 1, L] in `dtype`: 0 for real keys, the dtype's lowest value (HF's
 // torch.finfo(dtype).min) for padding. key_mask: [B, L] (bool/int, nonzero = real token). The causal part is
 // the attention's own (compat::scaled_dot_product_attention's `causal`).
@@ -27,6 +31,16 @@ torch::Tensor key_padding_mask(const torch::Tensor& key_mask, torch::Dtype dtype
 // mask), 0 elsewhere: each query sees its last `window` keys, its own included. The causal part stays the
 // attention's. Undefined (no mask needed) when window <= 0 or Tk <= window.
 torch::Tensor sliding_window_mask(int64_t tq, int64_t tk, int64_t window, torch::Dtype dtype, torch::Device device);
+
+// Keys and values of every position decoded so far, per decoder layer (generation). An attention given a
+// layer's entry attends to the cached keys followed by its own and appends its own to the cache.
+struct KVCacheLayer {
+  torch::Tensor keys, values;  // [B, kvH, T_past, hd], RoPE applied; undefined before the first step
+};
+struct KVCache {
+  std::vector<KVCacheLayer> layers;  // one per decoder layer, filled by LlamaModelImpl::forward
+  int64_t length() const { return layers.empty() || !layers[0].keys.defined() ? 0 : layers[0].keys.size(2); }
+};
 
 class LlamaRMSNormImpl : public torch::nn::Module {
  public:
@@ -42,9 +56,10 @@ TORCH_MODULE(LlamaRMSNorm);
 class LlamaAttentionImpl : public torch::nn::Module {
  public:
   explicit LlamaAttentionImpl(const LlamaConfig& config);
-  // x [B,L,D]; mask additive key padding [B,1,1,L] or undefined (causal only); cos/sin [L,hd]
+  // x [B,L,D]; mask additive key padding [B,1,1,T_past+L] or undefined (causal only); cos/sin [L,hd] or
+  // [B,L,hd] (per-row positions); cache: this layer's keys/values of earlier positions (appended to), or null.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask, const torch::Tensor& cos,
-                        const torch::Tensor& sin);
+                        const torch::Tensor& sin, KVCacheLayer* cache = nullptr);
   std::vector<ProjectionSlot> projections();  // q_proj, k_proj, v_proj, o_proj
 
   std::shared_ptr<LinearLayerImpl> q_proj, k_proj, v_proj, o_proj;
@@ -72,7 +87,7 @@ class LlamaDecoderLayerImpl : public torch::nn::Module {
  public:
   explicit LlamaDecoderLayerImpl(const LlamaConfig& config);
   torch::Tensor forward(const torch::Tensor& h, const torch::Tensor& mask, const torch::Tensor& cos,
-                        const torch::Tensor& sin);
+                        const torch::Tensor& sin, KVCacheLayer* cache = nullptr);
   // Whether a forward draws random numbers (a projection with dropout, in training mode).
   bool draws_random_numbers() const;
   std::vector<ProjectionSlot> projections();  // self_attn.q_proj ... mlp.down_proj
@@ -91,7 +106,10 @@ class LlamaModelImpl : public torch::nn::Module {
   // key_mask [B,L] (nonzero = real token) only where a real position could see padding; right-padded rows
   // need none (under the causal mask a real position only sees earlier, real ones), so pass it undefined and
   // the attention runs without a mask tensor (flash attention where LibTorch has it).
-  torch::Tensor forward(const torch::Tensor& inputs_embeds, const torch::Tensor& key_mask = {});
+  // Generation: cache holds the earlier positions' keys/values (filled and extended here); key_mask then covers
+  // [B, T_past + L]; position_ids [B, L] give each row's positions (left-padded rows), default T_past..T_past+L-1.
+  torch::Tensor forward(const torch::Tensor& inputs_embeds, const torch::Tensor& key_mask = {},
+                        const torch::Tensor& position_ids = {}, KVCache* cache = nullptr);
   // Recompute each decoder layer in backward instead of keeping its activations (only while grad is on).
   void set_gradient_checkpointing(bool on) { gradient_checkpointing_ = on; }
   bool gradient_checkpointing() const { return gradient_checkpointing_; }
