@@ -34,6 +34,7 @@ endfunction()
 
 llava_import_library(sentencepiece sentencepiece sentencepiece_processor.h sentencepiece sentencepiece_train)
 llava_import_library(turbojpeg libturbojpeg turbojpeg.h turbojpeg)
+llava_import_library(simdjson simdjson simdjson.h simdjson)  # the data index (On-Demand API)
 
 # libstb-dev ships the headers under include/stb and a compiled libstb.so with the implementations.
 find_path(STB_INCLUDE_DIR stb_image.h PATH_SUFFIXES stb REQUIRED)

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(
   libtorch-dev libgloo-dev libopenblas0-pthread   # LibTorch 1.13 (CPU) + c10d Gloo headers + a fast BLAS
-  libsentencepiece-dev libstb-dev libturbojpeg0-dev
+  libsentencepiece-dev libstb-dev libturbojpeg0-dev libsimdjson-dev
   nlohmann-json3-dev libcxxopts-dev libspdlog-dev libyaml-cpp-dev libgtest-dev
   cmake g++ make pkg-config ccache
 )

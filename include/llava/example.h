@@ -3,6 +3,7 @@
 // labels (-100 except answers, LLaVA's preprocess_v1 / preprocess_llama_2 / preprocess_plain), and
 // the decoded, CLIP-preprocessed images.
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -12,6 +13,8 @@
 #include "llava/tokenizer.h"
 
 namespace llava {
+
+class PromptChunkCache;  // prompt_tokens.h
 
 struct ExampleOptions {
   const LlamaTokenizer* tokenizer = nullptr;
@@ -23,6 +26,9 @@ struct ExampleOptions {
   bool pad_to_square = false;  // --image_aspect_ratio pad
   bool load_pixels = true;     // false: skip decoding (preprocess without pixels)
   bool check_images = false;   // decode images even when load_pixels is false (check-data)
+  // Tokenizations of the chunk every image prompt starts with, shared by all samples (optional: without it
+  // each sample tokenizes that chunk once). make_data_pipeline sets one for its tokenizer.
+  std::shared_ptr<PromptChunkCache> prompt_cache;
 };
 
 struct Example {

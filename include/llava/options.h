@@ -30,7 +30,8 @@ namespace llava {
   X(int, lora_alpha, 16, "LoRA alpha (scale = alpha / r)")                                                       \
   X(double, lora_dropout, 0.05, "LoRA dropout")                                                                  \
   /* data */                                                                                                      \
-  X(std::string, data_path, "", "LLaVA-format JSON list")                                                        \
+  X(std::string, data_path, "", "LLaVA-format JSON list, JSON Lines (.jsonl) or a data mixture (.yaml)")       \
+  X(std::string, data_cache_dir, "", "index caches of the data files (default <output_dir>/.data_cache; none: off)") \
   X(std::string, image_folder, "", "folder that relative image paths are joined to")                             \
   X(std::string, image_aspect_ratio, "square", "square (center crop) | pad (expand to square first)")            \
   X(std::string, image_placement, "front", "front: <image> markers moved to the turn's start | inline")          \

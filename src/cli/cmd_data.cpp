@@ -50,6 +50,25 @@ std::string problem_kind(const std::string& message) {
   return "malformed_sample";
 }
 
+// Per data set of a mixture: how many of the samples walked were bad (and, for check-data, images).
+struct PartCounts {
+  size_t samples = 0, images = 0, bad = 0;
+};
+
+bool is_mixture(const Dataset& ds) { return ds.parts().size() > 1 || ds.parts()[0].path != ds.path(); }
+
+void print_parts(std::ostream& out, const Dataset& ds, const std::vector<PartCounts>& counts, bool with_images) {
+  if (!is_mixture(ds)) return;
+  for (size_t k = 0; k < counts.size(); ++k) {
+    const DatasetPart& p = ds.parts()[k];
+    const PartCounts& c = counts[k];
+    out << "  data set " << k << ": " << p.path << " (" << p.sampling_strategy << ": " << p.count << " of "
+        << p.file_samples << " samples): " << c.samples << " samples, ";
+    if (with_images) out << c.images << " images, ";
+    out << (c.samples - c.bad) << " ok, " << c.bad << " bad\n";
+  }
+}
+
 }  // namespace
 
 int cmd_tokenize(const Options& o) {
@@ -100,19 +119,26 @@ int cmd_preprocess(const Options& o) {
   LineWriter out(o.output);
   const Dataset& ds = *p->dataset;
   size_t n = sample_limit(o, ds.size()), bad = 0;
+  std::vector<PartCounts> per_part(ds.parts().size());
   for (size_t i = 0; i < n; ++i) {
+    PartCounts& part = per_part[ds.part_of(i)];
+    ++part.samples;
     try {
       Example e = build_example(ds.sample(i), ex);
       if (!e.warning.empty()) std::cerr << e.warning << "\n";
       out.write({{"index", i}, {"id", e.id}, {"status", "ok"}, {"prompt", e.prompt}, {"input_ids", e.input_ids},
                  {"labels", e.labels}, {"num_images", e.num_images}, {"length_with_images", e.length_with_images}});
+    } catch (const DataFileChanged&) {
+      throw;
     } catch (const Error& err) {
       ++bad;
+      ++part.bad;
       out.write({{"index", i}, {"id", ds.id(i)}, {"status", "error"}, {"error", err.what()}});
       if (o.on_bad_sample == "fail") throw;
     }
   }
   std::cerr << "preprocess: " << n << " samples, " << bad << " bad\n";
+  print_parts(std::cerr, ds, per_part, false);
   return 0;
 }
 
@@ -125,18 +151,26 @@ int cmd_check_data(const Options& o) {
   size_t n = sample_limit(o, ds.size());
   std::map<std::string, std::vector<std::string>> problems;
   size_t mismatches = 0, images = 0, bad = 0;
+  std::vector<PartCounts> per_part(ds.parts().size());
   for (size_t i = 0; i < n; ++i) {
+    PartCounts& part = per_part[ds.part_of(i)];
+    ++part.samples;
     try {
       Example e = build_example(ds.sample(i), ex);
       images += e.num_images;
+      part.images += e.num_images;
       if (!e.warning.empty()) ++mismatches;
+    } catch (const DataFileChanged&) {
+      throw;
     } catch (const Error& err) {
       ++bad;
+      ++part.bad;
       problems[problem_kind(err.what())].push_back(err.what());
     }
   }
   std::cout << "check-data: " << ds.path() << ": " << n << " samples, " << images << " images, " << (n - bad)
             << " ok, " << bad << " bad\n";
+  print_parts(std::cout, ds, per_part, true);
   if (mismatches)
     std::cout << "  warning: " << mismatches
               << " sample(s) with a tokenization mismatch (trained with every label masked, as LLaVA does)\n";

@@ -5,6 +5,7 @@
 #include <iterator>
 
 #include "llava/error.h"
+#include "llava/prompt_tokens.h"
 #include "llava/text_util.h"
 
 namespace llava {
@@ -18,10 +19,8 @@ Ids to_ids(const std::vector<int>& v) { return Ids(v.begin(), v.end()); }
 // Each round string is tokenized on its own; its BOS stands in for the </s> that ends the previous
 // round in the real sequence. Returns the final `cur` position.
 size_t mask_by_rounds(const std::string& prompt, const ConversationTemplate& t, const LlamaTokenizer& tok,
-                      bool has_image, Ids& labels) {
-  auto length = [&](const std::string& s) {
-    return static_cast<long>(has_image ? tok.encode_with_image_tokens(s).size() : tok.encode(s).size());
-  };
+                      PromptTokenizer& tokens, bool has_image, Ids& labels) {
+  auto length = [&](const std::string& s) { return static_cast<long>(tokens.length(s, has_image)); };
   const bool llama2 = t.style == SeparatorStyle::kLlama2;
   const std::string sep = llama2 ? "[/INST] " : t.sep + t.roles[1] + ": ";
   auto mask = [&](long from, long to) {
@@ -71,6 +70,7 @@ std::vector<uint8_t> read_image_bytes(const ImageRef& ref, const std::string& ct
 
 Example build_example(const Sample& sample, const ExampleOptions& opt) {
   const LlamaTokenizer& tok = *opt.tokenizer;
+  PromptTokenizer tokens(tok, opt.prompt_cache.get());
   const ConversationTemplate& tmpl = *opt.conversation;
   const std::string ctx = sample_context(static_cast<long>(sample.index), sample.id);
   Example ex;
@@ -90,17 +90,17 @@ Example build_example(const Sample& sample, const ExampleOptions& opt) {
     std::string markers;
     for (int k = 0; k < ex.num_images; ++k) markers += "<image>";
     ex.prompt = markers + turns[1].value + tmpl.sep;
-    ex.input_ids = to_ids(tok.encode_with_image_tokens(ex.prompt));
+    ex.input_ids = to_ids(tokens.encode(ex.prompt, true));
     ex.labels = ex.input_ids;
-    size_t masked = tok.encode_with_image_tokens(markers).size();
+    size_t masked = tokens.length(markers, true);
     for (size_t k = 0; k < masked && k < ex.labels.size(); ++k) ex.labels[k] = kIgnoreIndex;
   } else {
     ex.prompt = render_prompt(tmpl, turns);
-    ex.input_ids = to_ids(has_image ? tok.encode_with_image_tokens(ex.prompt) : tok.encode(ex.prompt));
+    ex.input_ids = to_ids(tokens.encode(ex.prompt, has_image));
     ex.labels = ex.input_ids;
     size_t total_len = 0;
     for (int32_t id : ex.input_ids) total_len += id != tok.pad_id();
-    size_t cur = mask_by_rounds(ex.prompt, tmpl, tok, has_image, ex.labels);
+    size_t cur = mask_by_rounds(ex.prompt, tmpl, tok, tokens, has_image, ex.labels);
     if (cur < static_cast<size_t>(opt.model_max_length) && cur != total_len) {
       // LLaVA's mismatch rule: the round arithmetic disagrees with the real tokenization, so nothing
       // in the sample can be trusted as an answer; it is kept with every label masked.
@@ -120,7 +120,9 @@ Example build_example(const Sample& sample, const ExampleOptions& opt) {
 
   if (opt.load_pixels || opt.check_images) {
     for (const ImageRef& ref : sample.images) {
-      std::vector<uint8_t> bytes = read_image_bytes(ref, ctx);
+      std::vector<uint8_t> file_bytes;  // a file's bytes; inline images are used where the sample holds them
+      if (ref.kind == ImageRef::Kind::kPath) file_bytes = read_image_bytes(ref, ctx);
+      const std::vector<uint8_t>& bytes = ref.kind == ImageRef::Kind::kPath ? file_bytes : ref.bytes;
       RgbImage rgb;
       try {
         rgb = decode_image(bytes.data(), bytes.size(), opt.image_config.shortest_edge);

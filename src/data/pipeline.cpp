@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "llava/error.h"
+#include "llava/prompt_tokens.h"
 
 namespace llava {
 namespace fs = std::filesystem;
@@ -59,13 +60,24 @@ VisionFiles find_vision_files(const std::string& model_dir, const std::string& v
               "'): pass --vision_tower with a CLIP vision model directory");
 }
 
-std::unique_ptr<DataPipeline> make_data_pipeline(const Options& o, bool needs_dataset) {
+DatasetOpenOptions dataset_open_options(const Options& o) {
+  DatasetOpenOptions open;
+  if (o.data_cache_dir != "none")
+    open.cache_dir = !o.data_cache_dir.empty() ? o.data_cache_dir
+                     : !o.output_dir.empty()   ? (fs::path(o.output_dir) / ".data_cache").string()
+                                               : "";
+  open.seed = static_cast<uint64_t>(o.seed);
+  return open;
+}
+
+std::unique_ptr<DataPipeline> make_data_pipeline(const Options& o, bool needs_dataset, const DatasetOpenOptions* open) {
   if (o.model_name_or_path.empty()) throw Error("--model_name_or_path is required (it holds tokenizer.model)");
   if (o.mm_use_im_start_end || o.mm_use_im_patch_token)
     throw Error("--mm_use_im_start_end / --mm_use_im_patch_token are not supported (LLaVA-1.5 uses false)");
   auto p = std::make_unique<DataPipeline>(LlamaTokenizer::from_dir(o.model_name_or_path));
   ExampleOptions& ex = p->example;
   ex.tokenizer = &p->tokenizer;
+  ex.prompt_cache = std::make_shared<PromptChunkCache>(p->tokenizer);
   ex.conversation = &ConversationTemplate::get(o.version);
   if (o.image_placement != "front" && o.image_placement != "inline")
     throw Error("--image_placement must be front or inline, got '" + o.image_placement + "'");
@@ -82,7 +94,7 @@ std::unique_ptr<DataPipeline> make_data_pipeline(const Options& o, bool needs_da
   ex.image_feature_positions = patches + (o.mm_vision_select_feature == "cls_patch" ? 1 : 0);
   if (needs_dataset) {
     if (o.data_path.empty()) throw Error("--data_path is required");
-    p->dataset.emplace(Dataset::open(o.data_path, o.image_folder));
+    p->dataset.emplace(Dataset::open(o.data_path, o.image_folder, open ? *open : dataset_open_options(o)));
   }
   return p;
 }
