@@ -204,6 +204,9 @@ TEST(DatasetIndex, JsonLinesOneSamplePerLineBlankLinesSkipped) {
   ASSERT_EQ(s.images.size(), 1u);
   EXPECT_EQ(s.images[0].path, "/img/a.png");
   EXPECT_EQ(Dataset::from_text("", "", "empty.jsonl").size(), 0u);
+  // a UTF-8 byte order mark before the first sample is skipped, in both formats
+  EXPECT_EQ(Dataset::from_text("\xEF\xBB\xBF" + text, "", "bom.jsonl").sample(0).id, "a");
+  EXPECT_EQ(Dataset::from_text("\xEF\xBB\xBF[" + sample_json("x", "q", false) + "]", "", "bom.json").sample(0).id, "x");
 }
 
 TEST(DatasetIndex, InvalidJsonNamesFileLineColumnAndSample) {
@@ -308,7 +311,7 @@ TEST_F(IndexCache, BuiltThenReusedWithTheSameValues) {
   const std::string cache = cache_file();
   ASSERT_FALSE(cache.empty()) << log;
   EXPECT_NE(cache.find("data.json."), std::string::npos) << cache;
-  EXPECT_TRUE(logged("no cache file; indexing it again")) << log;
+  EXPECT_TRUE(logged("no cache file; building it")) << log;
   Dataset again = open();
   EXPECT_TRUE(logged("2 samples (cache " + cache + ")")) << log;
   EXPECT_FALSE(logged("indexed in")) << log;  // not scanned again
@@ -338,7 +341,7 @@ TEST_F(IndexCache, InvalidatedBySizeAndByModificationTime) {
                        sample_json("d", "y", false) + "]");
   set_mtime(data, 1600000500);
   Dataset edited = open();
-  EXPECT_TRUE(logged("the data file changed (modification time changed); indexing it again")) << log;
+  EXPECT_TRUE(logged("the data file changed (modification time changed); rebuilding it")) << log;
   EXPECT_EQ(edited.id(2), "d");
   open();
   EXPECT_TRUE(logged("3 samples (cache ")) << log;
@@ -354,13 +357,13 @@ TEST_F(IndexCache, OtherVersionCorruptOrTruncatedCachesAreRebuilt) {
   };
   rewrite(8, std::string("\x07\x00\x00\x00", 4));  // the header's version field
   Dataset a = open();
-  EXPECT_TRUE(logged("index version 7, this build reads " + std::to_string(DatasetIndex::kVersion) + "; indexing it again"))
+  EXPECT_TRUE(logged("index version 7, this build reads " + std::to_string(DatasetIndex::kVersion) + "; rebuilding it"))
       << log;
   EXPECT_EQ(a.modality_length(0), 4);
   const auto size = std::filesystem::file_size(cache);
   rewrite(size - 3, "zzz");  // inside the id pool
   Dataset b = open();
-  EXPECT_TRUE(logged("corrupt: checksum mismatch; indexing it again")) << log;
+  EXPECT_TRUE(logged("corrupt: checksum mismatch; rebuilding it")) << log;
   EXPECT_EQ(b.id(1), "b");
   std::filesystem::resize_file(cache, size - 10);
   open();

@@ -80,7 +80,8 @@ std::shared_ptr<const MappedFile> open_file(const std::string& path, DatasetInde
     log("data index: " + path + ": " + std::to_string(index.size()) + " samples (cache " + cache + ")");
     return file;
   }
-  const std::string action = opt.build_cache ? "; indexing it again" : "; indexing in memory (this process does not write caches)";
+  const std::string action = !opt.build_cache ? "; indexing in memory (this process does not write caches)"
+                             : why == "no cache file" ? "; building it" : "; rebuilding it";
   log("data index: " + cache + ": " + why + action);
   index = scan_and_cache(*file, format, cache, opt, log);
   return file;

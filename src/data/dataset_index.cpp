@@ -219,7 +219,7 @@ class DatasetIndex::Scanner {
   Scanner(const MappedFile& file, Columns& out) : file_(file), d_(file.data()), n_(file.size()), out_(out) {}
 
   void scan_list() {
-    size_t i = skip_ws(0);
+    size_t i = skip_ws(bom());
     if (i == n_ || d_[i] != '[')
       fail(i, std::string("the data file must be a JSON array of samples (LLaVA's list format)") +
                   (i < n_ && d_[i] == '{' ? "; a file of one JSON object per line must be named .jsonl" : ""));
@@ -245,7 +245,7 @@ class DatasetIndex::Scanner {
 
   // JSON Lines: one sample per line; blank lines are skipped (a JSON string cannot hold a raw newline).
   void scan_lines() {
-    for (size_t start = 0; start < n_;) {
+    for (size_t start = bom(); start < n_;) {
       const void* nl = std::memchr(d_ + start, '\n', n_ - start);
       const size_t line_end = nl ? static_cast<const char*>(nl) - d_ : n_;
       size_t begin = start, end = line_end;
@@ -265,6 +265,9 @@ class DatasetIndex::Scanner {
   }
 
  private:
+  // Bytes of a UTF-8 byte order mark at the start (some editors write one; json.load refuses it, nlohmann skips it).
+  size_t bom() const { return n_ >= 3 && std::memcmp(d_, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0; }
+
   size_t skip_ws(size_t i) const {
     while (i < n_ && is_ws(d_[i])) ++i;
     return i;
