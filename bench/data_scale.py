@@ -1,13 +1,15 @@
 #!/usr/bin/python3
 """Benchmark 8: data start-up at real scale. For each generated data set (bench/make_data_scale.py):
 
-  train cold   `llava-train train --max_steps 1` in a fresh output dir (the index is built, its cache written)
+  train cold   `llava-train train --max_steps 1 --group_by_modality_length true` in a fresh output dir (the
+               index is built, its cache written)
   train warm   the same again in that dir (the index cache is mapped)
+  same batch   train cold with --shuffle false, and the same on the file's first 16 samples (the baseline):
+               both train on the same first batch, so the difference in peak RSS is what the data set adds
   index alone  bench_data_index DATA: the data index without torch, the model or a training step
 all under /usr/bin/time -v (wall time and peak RSS), and in the same run Python's json.load of the 665K
-file (what LLaVA's LazySupervisedDataset does at start-up) and, as the process's own baseline, the same
-train command on the first 16 samples of that file. Rounds alternate the programs, so load from other
-work hits them alike; times are the best round, RSS the largest.
+file (what LLaVA's LazySupervisedDataset does at start-up). Rounds alternate the programs, so load from
+other work hits them alike; times are the best round, RSS the largest.
 
 train runs with --model_max_length 512 (the tiny model's max_position_embeddings; longer samples are
 skipped and counted, as any run would) so that the first step stays a tiny model's step.
@@ -41,10 +43,11 @@ def timed(cmd, log_path, env=None):
             "log": log_path}
 
 
-def train_cmd(lt, model, data, images, out_dir):
+def train_cmd(lt, model, data, images, out_dir, shuffle=True):
     return [lt, "train", "--model_name_or_path", model, "--data_path", data, "--image_folder", images,
             "--max_steps", "1", "--group_by_modality_length", "true", "--per_device_train_batch_size", "4",
-            "--model_max_length", "512", "--logging_steps", "1", "--save_steps", "0", "--output_dir", out_dir]
+            "--model_max_length", "512", "--logging_steps", "1", "--save_steps", "0", "--output_dir", out_dir,
+            "--shuffle", "true" if shuffle else "false"]
 
 
 def best(runs):
@@ -57,16 +60,25 @@ def best(runs):
 
 
 def first_samples(path, n, out_path):
-    """The first n samples of a JSON list, read without loading the file (the process baseline's data)."""
-    dec, buf, samples = json.JSONDecoder(), "", []
+    """The first n samples of a JSON list, read without loading the file (the baseline's data)."""
+    dec, buf, samples, pos = json.JSONDecoder(), "", [], None
     with open(path) as f:
-        buf = f.read(1 << 20)
-    pos = buf.index("[") + 1
-    while len(samples) < n:
-        while buf[pos] in " \n\r\t,":
-            pos += 1
-        s, pos = dec.raw_decode(buf, pos)
-        samples.append(s)
+        while len(samples) < n:
+            chunk = f.read(1 << 22)
+            buf += chunk
+            if pos is None:
+                pos = buf.index("[") + 1
+            while len(samples) < n:
+                while pos < len(buf) and buf[pos] in " \n\r\t,":
+                    pos += 1
+                try:
+                    s, end = dec.raw_decode(buf, pos)
+                except json.JSONDecodeError:
+                    if not chunk:
+                        raise
+                    break  # the sample continues in the next chunk
+                samples.append(s)
+                pos = end
     with open(out_path, "w") as f:
         json.dump(samples, f)
 
@@ -90,32 +102,39 @@ def main():
     if a.before:
         binaries["before"] = a.before
     sets = {"mix665k": (a.mix, a.mix_images), "multi_b64": (a.multi, os.path.dirname(os.path.abspath(a.multi)))}
-    base_data = os.path.join(a.work, "baseline_16.json")
-    first_samples(a.mix, 16, base_data)
+    base_data = {}
+    for sname, (data, _) in sets.items():
+        base_data[sname] = os.path.join(a.work, f"baseline_16_{sname}.json")
+        first_samples(data, 16, base_data[sname])
     runs = {}  # (binary, set, phase) -> [results]
     for r in range(a.rounds):
         def add(key, cmd, log):
             runs.setdefault(key, []).append(timed(cmd, os.path.join(a.work, log), env))
         add(("python", "mix665k", "json_load"),
             [a.python, "-c", "import json, sys; print(len(json.load(open(sys.argv[1]))))", a.mix], f"python_{r}.log")
-        base_dir = os.path.join(a.work, "run-baseline")
-        shutil.rmtree(base_dir, ignore_errors=True)
-        add(("llava_train", "baseline_16", "cold"), train_cmd(a.llava_train, a.model, base_data, a.mix_images, base_dir),
-            f"baseline_{r}.log")
         for sname, (data, images) in sets.items():
             if a.index_bench:
                 add(("index_alone", sname, "cold"), [a.index_bench, data], f"index_{sname}_{r}.log")
+            for what, path in (("same_batch", data), ("baseline_16", base_data[sname])):
+                out_dir = os.path.join(a.work, f"run-{what}-{sname}")
+                shutil.rmtree(out_dir, ignore_errors=True)
+                add(("llava_train", sname, what), train_cmd(a.llava_train, a.model, path, images, out_dir, shuffle=False),
+                    f"{what}_{sname}_{r}.log")
             for bname, lt in binaries.items():
                 out_dir = os.path.join(a.work, f"run-{bname}-{sname}")
                 shutil.rmtree(out_dir, ignore_errors=True)
                 for phase in ("cold", "warm"):
                     add((bname, sname, phase), train_cmd(lt, a.model, data, images, out_dir), f"{bname}_{sname}_{phase}_{r}.log")
     result = {"status": "ok", "rounds": a.rounds, "python_json_load_mix665k": best(runs[("python", "mix665k", "json_load")]),
-              "process_baseline_16_samples": best(runs[("llava_train", "baseline_16", "cold")]), "data_sets": {}}
+              "data_sets": {}}
     for sname, (data, _) in sets.items():
         entry = {"file": data, "file_gb": round(os.path.getsize(data) / 1e9, 3)}
         for bname in binaries:
             entry[bname] = {phase: best(runs[(bname, sname, phase)]) for phase in ("cold", "warm")}
+        same, base = best(runs[("llava_train", sname, "same_batch")]), best(runs[("llava_train", sname, "baseline_16")])
+        entry["same_first_batch"] = {"whole_file": same, "first_16_samples": base}
+        if same.get("peak_rss_mib") and base.get("peak_rss_mib"):
+            entry["same_first_batch"]["rss_added_by_data_mib"] = round(same["peak_rss_mib"] - base["peak_rss_mib"], 1)
         if a.index_bench:
             entry["index_alone"] = best(runs[("index_alone", sname, "cold")])
             m = re.search(r'\{"samples": (\d+), "seconds": ([0-9.]+)', open(runs[("index_alone", sname, "cold")][-1]["log"]).read())

@@ -8,7 +8,9 @@
   multi_b64 OUT_DIR [--n 4400]     OUT_DIR/multi_b64.json: samples of 3 base64 JPEGs each in the multi-image
                                    fork's `images` list (~1.5 GB at 4,400 samples)
   one_b64 OUT_DIR [--n 200]        OUT_DIR/one_b64.json: samples of one base64 640x480 JPEG (quality 90, as
-                                   benchmark 1's) and two rounds of short turns, for bench_example (8b)
+      [--conversations DEMO.json]  benchmark 1's) for bench_example; the turns are those of DEMO.json's samples
+                                   (`llava-train demo-data`, its markers moved to the front), else two
+                                   generated rounds
 
 The files are written one sample at a time (the generator's memory does not grow with the data set).
 Deterministic for a seed. usage: /usr/bin/python3 bench/make_data_scale.py KIND OUT_DIR [--n N] [--seed S]
@@ -89,16 +91,25 @@ def multi_b64(out, n, seed, per_sample=3):
     write_list(os.path.join(out, "multi_b64.json"), samples())
 
 
-def one_b64(out, n, seed):
+def one_b64(out, n, seed, conversations=None):
     os.makedirs(out, exist_ok=True)
     pool = [base64.b64encode(jpeg_bytes(synth(640, 480, 100 + j), 90)).decode("ascii") for j in range(8)]
     rng = random.Random(seed)
+    demo = json.load(open(conversations)) if conversations else None
+
+    def turns(i):
+        if demo is None:
+            return [{"from": "human", "value": "<image>\n" + text(rng, 6, 12) + "?"}, {"from": "gpt", "value": text(rng, 2, 6) + "."},
+                    {"from": "human", "value": text(rng, 6, 12) + "?"}, {"from": "gpt", "value": text(rng, 1, 4) + "."}]
+        conv = [dict(t) for t in demo[i % len(demo)]["conversations"]]
+        for t in conv:
+            t["value"] = t["value"].replace("<image>\n", "").replace("<image>", "")
+        conv[0]["value"] = "<image>\n" + conv[0]["value"]
+        return conv
 
     def samples():
         for i in range(n):
-            conv = [{"from": "human", "value": "<image>\n" + text(rng, 6, 12) + "?"}, {"from": "gpt", "value": text(rng, 2, 6) + "."},
-                    {"from": "human", "value": text(rng, 6, 12) + "?"}, {"from": "gpt", "value": text(rng, 1, 4) + "."}]
-            yield {"id": f"one_{i}", "images": [pool[i % len(pool)]], "conversations": conv}
+            yield {"id": f"one_{i}", "images": [pool[i % len(pool)]], "conversations": turns(i)}
 
     write_list(os.path.join(out, "one_b64.json"), samples())
 
@@ -109,13 +120,14 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--n", type=int)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--conversations")
     a = ap.parse_args()
     if a.kind == "llava_mix":
         llava_mix(a.out, a.n or 665000, a.seed)
     elif a.kind == "multi_b64":
         multi_b64(a.out, a.n or 4400, a.seed)
     else:
-        one_b64(a.out, a.n or 200, a.seed)
+        one_b64(a.out, a.n or 200, a.seed, a.conversations)
 
 
 if __name__ == "__main__":

@@ -347,8 +347,8 @@ if want 8; then
   ok=1
   [[ -f "$DS/mix665k.json" ]] || "$PY" bench/make_data_scale.py llava_mix "$DS" --n $N_MIX >&2 || ok=0
   [[ -f "$DS/multi_b64.json" ]] || "$PY" bench/make_data_scale.py multi_b64 "$DS" --n $N_MULTI >&2 || ok=0
-  [[ -f "$DS/one_b64.json" ]] || "$PY" bench/make_data_scale.py one_b64 "$DS" --n 200 >&2 || ok=0
   ensure_demo
+  [[ -f "$DS/one_b64.json" ]] || "$PY" bench/make_data_scale.py one_b64 "$DS" --n 200 --conversations "$WORK/demo/train.json" >&2 || ok=0
   SHAPE=$WORK/models/llava-v1.5-7b-shape
   [[ -f "$SHAPE/config.json" ]] || "$PY" bench/make_model.py llava-v1.5-7b-shape "$SHAPE" --tokenizer_dir "$WORK/demo/tokenizer" --no_weights >/dev/null
   if (( HAVE_FIXTURE )); then M=$FIXTURE; else M=$(ensure_model llava-tiny); fi

@@ -225,6 +225,15 @@ TEST(DatasetIndex, InvalidJsonNamesFileLineColumnAndSample) {
   EXPECT_NE(m.find("t.jsonl: invalid JSON at line 2"), std::string::npos) << m;
   m = error_of([&] { Dataset::from_text(good, "", "one.json"); });  // JSON Lines named .json
   EXPECT_NE(m.find("must be named .jsonl"), std::string::npos) << m;
+  // the first problem in the file is the one reported: an invalid sample before the truncation
+  m = error_of([&] { Dataset::from_text("[" + good + ",\n{\"id\": tru},\n" + good + ",\n" + good.substr(0, 30), "", "c.json"); });
+  EXPECT_NE(m.find("c.json: invalid JSON at line 2"), std::string::npos) << m;
+  EXPECT_NE(m.find("sample 1:"), std::string::npos) << m;
+  // many samples (read by several threads): the first invalid one of two far apart (column 11: the "}" after "nul")
+  std::string many;
+  for (int k = 0; k < 5000; ++k) many += (k == 1200 || k == 4000 ? std::string("{\"id\": nul}") : good) + "\n";
+  m = error_of([&] { Dataset::from_text(many, "", "many.jsonl"); });
+  EXPECT_NE(m.find("many.jsonl: invalid JSON at line 1201, column 11: sample 1200:"), std::string::npos) << m;
 }
 
 TEST(DatasetIndex, TruncatedFilesAreErrorsNamingTheFile) {

@@ -7,7 +7,9 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <random>
+#include <thread>
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
@@ -214,50 +216,91 @@ DataFormat data_format_of(const std::string& path) {
 
 // ---- the scan
 
+// Two passes over the mapped file: the samples' byte ranges (sequential: where one ends decides where the
+// next begins), then every sample validated and measured, on several threads (each sample on its own).
 class DatasetIndex::Scanner {
  public:
   Scanner(const MappedFile& file, Columns& out) : file_(file), d_(file.data()), n_(file.size()), out_(out) {}
 
-  void scan_list() {
+  // Pass 1. A problem with the file's structure (truncated, text after the list) is kept, not thrown, until
+  // the samples before it are checked: an invalid sample earlier in the file is the error reported first.
+  void find_list_samples() {
     size_t i = skip_ws(bom());
     if (i == n_ || d_[i] != '[')
-      fail(i, std::string("the data file must be a JSON array of samples (LLaVA's list format)") +
-                  (i < n_ && d_[i] == '{' ? "; a file of one JSON object per line must be named .jsonl" : ""));
+      return structure_problem(i, std::string("the data file must be a JSON array of samples (LLaVA's list format)") +
+                                      (i < n_ && d_[i] == '{' ? "; a file of one JSON object per line must be named .jsonl" : ""));
     ++i;
     while (true) {
       i = skip_ws(i);
-      if (i == n_) fail(i, "unexpected end of file inside the array");
+      if (i == n_) return structure_problem(i, "unexpected end of file inside the array");
       if (d_[i] == ']' && out_.begin.empty()) {
         ++i;
         break;
       }
       const size_t begin = i;
       i = element_end(d_, n_, i);
-      if (i >= n_) fail(begin, "unexpected end of file inside sample " + std::to_string(out_.begin.size()));
+      if (i >= n_) return structure_problem(begin, "unexpected end of file inside sample " + std::to_string(out_.begin.size()));
       size_t end = i;
       while (end > begin && is_ws(d_[end - 1])) --end;
-      add(begin, end);
+      if (!add_range(begin, end)) return;
       if (d_[i++] == ']') break;
     }
     i = skip_ws(i);
-    if (i != n_) fail(i, "unexpected text after the closing ']'");
+    if (i != n_) structure_problem(i, "unexpected text after the closing ']'");
   }
 
   // JSON Lines: one sample per line; blank lines are skipped (a JSON string cannot hold a raw newline).
-  void scan_lines() {
+  void find_line_samples() {
     for (size_t start = bom(); start < n_;) {
       const void* nl = std::memchr(d_ + start, '\n', n_ - start);
       const size_t line_end = nl ? static_cast<const char*>(nl) - d_ : n_;
       size_t begin = start, end = line_end;
       while (begin < end && is_ws(d_[begin])) ++begin;
       while (end > begin && is_ws(d_[end - 1])) --end;
-      if (begin < end) add(begin, end);
+      if (begin < end && !add_range(begin, end)) return;
       start = line_end + 1;
     }
   }
 
-  void finish() {
+  // Pass 2: ids, image counts and modality lengths, the file cut into `threads` parts of about equal bytes.
+  void read_samples(unsigned threads) {
     file_.release(0, n_);
+    const size_t n = out_.begin.size();
+    threads = static_cast<unsigned>(std::max<size_t>(1, std::min<size_t>(threads, n / 1024 + 1)));
+    out_.modality.resize(n);
+    out_.images.resize(n);
+    std::vector<Part> parts(threads);
+    const uint64_t total = n == 0 ? 0 : out_.begin.back() + out_.length.back();
+    for (unsigned t = 0; t < threads; ++t) {
+      auto cut = [&](unsigned k) {
+        return k == threads ? n
+                            : static_cast<size_t>(std::lower_bound(out_.begin.begin(), out_.begin.end(), total / threads * k) -
+                                                  out_.begin.begin());
+      };
+      parts[t].lo = cut(t);
+      parts[t].hi = cut(t + 1);
+    }
+    std::vector<std::thread> workers;
+    for (unsigned t = 1; t < threads; ++t) workers.emplace_back([this, &parts, t] { read_part(parts[t]); });
+    read_part(parts[0]);
+    for (auto& w : workers) w.join();
+    for (const Part& p : parts) {
+      if (p.error) std::rethrow_exception(p.error);
+      if (p.bad != std::string::npos)
+        fail(out_.begin[p.bad] + p.invalid.offset, "sample " + std::to_string(p.bad) + ": " + p.invalid.reason);
+    }
+    if (structure_.failed) fail(structure_.at, structure_.why);
+    size_t pool = 0;
+    for (const Part& p : parts) pool += p.id_pool.size();
+    out_.id_pool.reserve(pool);
+    out_.id_end.reserve(n);
+    for (const Part& p : parts) {
+      for (uint32_t len : p.id_lengths) out_.id_end.push_back(out_.id_end.empty() ? len : out_.id_end.back() + len);
+      out_.id_pool += p.id_pool;
+    }
+  }
+
+  void finish() {
     const FileStamp now = file_.current_stamp();
     if (now != file_.stamp())
       throw Error(file_.path() + ": the file changed while it was being indexed (" + describe_change(file_.stamp(), now) +
@@ -265,6 +308,41 @@ class DatasetIndex::Scanner {
   }
 
  private:
+  struct Part {  // one thread's samples [lo, hi) and what it found
+    size_t lo = 0, hi = 0, bad = std::string::npos;
+    sample_json::Invalid invalid;
+    std::string id_pool;
+    std::vector<uint32_t> id_lengths;
+    std::exception_ptr error;
+  };
+
+  void read_part(Part& p) {
+    try {
+      constexpr size_t kReleaseEvery = 8 << 20;  // hand back what is read: the file does not stay resident
+      size_t released = p.lo < p.hi ? out_.begin[p.lo] : 0;
+      p.id_lengths.reserve(p.hi - p.lo);
+      for (size_t k = p.lo; k < p.hi; ++k) {
+        const size_t begin = out_.begin[k];
+        sample_json::Stats stats;
+        if (!sample_json::index_stats(d_ + begin, out_.length[k], n_ + MappedFile::kPadding - begin, stats, p.invalid)) {
+          p.bad = k;
+          return;
+        }
+        out_.modality[k] = stats.modality_length;
+        out_.images[k] = stats.image_count;
+        p.id_pool += stats.id;
+        p.id_lengths.push_back(static_cast<uint32_t>(stats.id.size()));
+        if (begin - released > kReleaseEvery) {
+          file_.release(released, begin);
+          released = begin;
+        }
+      }
+      if (p.lo < p.hi) file_.release(released, out_.begin[p.hi - 1] + out_.length[p.hi - 1]);
+    } catch (...) {
+      p.error = std::current_exception();
+    }
+  }
+
   // Bytes of a UTF-8 byte order mark at the start (some editors write one; json.load refuses it, nlohmann skips it).
   size_t bom() const { return n_ >= 3 && std::memcmp(d_, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0; }
 
@@ -277,45 +355,41 @@ class DatasetIndex::Scanner {
     throw Error(file_.path() + ": invalid JSON at " + line_column(std::string_view(d_, n_), at) + ": " + why);
   }
 
-  void add(size_t begin, size_t end) {
+  void structure_problem(size_t at, const std::string& why) { structure_ = {true, at, why}; }
+
+  bool add_range(size_t begin, size_t end) {
     const size_t k = out_.begin.size();
-    if (end - begin > UINT32_MAX) fail(begin, "sample " + std::to_string(k) + " is larger than 4 GiB");
-    sample_json::Stats stats;
-    sample_json::Invalid invalid;
-    if (!sample_json::index_stats(d_ + begin, end - begin, n_ + MappedFile::kPadding - begin, stats, invalid))
-      fail(begin + invalid.offset, "sample " + std::to_string(k) + ": " + invalid.reason);
+    if (end - begin > UINT32_MAX) {
+      structure_problem(begin, "sample " + std::to_string(k) + " is larger than 4 GiB");
+      return false;
+    }
     out_.begin.push_back(begin);
     out_.length.push_back(static_cast<uint32_t>(end - begin));
-    out_.modality.push_back(stats.modality_length);
-    out_.images.push_back(stats.image_count);
-    out_.id_pool += stats.id;
-    out_.id_end.push_back(out_.id_pool.size());
-    if (k + 1 == 1024) reserve_for_all(end);
-    // hand back what is read, so that a file larger than memory does not stay resident
+    if (k + 1 == 1024) {  // sized for the whole file from the first samples: no doubling (two copies at once)
+      const double scale = 1.05 * static_cast<double>(n_) / static_cast<double>(std::max<size_t>(end, 1));
+      const auto samples = static_cast<size_t>(scale * static_cast<double>(k + 1)) + 16;
+      out_.begin.reserve(samples);
+      out_.length.reserve(samples);
+    }
     constexpr size_t kReleaseEvery = 8 << 20;
     if (begin - released_ > kReleaseEvery) {
       file_.release(released_, begin);
       released_ = begin;
     }
+    return true;
   }
 
-  // Once the first samples are in, the columns are sized for the whole file from their average length:
-  // no doubling (which would hold the old and the new copy at once) for a large file.
-  void reserve_for_all(size_t bytes_so_far) {
-    const double scale = 1.05 * static_cast<double>(n_) / static_cast<double>(std::max<size_t>(bytes_so_far, 1));
-    const auto samples = static_cast<size_t>(scale * static_cast<double>(out_.begin.size())) + 16;
-    out_.begin.reserve(samples);
-    out_.id_end.reserve(samples);
-    out_.length.reserve(samples);
-    out_.modality.reserve(samples);
-    out_.images.reserve(samples);
-    out_.id_pool.reserve(static_cast<size_t>(scale * static_cast<double>(out_.id_pool.size())) + 256);
-  }
+  struct Problem {
+    bool failed = false;
+    size_t at = 0;
+    std::string why;
+  };
 
   const MappedFile& file_;
   const char* d_;
   size_t n_, released_ = 0;
   Columns& out_;
+  Problem structure_;
 };
 
 DatasetIndex DatasetIndex::scan(const MappedFile& file, DataFormat format) {
@@ -323,8 +397,9 @@ DatasetIndex DatasetIndex::scan(const MappedFile& file, DataFormat format) {
   index.owned_ = std::make_shared<Columns>();
   file.will_read_sequentially();
   Scanner scanner(file, *index.owned_);
-  if (format == DataFormat::kJsonLines) scanner.scan_lines();
-  else scanner.scan_list();
+  if (format == DataFormat::kJsonLines) scanner.find_line_samples();
+  else scanner.find_list_samples();
+  scanner.read_samples(std::min(8u, std::max(1u, std::thread::hardware_concurrency())));
   scanner.finish();
   index.point_at_columns();
   return index;
