@@ -190,6 +190,39 @@ TEST(DatasetIndex, ValuesMatchTheReferenceForRandomSamples) {
   }
 }
 
+// A file of many chunks (more than 8 MB: found by one thread, read by others): values in file order, and the
+// first invalid sample in the file is the one reported.
+TEST(DatasetIndex, LargeFilesReadOnSeveralThreadsKeepFileOrder) {
+  std::mt19937 g(23);
+  std::vector<std::string> samples;
+  std::string list = "[";
+  size_t bytes = 0;
+  for (int k = 0; bytes < (12u << 20); ++k) {
+    samples.push_back(k % 50 ? "{\"id\": \"n" + std::to_string(k) + "\", \"image\": \"a.png\", \"conversations\": [{\"from\": "
+                                   "\"human\", \"value\": \"" + std::string(200 + k % 300, 'x') + " " + random_text(g) + "\"}]}"
+                             : random_sample(g));
+    list += (k ? ",\n" : "\n") + samples.back();
+    bytes += samples.back().size();
+  }
+  Dataset ds = Dataset::from_text(list + "]", "", "large.json");
+  ASSERT_EQ(ds.size(), samples.size());
+  for (size_t k = 0; k < samples.size(); ++k) {
+    const Reference r = reference_of(json::parse(samples[k]));
+    ASSERT_EQ(ds.id(k), r.id) << k;
+    ASSERT_EQ(ds.modality_length(k), r.modality) << k;
+  }
+  // two invalid samples far apart: the first one is reported
+  const size_t a = samples.size() / 3, b = samples.size() - 10;
+  std::string bad = "[";
+  for (size_t k = 0; k < samples.size(); ++k) bad += (k ? ",\n" : "\n") + (k == a || k == b ? std::string("{\"id\": nul}") : samples[k]);
+  const std::string m = error_of([&] { Dataset::from_text(bad + "]", "", "large_bad.json"); });
+  EXPECT_NE(m.find("large_bad.json: invalid JSON at line " + std::to_string(a + 2) + ", column 11: sample " + std::to_string(a) + ":"),
+            std::string::npos)
+      << m;
+  std::printf("  %zu samples (%zu MB): values in file order; the first of two invalid samples reported\n", samples.size(),
+              bytes >> 20);
+}
+
 TEST(DatasetIndex, JsonLinesOneSamplePerLineBlankLinesSkipped) {
   const std::string text = sample_json("a", "what shape", true) + "\n\n  \r\n" + sample_json("b", "two words here", false) +
                            "\r\n" + sample_json("c", "x", false);  // no newline at the end

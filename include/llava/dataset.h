@@ -47,7 +47,9 @@ struct Sample {
 };
 
 // The data file differs from its index (it was changed in place while the run used it): fatal for the
-// run, never a "bad sample".
+// run, never a "bad sample". (A file replaced by a new one, e.g. written elsewhere and renamed over it,
+// is no change for the run: the mapping keeps the old file, which its index describes; the next start
+// indexes the new one.)
 class DataFileChanged : public Error {
  public:
   using Error::Error;

@@ -29,9 +29,11 @@ class DatasetIndex {
  public:
   static constexpr uint32_t kVersion = 1;  // bump when the scan's results or the layout change
 
-  // One pass over the file. Invalid JSON throws llava::Error "PATH: invalid JSON at line L, column C:
-  // sample N: reason"; so do a truncated file, and a file that changes while it is scanned. The pages
-  // read are handed back as the scan goes (the resident set does not grow with the file).
+  // One scan of the file (src/data/dataset_scan.cpp): the calling thread finds the samples' byte ranges
+  // and hands them out in chunks to reader threads (up to 8 threads in all) that validate and measure
+  // them. Invalid JSON throws llava::Error "PATH: invalid JSON at line L, column C: sample N: reason" for
+  // the first problem in the file; so do a truncated file, and a file that changes while it is scanned.
+  // The pages read are handed back as the scan goes (the resident set does not grow with the file).
   static DatasetIndex scan(const MappedFile& file, DataFormat format);
 
   // The cache for `data`, when `cache_path` holds one that matches it; else nullopt and the reason

@@ -20,6 +20,8 @@ struct FileStamp {
 
 // stat(2) of a path. Throws llava::Error naming the path when it cannot be read.
 FileStamp file_stamp(const std::string& path);
+// What differs, for messages: "size 10 -> 12 bytes" or "modification time changed".
+std::string describe_change(const FileStamp& was, const FileStamp& now);
 
 class MappedFile {
  public:

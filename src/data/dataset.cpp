@@ -188,10 +188,7 @@ Sample Dataset::sample(size_t i) const {
   const MappedFile& file = *at.source->file;
   const FileStamp now = file.current_stamp();
   if (now != file.stamp())
-    throw DataFileChanged(file.path() + ": the data file changed while in use (" +
-                          (now.size != file.stamp().size ? "size " + std::to_string(file.stamp().size) + " -> " +
-                                                               std::to_string(now.size) + " bytes"
-                                                         : std::string("modification time changed")) +
+    throw DataFileChanged(file.path() + ": the data file changed while in use (" + describe_change(file.stamp(), now) +
                           "): its index no longer describes it; restart to index it again");
   const uint64_t begin = at.source->index.begin(at.row), length = at.source->index.length(at.row);
   const std::string id(at.source->index.id(at.row));

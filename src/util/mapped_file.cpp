@@ -32,6 +32,11 @@ FileStamp file_stamp(const std::string& path) {
   return stamp_of(st);
 }
 
+std::string describe_change(const FileStamp& was, const FileStamp& now) {
+  if (was.size != now.size) return "size " + std::to_string(was.size) + " -> " + std::to_string(now.size) + " bytes";
+  return "modification time changed";
+}
+
 std::shared_ptr<const MappedFile> MappedFile::open(const std::string& path) {
   std::shared_ptr<MappedFile> f(new MappedFile);
   f->path_ = path;
