@@ -48,8 +48,10 @@ class MappedFile {
   // Drops the mapped pages that lie in [begin, end) from this process (they stay in the page cache and
   // are read again on the next touch). No-op for memory.
   void release(size_t begin, size_t end) const;
-  // Tells the kernel that [begin, end) is read front to back (read-ahead).
-  void will_read_sequentially() const;
+  // Asks the kernel to read [begin, end) into the page cache ahead of use (read-ahead for a file not yet
+  // cached; a no-op for one that is). Not MADV_SEQUENTIAL: that would let the kernel drop the file's pages
+  // from the page cache right after the scan, and training reads them again.
+  void will_need(size_t begin, size_t end) const;
 
  private:
   MappedFile() = default;

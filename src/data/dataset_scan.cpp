@@ -271,7 +271,12 @@ class DatasetIndex::Scanner {
   }
 
   // To a reader, or (without readers) read right away, so that pages are handed back as the scan goes.
+  // The next chunks' bytes are asked for ahead (read-ahead when the file is not in the page cache yet).
   void hand_out() {
+    if (current_ && !current_->begin.empty()) {
+      const uint64_t end = current_->begin.back() + current_->length.back();
+      file_.will_need(end, end + 4 * kChunkBytes);
+    }
     if (current_ && readers_ > 0) queue_.push(current_);
     else if (current_) read_chunk(*current_);
     current_ = nullptr;
@@ -368,7 +373,6 @@ class DatasetIndex::Scanner {
 DatasetIndex DatasetIndex::scan(const MappedFile& file, DataFormat format) {
   DatasetIndex index;
   index.owned_ = std::make_shared<Columns>();
-  file.will_read_sequentially();
   Scanner(file, *index.owned_, std::min(8u, std::max(1u, std::thread::hardware_concurrency()))).run(format);
   index.point_at_columns();
   return index;

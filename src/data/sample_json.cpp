@@ -310,7 +310,8 @@ const char* type_name(Type t) {  // nlohmann's type_name(), which the messages a
 }
 
 // Reads one sample with llava::Error for what is wrong with its shape. simdjson errors cannot happen for a
-// sample the index accepted, except for the numbers only nlohmann reads: they say so.
+// sample the index accepted, except for one only nlohmann reads (nested deeper than simdjson's 1024
+// levels): the error says so.
 class SampleReader {
  public:
   SampleReader(std::string ctx, const std::string& image_folder) : ctx_(std::move(ctx)), folder_(image_folder) {}

@@ -25,8 +25,9 @@ struct Invalid {
 
 // The index's read of one sample: bytes [json, json + size), of which `readable` are safe to read
 // (>= size + MappedFile::kPadding). Validates the whole value. Returns false with `invalid` set when the
-// text is not valid JSON. Values are those of LLaVA's LazySupervisedDataset.modality_lengths: samples that
-// simdjson rejects but nlohmann reads (numbers beyond double range) are indexed through nlohmann.
+// text is not valid JSON. Values are those of LLaVA's LazySupervisedDataset.modality_lengths. Whatever
+// simdjson refuses goes to nlohmann, whose verdict and messages are the index's: the rare sample it reads
+// (nested deeper than simdjson's 1024 levels) is indexed through it.
 bool index_stats(const char* json, size_t size, size_t readable, Stats& stats, Invalid& invalid);
 
 // The loader's read: turns and images of sample `index` (id for messages). Throws llava::Error

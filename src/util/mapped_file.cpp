@@ -93,8 +93,12 @@ void MappedFile::release(size_t begin, size_t end) const {
   if (end > begin) ::madvise(const_cast<char*>(data_) + begin, end - begin, MADV_DONTNEED);
 }
 
-void MappedFile::will_read_sequentially() const {
-  if (mapped_ > 0 && size_ > 0) ::madvise(const_cast<char*>(data_), size_, MADV_SEQUENTIAL);
+void MappedFile::will_need(size_t begin, size_t end) const {
+  if (mapped_ == 0 || begin >= size_) return;
+  const size_t page = page_size();
+  begin = begin / page * page;
+  end = std::min(size_, end);
+  if (end > begin) ::madvise(const_cast<char*>(data_) + begin, end - begin, MADV_WILLNEED);
 }
 
 }  // namespace llava
