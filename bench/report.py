@@ -13,6 +13,9 @@ import sys
 TARGET_IMAGE_SPEEDUP = 3.0
 TARGET_PAD_SHARE = 0.05
 TARGET_LOAD_RATIO = 1.5
+TARGET_DATA_SPEEDUP = 4.0     # 8: start-up + first step vs Python's json.load of the 665K file
+TARGET_DATA_RSS_MIB = 256     # 8: what the data set adds to the process's peak RSS
+TARGET_NON_IMAGE_MS = 0.3     # 8: building an example besides its image, ms per sample
 
 
 def fmt_rate(x, unit):
@@ -73,6 +76,53 @@ def image_rows(r, rows, details):
                            f"{c['mean_abs_diff']:.5f} | {c['max_abs_diff']:.4f} | {rgb} | "
                            f"{'yes' if c['within_tolerance'] else 'NO'} |")
     return summary
+
+
+def data_scale_rows(r, rows, pending_row):
+    py = r["python_json_load_mix665k"]
+    names = {"mix665k": "LLaVA-mix-like JSON", "multi_b64": "multi-image base64 JSON (3 JPEGs per sample)"}
+    for sname, e in r["data_sets"].items():
+        what = (f"{e['samples']:,} samples, " if isinstance(e.get("samples"), int) else "") + \
+            f"{e['file_gb']:.2f} GB {names.get(sname, sname)}"
+        lt = e["llava_train"]
+        for phase, how in (("cold", "first start: index built, cache written"), ("warm", "restart: index cache mapped")):
+            x = lt[phase]
+            if x.get("status") == "failed":
+                pending_row("8", f"train --max_steps 1, {what}, {how}", x)
+                continue
+            label = f"`train --max_steps 1` start + first step, {what}, {how}"
+            if sname == "mix665k":
+                ratio = py["wall_s"] / x["wall_s"]
+                rows.append(["8", label, f"{x['wall_s']:.2f} s, {x['peak_rss_mib']:.0f} MiB",
+                             f"json.load: {py['wall_s']:.2f} s, {py['peak_rss_mib']:.0f} MiB", f"{ratio:.1f}x",
+                             f">= {TARGET_DATA_SPEEDUP:g}x", status_cell(ratio >= TARGET_DATA_SPEEDUP)])
+            else:
+                rows.append(["8", label, f"{x['wall_s']:.2f} s, {x['peak_rss_mib']:.0f} MiB", "–", "–", "report", "info"])
+        before = e.get("before")
+        if before and before["cold"].get("wall_s"):
+            rows.append(["8", f"Same, first start, before this change (JSON tree index), {what}",
+                         f"{before['cold']['wall_s']:.2f} s, {before['cold']['peak_rss_mib']:.0f} MiB", "–", "–",
+                         "report", "info"])
+        sb = e.get("same_first_batch", {})
+        added = sb.get("rss_added_by_data_mib")
+        if added is not None:
+            rows.append(["8", f"Peak RSS the data set adds: `train --shuffle false` on the whole file vs on its first 16 "
+                              f"samples (the same first batch), {what}",
+                         f"+{added:.0f} MiB ({sb['whole_file']['peak_rss_mib']:.0f} MiB)",
+                         f"16 samples: {sb['first_16_samples']['peak_rss_mib']:.0f} MiB", "–",
+                         f"< {TARGET_DATA_RSS_MIB} MiB", status_cell(added < TARGET_DATA_RSS_MIB)])
+        ia = e.get("index_alone")
+        if ia and ia.get("wall_s") is not None:
+            rows.append(["8", f"Data index alone (bench_data_index, no torch), {what}",
+                         f"{ia.get('index_seconds', ia['wall_s']):.2f} s, {ia['peak_rss_mib']:.0f} MiB", "–", "–",
+                         f"< {TARGET_DATA_RSS_MIB} MiB", status_cell(ia["peak_rss_mib"] < TARGET_DATA_RSS_MIB)])
+    ex = r.get("example")
+    if ex and ex.get("status") != "failed":
+        rows.append(["8", f"Building an example besides its image (bench_example: {ex['samples']} samples of one 640x480 "
+                          f"base64 JPEG, pad; full {ex['full_ms_per_sample']:.2f} ms - image alone "
+                          f"{ex['images_ms_per_sample']:.2f} ms, one core)",
+                     f"{ex['non_image_ms_per_sample']:.2f} ms/sample", "–", "–", f"< {TARGET_NON_IMAGE_MS:g} ms",
+                     status_cell(ex["non_image_ms_per_sample"] < TARGET_NON_IMAGE_MS)])
 
 
 def main():
@@ -201,6 +251,13 @@ def main():
                          f"{run['predicted_over_measured']:.2f}x", "close to 1x", "info"])
     elif r:
         pending_row("7", "plan vs measured memory", r)
+
+    # 8. data at scale
+    r = res.get("data_scale")
+    if r and r.get("status") == "ok":
+        data_scale_rows(r, rows, pending_row)
+    elif r:
+        pending_row("8", "Data at scale", r)
 
     m = machine
     head = (f"Machine: {m.get('cpu_model')}, {m.get('cores_online')} cores, {m.get('memory_gib')} GiB, {m.get('os')}; "

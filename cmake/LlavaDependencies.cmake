@@ -40,7 +40,8 @@ llava_import_library(webp libwebp webp/decode.h webp)
 llava_import_library(webpdemux libwebpdemux webp/demux.h webpdemux)
 llava_import_library(tiff libtiff-4 tiffio.h tiff)
 llava_import_library(gif giflib gif_lib.h gif)  # Debian's giflib 5.2.1 ships no .pc: found by header
-# Byte-level BPE tokenizer: PCRE2 (pre-tokenizer regex, JIT), utf8proc (NFC), simdjson (tokenizer.json).
+# Byte-level BPE tokenizer: PCRE2 (pre-tokenizer regex, JIT), utf8proc (NFC); simdjson (tokenizer.json and the
+# data index, On-Demand API).
 llava_import_library(pcre2 libpcre2-8 pcre2.h pcre2-8)
 llava_import_library(utf8proc libutf8proc utf8proc.h utf8proc)
 llava_import_library(simdjson simdjson simdjson.h simdjson)

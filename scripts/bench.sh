@@ -11,6 +11,9 @@
 #   5 checkpoint load     ~1 GB safetensors model -> model ready to train, vs cat FILE > /dev/null
 #   6 GPU                 not here: scripts/bench-gpu.sh (needs a GPU and a CUDA torch)
 #   7 memory plan         `llava-train plan`'s estimate vs measured peak RSS of a CPU run (~50M model)
+#   8 data at scale       start-up + first step and peak RSS on a 665K-sample LLaVA-mix-like JSON and a 1.5 GB
+#                         multi-image base64 JSON (index built / cache mapped) vs Python's json.load; the
+#                         per-sample cost of an example besides its image (bench_example)
 #
 # Environment:
 #   LLAVA_BENCH_BUILD_DIR  build folder (default build-bench); its bench-work/ holds generated inputs
@@ -26,14 +29,14 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
 OUTPUT=bench/results.json
-ONLY=1,2,3,4,5,6,7
+ONLY=1,2,3,4,5,6,7,8
 QUICK=0
 while (( $# )); do
   case "$1" in
     --output) OUTPUT=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
     --quick) QUICK=1; shift ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -78,7 +81,7 @@ else  # the top-level project does not add bench/ yet: build it standalone (it p
   CFG=(-S bench -B "$BUILD")
 fi
 if ! cmake "${CFG[@]}" -DCMAKE_BUILD_TYPE=Release >"$WORK/cmake.log" 2>&1 ||
-   ! nice cmake --build "$BUILD" -j"$JOBS" --target llava-train bench_image bench_padding bench_load >>"$WORK/cmake.log" 2>&1; then
+   ! nice cmake --build "$BUILD" -j"$JOBS" --target llava-train bench_image bench_padding bench_load bench_data_index bench_example >>"$WORK/cmake.log" 2>&1; then
   tail -30 "$WORK/cmake.log" >&2
   echo "bench.sh: build failed (missing packages? run scripts/setup.sh first); log: $WORK/cmake.log" >&2
   exit 1
@@ -334,6 +337,33 @@ if want 7; then
   else
     record plan_check "$(fail_json "$(cat "$WORK/plan_check.err")")"
   fi
+fi
+
+# ------------------------------------------------------------------------------------------------ 8. data at scale
+if want 8; then
+  log "8. data start-up at scale (665K-sample LLaVA-mix-like JSON, 1.5 GB multi-image base64 JSON)"
+  DS=$WORK/data-scale; N_MIX=665000; N_MULTI=4400; ROUNDS8=1
+  (( QUICK )) && { DS=$WORK/data-scale-quick; N_MIX=66500; N_MULTI=440; ROUNDS8=1; }
+  ok=1
+  [[ -f "$DS/mix665k.json" ]] || "$PY" bench/make_data_scale.py llava_mix "$DS" --n $N_MIX >&2 || ok=0
+  [[ -f "$DS/multi_b64.json" ]] || "$PY" bench/make_data_scale.py multi_b64 "$DS" --n $N_MULTI >&2 || ok=0
+  ensure_demo
+  [[ -f "$DS/one_b64.json" ]] || "$PY" bench/make_data_scale.py one_b64 "$DS" --n 200 --conversations "$WORK/demo/train.json" >&2 || ok=0
+  SHAPE=$WORK/models/llava-v1.5-7b-shape
+  [[ -f "$SHAPE/config.json" ]] || "$PY" bench/make_model.py llava-v1.5-7b-shape "$SHAPE" --tokenizer_dir "$WORK/demo/tokenizer" --no_weights >/dev/null
+  if (( HAVE_FIXTURE )); then M=$FIXTURE; else M=$(ensure_model llava-tiny); fi
+  if (( ok && TRAIN_AVAILABLE )); then
+    "$PY" bench/data_scale.py "$LT" "$M" "$WORK/data-scale-runs" --mix "$DS/mix665k.json" --mix_images "$DS/images" \
+      --multi "$DS/multi_b64.json" --index_bench "$BIN/bench_data_index" --python "$PY" --rounds $ROUNDS8 \
+      >"$WORK/data_scale.json" 2>"$WORK/data_scale.err" || fail_json "$(cat "$WORK/data_scale.err")" >"$WORK/data_scale.json"
+  elif (( ok )); then
+    echo "$PENDING" >"$WORK/data_scale.json"
+  else
+    fail_json "could not generate the data sets" >"$WORK/data_scale.json"
+  fi
+  pin "$BIN/bench_example" "$SHAPE" "$DS/one_b64.json" --pad --rounds 5 --samples 120 >"$WORK/example.json" 2>"$WORK/example.err" ||
+    fail_json "$(cat "$WORK/example.err")" >"$WORK/example.json"
+  record data_scale "$("$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); d["example"]=json.load(open(sys.argv[2])); print(json.dumps(d))' "$WORK/data_scale.json" "$WORK/example.json")"
 fi
 
 TOTAL_S=$(( $(date +%s) - T_START ))

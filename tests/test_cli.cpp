@@ -182,6 +182,40 @@ TEST(Cli, CheckDataReportsBadSamplesAndExitsOne) {
   EXPECT_NE(r.out.find("sample 2 (id 'gone')"), std::string::npos) << r.out;
 }
 
+// A mixture: check-data and preprocess count per data set (each entry's strategy and share), with the
+// second entry's own image folder; a mixture entry that does not exist is an error naming it.
+TEST(Cli, CheckDataAndPreprocessReportPerDataSet) {
+  const auto& d = llava::testing::tiny_data_dir();
+  std::string dir = llava::testing::temp_dir("cli_mix");
+  std::ofstream(dir + "/a.json") << R"([
+    {"id": "a0", "image": "a.png", "conversations": [{"from": "human", "value": "<image> hi"}, {"from": "gpt", "value": "red"}]},
+    {"id": "a1", "image": "nope.png", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "x"}]},
+    {"id": "a2", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "x"}]}])";
+  std::ofstream(dir + "/b.jsonl") << R"({"id": "b0", "image": "a.png", "conversations": [{"from": "human", "value": "<image>"}, {"from": "gpt", "value": "x"}]})"
+                                  << "\n";
+  std::ofstream(dir + "/mix.yaml") << "datasets:\n  - json_path: a.json\n    sampling_strategy: \"first:66%\"\n"
+                                   << "  - json_path: b.jsonl\n    image_folder: " << d.image_dir << "\n";
+  const std::string common = " --model_name_or_path " + d.model_dir + " --data_path " + dir + "/mix.yaml --image_folder " +
+                             d.image_dir + " --data_cache_dir none";
+  RunResult r = run("check-data" + common);
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("mix.yaml: 3 samples, 2 images, 2 ok, 1 bad"), std::string::npos) << r.out;
+  // first:66% of 3 = ceil(1.98) = 2
+  EXPECT_NE(r.out.find("data set 0: " + dir + "/a.json (first:66%: 2 of 3 samples): 2 samples, 1 images, 1 ok, 1 bad"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("data set 1: " + dir + "/b.jsonl (all: 1 of 1 samples): 1 samples, 1 images, 1 ok, 0 bad"),
+            std::string::npos)
+      << r.out;
+  RunResult p = run("preprocess" + common + " --output " + dir + "/pre.jsonl");
+  EXPECT_EQ(p.code, 0) << p.out;
+  EXPECT_NE(p.out.find("a.json (first:66%: 2 of 3 samples): 2 samples, 1 ok, 1 bad"), std::string::npos) << p.out;
+  std::ofstream(dir + "/gone.yaml") << "datasets:\n  - json_path: gone.json\n";
+  RunResult g = run("check-data --model_name_or_path " + d.model_dir + " --data_path " + dir + "/gone.yaml");
+  EXPECT_EQ(g.code, 1);
+  EXPECT_NE(g.out.find("gone.yaml: datasets[0] (gone.json): no such file"), std::string::npos) << g.out;
+}
+
 TEST(Cli, PreprocessMatchesFixture) {
   LLAVA_REQUIRE_FIXTURES();
   std::string f = llava::testing::fixture("llava-tiny");

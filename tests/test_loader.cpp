@@ -119,3 +119,34 @@ TEST(Loader, BadSamplesAreSkippedAndCountedOrFail) {
   Batch b;
   EXPECT_THROW(loader.next(b), Error);
 }
+
+// A data file changed in place under the run is not a bad sample to skip: build_batch and the loader
+// (from any worker) stop with the error that says so.
+TEST(Loader, ChangedDataFileStopsTheRunFromAnyWorker) {
+  const auto& d = llava::testing::tiny_data_dir();
+  Fixture f = make(6, false);
+  const std::string path = llava::testing::temp_dir("loader_changed") + "/data.json";
+  std::string text = "[";
+  for (int i = 0; i < 6; ++i)
+    text += std::string(i ? "," : "") + "{\"id\": \"s" + std::to_string(i) +
+            "\", \"conversations\": [{\"from\": \"human\", \"value\": \"what\"}, {\"from\": \"gpt\", \"value\": \"red\"}]}";
+  std::ofstream(path) << text << "]";
+  DatasetOpenOptions quiet;
+  quiet.log = [](const std::string&) {};
+  Dataset ds = Dataset::open(path, d.image_dir, quiet);
+  EXPECT_EQ(build_batch(ds, f.opt, {0, 1}, 0).size(), 2);
+  std::ofstream(path, std::ios::app) << "\n";  // the same file, one byte longer
+  EXPECT_THROW(build_batch(ds, f.opt, {0, 1}, 0), DataFileChanged);
+  for (int workers : {0, 2}) {
+    LoaderOptions lo;
+    lo.num_workers = workers;
+    DataLoader loader(ds, f.opt, {{0, 1}, {2, 3}, {4, 5}}, lo);
+    Batch b;
+    try {
+      loader.next(b);
+      FAIL() << "workers " << workers << ": no error";
+    } catch (const DataFileChanged& e) {
+      EXPECT_NE(std::string(e.what()).find("the data file changed while in use"), std::string::npos) << e.what();
+    }
+  }
+}

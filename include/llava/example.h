@@ -5,6 +5,7 @@
 // <|im_start|> and <|im_end|> tokens of system and user turns), and the decoded, CLIP/SigLIP-preprocessed
 // images (anyres: tiled, include/llava/anyres.h).
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -16,6 +17,8 @@
 #include "llava/tokenizer.h"
 
 namespace llava {
+
+class PromptChunkCache;  // prompt_tokens.h
 
 struct ExampleOptions {
   const Tokenizer* tokenizer = nullptr;
@@ -30,6 +33,9 @@ struct ExampleOptions {
   std::optional<AnyresConfig> anyres;
   bool load_pixels = true;     // false: skip decoding (preprocess without pixels)
   bool check_images = false;   // decode images even when load_pixels is false (check-data)
+  // Tokenizations of the chunk every image prompt starts with, shared by all samples (optional: without it
+  // each sample tokenizes that chunk once). make_data_pipeline sets one for its tokenizer.
+  std::shared_ptr<PromptChunkCache> prompt_cache;
 };
 
 struct Example {

@@ -49,7 +49,8 @@ using StringList = std::vector<std::string>;
   X(int, lora_alpha, 16, kTrain, "LoRA alpha (scale = alpha / r)")                                                       \
   X(double, lora_dropout, 0.05, kTrain, "LoRA dropout")                                                                  \
   /* data */                                                                                                      \
-  X(std::string, data_path, "", kData, "LLaVA-format JSON list")                                                        \
+  X(std::string, data_path, "", kData, "LLaVA-format JSON list, JSON Lines (.jsonl) or a data mixture (.yaml)")       \
+  X(std::string, data_cache_dir, "", kData, "index caches of the data files (default <output_dir>/.data_cache; none: off)") \
   X(std::string, image_folder, "", kData, "folder that relative image paths are joined to")                             \
   X(std::string, image_aspect_ratio, "square", kModel,                                                                    \
     "square (center crop) | pad (expand to square first) | anyres (LLaVA-1.6 tiles; default when config.json says so)") \

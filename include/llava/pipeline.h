@@ -39,7 +39,13 @@ struct DataPipeline {
   explicit DataPipeline(std::shared_ptr<const Tokenizer> tok) : tokenizer_ptr(std::move(tok)), tokenizer(*tokenizer_ptr) {}
 };
 
-// needs_dataset: also open --data_path (error when missing).
-std::unique_ptr<DataPipeline> make_data_pipeline(const Options& options, bool needs_dataset);
+// How --data_path is opened: the index cache folder (--data_cache_dir; else <output_dir>/.data_cache when
+// there is an output dir; "none", or neither: no cache, the file is scanned at each start), the seed of
+// a mixture's random:N%, build_cache true.
+DatasetOpenOptions dataset_open_options(const Options& options);
+
+// needs_dataset: also open --data_path (error when missing), with `open` (default dataset_open_options).
+std::unique_ptr<DataPipeline> make_data_pipeline(const Options& options, bool needs_dataset,
+                                                 const DatasetOpenOptions* open = nullptr);
 
 }  // namespace llava

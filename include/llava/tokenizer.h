@@ -3,6 +3,7 @@
 // HF transformers' slow LlamaTokenizer (v4.37.2) over libsentencepiece (LLaVA-1.5 / Vicuna / Mistral).
 // The byte-level BPE implementation (Qwen2, Llama-3; tokenizer.json) is in bpe_tokenizer.h.
 // Reference behaviour: ../shared/fixtures/tokenizer/README.md, ../shared/fixtures/bpe-tokenizer/README.md.
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -17,6 +18,12 @@ namespace llava {
 
 constexpr int kImageTokenIndex = -200;  // LLaVA's IMAGE_TOKEN_INDEX: "<image>" in input_ids
 constexpr int kIgnoreIndex = -100;      // label of tokens that are not supervised
+
+// llava.mm_utils.tokenizer_image_token's arithmetic over a chunk encoder: the prompt is split at every
+// literal "<image>", chunk k encoded by encode_chunk(text, k), the chunks joined by kImageTokenIndex; when the
+// first chunk starts with bos_id, one BOS is kept and every chunk loses its first id.
+std::vector<int> join_image_chunks(const std::string& prompt, int bos_id,
+                                   const std::function<std::vector<int>(const std::string&, size_t)>& encode_chunk);
 
 // What the data pipeline, the CLI and generation need from a tokenizer. Implementations are immutable
 // after loading, so one instance is shared by every loader thread.

@@ -66,6 +66,25 @@ void add_anyres_fields(const Example& e, json& line) {
   line["image_positions"] = positions;
 }
 
+// Per data set of a mixture: how many of the samples walked were bad (and, for check-data, images).
+struct PartCounts {
+  size_t samples = 0, images = 0, bad = 0;
+};
+
+bool is_mixture(const Dataset& ds) { return ds.parts().size() > 1 || ds.parts()[0].path != ds.path(); }
+
+void print_parts(std::ostream& out, const Dataset& ds, const std::vector<PartCounts>& counts, bool with_images) {
+  if (!is_mixture(ds)) return;
+  for (size_t k = 0; k < counts.size(); ++k) {
+    const DatasetPart& p = ds.parts()[k];
+    const PartCounts& c = counts[k];
+    out << "  data set " << k << ": " << p.path << " (" << p.sampling_strategy << ": " << p.count << " of "
+        << p.file_samples << " samples): " << c.samples << " samples, ";
+    if (with_images) out << c.images << " images, ";
+    out << (c.samples - c.bad) << " ok, " << c.bad << " bad\n";
+  }
+}
+
 }  // namespace
 
 int cmd_tokenize(const Options& o) {
@@ -173,7 +192,10 @@ int cmd_preprocess(const Options& o) {
   LineWriter out(o.output);
   const Dataset& ds = *p->dataset;
   size_t n = sample_limit(o, ds.size()), bad = 0;
+  std::vector<PartCounts> per_part(ds.parts().size());
   for (size_t i = 0; i < n; ++i) {
+    PartCounts& part = per_part[ds.part_of(i)];
+    ++part.samples;
     try {
       Example e = build_example(ds.sample(i), ex);
       if (!e.warning.empty()) std::cerr << e.warning << "\n";
@@ -183,14 +205,18 @@ int cmd_preprocess(const Options& o) {
       add_anyres_fields(e, line);
       out.write(line);
       pixels.add(i, e.pixels);
+    } catch (const DataFileChanged&) {
+      throw;
     } catch (const Error& err) {
       ++bad;
+      ++part.bad;
       out.write({{"index", i}, {"id", ds.id(i)}, {"status", "error"}, {"error", err.what()}});
       if (o.on_bad_sample == "fail") throw;
     }
   }
   if (pixels.enabled()) pixels.write();
   std::cerr << "preprocess: " << n << " samples, " << bad << " bad\n";
+  print_parts(std::cerr, ds, per_part, false);
   return 0;
 }
 
@@ -204,7 +230,10 @@ int cmd_check_data(const Options& o) {
   std::map<std::string, std::vector<std::string>> problems;
   size_t mismatches = 0, images = 0, bad = 0, tiles = 0, budget_cut = 0;
   int most_positions = 0;
+  std::vector<PartCounts> per_part(ds.parts().size());
   for (size_t i = 0; i < n; ++i) {
+    PartCounts& part = per_part[ds.part_of(i)];
+    ++part.samples;
     try {
       Example e = build_example(ds.sample(i), ex);
       images += e.num_images;
@@ -214,8 +243,12 @@ int cmd_check_data(const Options& o) {
         tiles += l.num_tiles;
         most_positions = std::max(most_positions, l.positions);
       }
+      part.images += e.num_images;
+    } catch (const DataFileChanged&) {
+      throw;
     } catch (const Error& err) {
       ++bad;
+      ++part.bad;
       problems[problem_kind(err.what())].push_back(err.what());
     }
   }
@@ -225,6 +258,7 @@ int cmd_check_data(const Options& o) {
     std::cout << "  anyres: " << tiles << " tiles, up to " << most_positions << " positions per image (at most "
               << anyres_max_image_positions(*ex.anyres) << " with these pinpoints), " << budget_cut
               << " sample(s) with images cut to their base tile by --max_tiles_per_sample\n";
+  print_parts(std::cout, ds, per_part, true);
   if (mismatches)
     std::cout << "  warning: " << mismatches
               << " sample(s) with a tokenization mismatch (trained with every label masked, as LLaVA does)\n";

@@ -3,7 +3,8 @@
 #include "llava/options.h"
 
 namespace llava {
-struct LoadedLlava;  // llava/model/checkpoint.h
+struct LoadedLlava;     // llava/model/checkpoint.h
+struct ExampleOptions;  // llava/example.h
 }
 
 namespace llava::cli {

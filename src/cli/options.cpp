@@ -102,7 +102,7 @@ bool is_bool_option(const std::string& key) {
 }
 
 bool is_list_option(const std::string& key) {
-#define LLAVA_IS_LIST(type, name, def, help) \
+#define LLAVA_IS_LIST(type, name, def, scope, help) \
   if (key == #name) return std::is_same_v<type, StringList>;
   LLAVA_OPTIONS(LLAVA_IS_LIST)
 #undef LLAVA_IS_LIST
@@ -116,7 +116,7 @@ void clear_if_list(T& value) {
 
 // Empties a repeatable option, so that a higher layer (the command line over YAML) replaces its values.
 void clear_list_option(Options& o, const std::string& key) {
-#define LLAVA_CLEAR_LIST(type, name, def, help) \
+#define LLAVA_CLEAR_LIST(type, name, def, scope, help) \
   if (key == #name) clear_if_list(o.name);
   LLAVA_OPTIONS(LLAVA_CLEAR_LIST)
 #undef LLAVA_CLEAR_LIST

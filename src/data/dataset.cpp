@@ -1,33 +1,90 @@
 #include "llava/dataset.h"
 
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <nlohmann/json.hpp>
-#include <sstream>
+#include <iostream>
+#include <map>
+#include <stdexcept>
 
-#include "llava/base64.h"
-#include "llava/error.h"
-#include "llava/text_util.h"
+#include "llava/data_mixture.h"
+#include "llava/dataset_index.h"
+#include "llava/mapped_file.h"
+#include "sample_json.h"
 
 namespace llava {
 namespace fs = std::filesystem;
-using nlohmann::json;
+
+struct Dataset::Source {
+  std::shared_ptr<const MappedFile> file;
+  DatasetIndex index;
+};
 
 namespace {
 
-bool is_ws(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
+using Log = std::function<void(const std::string&)>;
 
-std::string id_of(const json& j) {
-  if (!j.is_object() || !j.contains("id")) return "?";
-  const json& id = j["id"];
-  return id.is_string() ? id.get<std::string>() : id.dump();
+std::string seconds(double s) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f s", s);
+  return buf;
 }
 
-std::string role_of(const std::string& from) {
-  if (from == "human" || from == "user") return "human";
-  if (from == "gpt" || from == "assistant") return "gpt";
-  return "";
+// <cache_dir>/<file name>.<16 hex digits of FNV-1a(absolute path)>.idx
+std::string cache_file_for(const std::string& cache_dir, const MappedFile& file) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : file.real_path()) h = (h ^ c) * 0x100000001b3ull;
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return (fs::path(cache_dir) / (fs::path(file.path()).filename().string() + "." + hex + ".idx")).string();
+}
+
+DatasetIndex scan_and_cache(const MappedFile& file, DataFormat format, const std::string& cache,
+                            const DatasetOpenOptions& opt, const Log& log) {
+  const auto t0 = std::chrono::steady_clock::now();
+  DatasetIndex index = DatasetIndex::scan(file, format);
+  const std::string done = "data index: " + file.path() + ": " + std::to_string(index.size()) + " samples indexed in " +
+                           seconds(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  if (cache.empty() || !opt.build_cache) {
+    log(done);
+    return index;
+  }
+  try {
+    fs::create_directories(opt.cache_dir);
+    index.write_cache(cache, file, format);
+  } catch (const std::exception& e) {
+    log(done + "; the index cache could not be written (" + e.what() + "): the next start indexes again");
+    return index;
+  }
+  log(done + "; cache " + cache);
+  std::string why;
+  if (auto mapped = DatasetIndex::load_cache(cache, file, format, why)) return std::move(*mapped);  // shared pages
+  return index;
+}
+
+// Maps the data file and finds its index: the cache when it matches, else one scan (and a new cache).
+std::shared_ptr<const MappedFile> open_file(const std::string& path, DatasetIndex& index,
+                                            const DatasetOpenOptions& opt, const Log& log) {
+  auto file = MappedFile::open(path);
+  const DataFormat format = data_format_of(path);
+  if (opt.cache_dir.empty()) {
+    index = scan_and_cache(*file, format, "", opt, log);
+    return file;
+  }
+  const std::string cache = cache_file_for(opt.cache_dir, *file);
+  std::string why;
+  if (auto cached = DatasetIndex::load_cache(cache, *file, format, why)) {
+    index = std::move(*cached);
+    log("data index: " + path + ": " + std::to_string(index.size()) + " samples (cache " + cache + ")");
+    return file;
+  }
+  const std::string action = !opt.build_cache ? "; indexing in memory (this process does not write caches)"
+                             : why == "no cache file" ? "; building it" : "; rebuilding it";
+  log("data index: " + cache + ": " + why + action);
+  index = scan_and_cache(*file, format, cache, opt, log);
+  return file;
 }
 
 }  // namespace
@@ -40,161 +97,109 @@ bool looks_like_image(const uint8_t* d, size_t n) {
          starts("MM\0*", 4) || starts("II+\0", 4) || starts("MM\0+", 4);  // TIFF, BigTIFF
 }
 
-Dataset Dataset::open(const std::string& json_path, const std::string& image_folder) {
-  std::ifstream in(json_path, std::ios::binary);
-  if (!in) throw Error(json_path + ": cannot open data file");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return from_text(ss.str(), image_folder, json_path);
-}
-
-Dataset Dataset::from_text(std::string text, const std::string& image_folder, const std::string& name) {
+Dataset Dataset::open(const std::string& path, const std::string& image_folder, const DatasetOpenOptions& options) {
+  const Log log = options.log ? options.log : Log([](const std::string& line) { std::cerr << line << "\n"; });
   Dataset d;
-  d.text_ = std::make_shared<const std::string>(std::move(text));
-  d.path_ = name;
-  d.image_folder_ = image_folder;
-  d.build_index();
+  d.path_ = path;
+  const std::string ext = fs::path(path).extension().string();
+  if (ext != ".yaml" && ext != ".yml") {
+    auto source = std::make_shared<Source>();
+    source->file = open_file(path, source->index, options, log);
+    const size_t n = source->index.size();
+    d.add_part(source, {path, image_folder, "all", 0, n, n}, {source, 0, {}});
+    return d;
+  }
+  const std::vector<MixtureEntry> entries = read_mixture(path);
+  std::map<std::string, std::shared_ptr<const Source>> opened;  // a file listed twice is opened once
+  for (size_t k = 0; k < entries.size(); ++k) {
+    const MixtureEntry& e = entries[k];
+    const std::string key = fs::weakly_canonical(e.json_path).string();
+    std::shared_ptr<const Source>& source = opened[key];
+    if (!source) {
+      auto s = std::make_shared<Source>();
+      s->file = open_file(e.json_path, s->index, options, log);
+      source = s;
+    }
+    const size_t n = source->index.size();
+    if (n > UINT32_MAX) throw Error(e.json_path + ": more than 2^32 samples in one file");
+    RowSelection sel = select_rows(e.sampling_strategy, n, options.seed, k);
+    DatasetPart part{e.json_path, e.image_folder.empty() ? image_folder : e.image_folder, e.sampling_strategy, 0,
+                     static_cast<size_t>(sel.count), n};
+    d.add_part(source, part, {source, sel.first, std::move(sel.rows)});
+    log("data mixture " + path + ": " + e.written_path + " (" + e.sampling_strategy + "): " + std::to_string(sel.count) +
+        " of " + std::to_string(n) + " samples");
+  }
+  log("data mixture " + path + ": " + std::to_string(entries.size()) + " data sets, " + std::to_string(d.size_) +
+      " samples");
   return d;
 }
 
-// Finds each top-level element's byte range with a small scanner (strings, escapes, nesting), then
-// parses each element once for its id and modality length. Nothing of the parse is kept, so a
-// dataset of a million samples costs its text plus a few words per sample.
-void Dataset::build_index() {
-  const std::string& t = *text_;
-  auto fail = [&](size_t at, const std::string& why) {
-    throw Error(path_ + ": invalid JSON at " + line_column(t, at) + ": " + why);
-  };
-  size_t i = 0;
-  while (i < t.size() && is_ws(t[i])) ++i;
-  if (i == t.size() || t[i] != '[')
-    fail(i, "the data file must be a JSON array of samples (LLaVA's list format)");
-  ++i;
-  while (true) {
-    while (i < t.size() && is_ws(t[i])) ++i;
-    if (i == t.size()) fail(i, "unexpected end of file inside the array");
-    if (t[i] == ']' && index_.empty()) { ++i; break; }
-    size_t begin = i;
-    int depth = 0;
-    bool in_string = false;
-    for (; i < t.size(); ++i) {
-      char c = t[i];
-      if (in_string) {
-        if (c == '\\') ++i;
-        else if (c == '"') in_string = false;
-        continue;
-      }
-      if (c == '"') in_string = true;
-      else if (c == '{' || c == '[') ++depth;
-      else if (c == '}' || c == ']') {
-        if (depth == 0) break;  // the array's own ']'
-        --depth;
-      } else if (c == ',' && depth == 0) break;
-    }
-    if (i >= t.size()) fail(begin, "unexpected end of file inside sample " + std::to_string(index_.size()));
-    size_t end = i;
-    while (end > begin && is_ws(t[end - 1])) --end;
-    Entry e;
-    e.begin = begin;
-    e.end = end;
-    json j;
-    try {
-      j = json::parse(t.begin() + begin, t.begin() + end);
-    } catch (const json::parse_error& err) {
-      fail(begin + (err.byte > 0 ? err.byte - 1 : 0), std::string("sample ") + std::to_string(index_.size()) + ": " + err.what());
-    }
-    e.id = id_of(j);
-    int words = 0;
-    bool images = false;
-    if (j.is_object()) {
-      images = (j.contains("image") && !j["image"].is_null()) || (j.contains("images") && !j["images"].is_null());
-      for (const char* key : {"image", "images"}) {
-        if (!j.contains(key) || j[key].is_null()) continue;
-        e.image_count += j[key].is_array() ? static_cast<int32_t>(j[key].size()) : 1;
-      }
-      if (j.contains("conversations") && j["conversations"].is_array())
-        for (const auto& turn : j["conversations"])
-          if (turn.is_object() && turn.contains("value") && turn["value"].is_string())
-            words += python_word_count(turn["value"].get_ref<const std::string&>());
-    }
-    words = std::max(words, 1);  // LengthGroupedSampler forbids 0
-    e.modality_length = images ? words : -words;
-    index_.push_back(std::move(e));
-    if (t[i] == ']') { ++i; break; }
-    ++i;  // ','
-  }
-  while (i < t.size() && is_ws(t[i])) ++i;
-  if (i != t.size()) fail(i, "unexpected text after the closing ']'");
+Dataset Dataset::from_text(std::string text, const std::string& image_folder, const std::string& name) {
+  auto source = std::make_shared<Source>();
+  source->file = MappedFile::from_memory(std::move(text), name);
+  source->index = DatasetIndex::scan(*source->file, data_format_of(name));
+  Dataset d;
+  d.path_ = name;
+  const size_t n = source->index.size();
+  d.add_part(source, {name, image_folder, "all", 0, n, n}, {source, 0, {}});
+  return d;
+}
+
+void Dataset::add_part(std::shared_ptr<const Source> source, DatasetPart part, Rows rows) {
+  part.first = size_;
+  size_ += part.count;
+  rows.source = std::move(source);
+  parts_.push_back(std::move(part));
+  rows_.push_back(std::move(rows));
+}
+
+size_t Dataset::part_of(size_t i) const {
+  if (parts_.size() == 1) return 0;
+  // the last part starting at or before i (an empty part shares its start with the next one)
+  auto after = std::upper_bound(parts_.begin(), parts_.end(), i,
+                                [](size_t v, const DatasetPart& p) { return v < p.first; });
+  return static_cast<size_t>(after - parts_.begin()) - 1;
+}
+
+Dataset::Location Dataset::locate(size_t i) const {
+  const size_t p = part_of(i);
+  const Rows& r = rows_[p];
+  const size_t k = i - parts_[p].first;
+  return {r.source.get(), r.rows.empty() ? r.first_row + k : r.rows[k], p};
+}
+
+std::string Dataset::id(size_t i) const {
+  const Location at = locate(i);
+  return std::string(at.source->index.id(at.row));
+}
+
+int32_t Dataset::modality_length(size_t i) const {
+  const Location at = locate(i);
+  return at.source->index.modality_length(at.row);
+}
+
+int32_t Dataset::image_count(size_t i) const {
+  const Location at = locate(i);
+  return at.source->index.image_count(at.row);
 }
 
 Sample Dataset::sample(size_t i) const {
-  const Entry& e = index_.at(i);
-  const std::string ctx = sample_context(static_cast<long>(i), e.id);
-  json j = json::parse(text_->begin() + e.begin, text_->begin() + e.end);  // valid: checked by the index
-  if (!j.is_object()) throw Error(ctx + ": a sample must be a JSON object, got " + std::string(j.type_name()));
-  Sample s;
-  s.index = static_cast<int64_t>(i);
-  s.id = e.id;
-
-  // Conversations: roles human|user and gpt|assistant; leading non-human turns dropped as LLaVA does.
-  if (!j.contains("conversations")) throw Error(ctx + ": no 'conversations'");
-  const json& conv = j["conversations"];
-  if (!conv.is_array()) throw Error(ctx + ": 'conversations' must be a list");
-  std::vector<Turn> turns;
-  for (size_t k = 0; k < conv.size(); ++k) {
-    const json& turn = conv[k];
-    std::string where = ctx + ": conversations[" + std::to_string(k) + "]";
-    if (!turn.is_object()) throw Error(where + " must be an object with 'from' and 'value'");
-    if (!turn.contains("from") || !turn["from"].is_string()) throw Error(where + ": missing 'from'");
-    if (!turn.contains("value") || !turn["value"].is_string()) throw Error(where + ": 'value' must be a string");
-    std::string role = role_of(turn["from"].get<std::string>());
-    if (role.empty())
-      throw Error(where + ": unknown role '" + turn["from"].get<std::string>() + "' (expected human|user|gpt|assistant)");
-    if (turns.empty() && role != "human") continue;
-    bool human = role == "human";
-    if (human != (turns.size() % 2 == 0))
-      throw Error(where + ": wrong role order: turns must alternate human, gpt, human, ... (got '" +
-                  turn["from"].get<std::string>() + "' at position " + std::to_string(turns.size()) + ")");
-    turns.push_back({human, turn["value"].get<std::string>()});
-  }
-  if (turns.empty()) throw Error(ctx + ": empty conversation (no human turn)");
-  if (turns.size() < 2 && !allow_unanswered_) throw Error(ctx + ": the conversation has no answer (a single human turn)");
-  s.turns = std::move(turns);
-
-  // Images: `image` (path or list of paths), then `images` (list of base64 strings or paths).
-  auto add_path = [&](const std::string& p, const std::string& where) {
-    if (p.empty()) throw Error(ctx + ": " + where + " is an empty path");
-    fs::path path(p);
-    if (path.is_relative() && !image_folder_.empty()) path = fs::path(image_folder_) / path;
-    s.images.push_back({ImageRef::Kind::kPath, path.string(), where, {}});
-  };
-  auto list_of_strings = [&](const char* key, auto&& add) {
-    if (!j.contains(key) || j[key].is_null()) return;
-    const json& v = j[key];
-    if (v.is_string()) {
-      add(v.get<std::string>(), std::string(key));
-    } else if (v.is_array()) {
-      for (size_t k = 0; k < v.size(); ++k) {
-        std::string where = std::string(key) + "[" + std::to_string(k) + "]";
-        if (!v[k].is_string()) throw Error(ctx + ": " + where + " must be a string");
-        add(v[k].get<std::string>(), where);
-      }
-    } else {
-      throw Error(ctx + ": '" + key + "' must be a string or a list of strings");
-    }
-  };
-  list_of_strings("image", add_path);
-  list_of_strings("images", [&](const std::string& v, const std::string& where) {
-    // Text that decodes as base64 (or a data: URL) into image bytes is an inline image; else a path.
-    std::vector<uint8_t> bytes;
-    if (base64_decode(v, bytes) && looks_like_image(bytes.data(), bytes.size())) {
-      s.images.push_back({ImageRef::Kind::kInline, "", where, std::move(bytes)});
-      return;
-    }
-    if (v.rfind("data:", 0) == 0) throw Error(ctx + ": " + where + ": data: URL is not base64 image data");
-    add_path(v, where);
-  });
-  return s;
+  if (i >= size_) throw std::out_of_range("sample " + std::to_string(i) + " of " + std::to_string(size_));
+  const Location at = locate(i);
+  const MappedFile& file = *at.source->file;
+  const FileStamp now = file.current_stamp();
+  if (now != file.stamp())
+    throw DataFileChanged(file.path() + ": the data file changed while in use (" + describe_change(file.stamp(), now) +
+                          "): its index no longer describes it; restart to index it again");
+  const uint64_t begin = at.source->index.begin(at.row), length = at.source->index.length(at.row);
+  const std::string id(at.source->index.id(at.row));
+  struct Release {  // the sample's pages go back once it is read (they stay in the page cache)
+    const MappedFile& file;
+    uint64_t begin, end;
+    ~Release() { file.release(begin, end); }
+  } release{file, begin, begin + length};
+  return sample_json::parse_sample(file.data() + begin, length, file.size() + MappedFile::kPadding - begin,
+                                   static_cast<int64_t>(i), id, parts_[at.part].image_folder, allow_unanswered_);
 }
 
 }  // namespace llava

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "llava/error.h"
+#include "llava/prompt_tokens.h"
 #include "llava/text_util.h"
 
 namespace llava {
@@ -18,10 +19,8 @@ Ids to_ids(const std::vector<int>& v) { return Ids(v.begin(), v.end()); }
 // Each round string is tokenized on its own; its BOS stands in for the </s> that ends the previous
 // round in the real sequence. Returns the final `cur` position.
 size_t mask_by_rounds(const std::string& prompt, const ConversationTemplate& t, const Tokenizer& tok,
-                      bool has_image, Ids& labels) {
-  auto length = [&](const std::string& s) {
-    return static_cast<long>(has_image ? tok.encode_with_image_tokens(s).size() : tok.encode(s).size());
-  };
+                      PromptTokenizer& tokens, bool has_image, Ids& labels) {
+  auto length = [&](const std::string& s) { return static_cast<long>(tokens.length(s, has_image)); };
   const bool llama2 = t.style == SeparatorStyle::kLlama2;
   // The non-legacy correction is SentencePiece's (its "▁" dummy prefix); a byte-level BPE has no prefix space.
   const auto* spm = dynamic_cast<const LlamaTokenizer*>(&tok);
@@ -62,13 +61,11 @@ std::string join(const std::vector<std::string>& parts, size_t from, size_t to, 
 // system + user + assistant, then user + assistant pairs; `cur` starts at 0 and each round's own BOS is
 // counted in its length. Returns the final `cur` position.
 size_t mask_mpt_rounds(const std::string& prompt, const ConversationTemplate& t, const Tokenizer& tok,
-                       bool has_image, Ids& labels) {
+                       PromptTokenizer& tokens, bool has_image, Ids& labels) {
   // getattr(tokenizer, 'legacy', False): only a SentencePiece tokenizer has the attribute
   const auto* spm = dynamic_cast<const LlamaTokenizer*>(&tok);
   const bool legacy = spm && spm->legacy();
-  auto length = [&](const std::string& s) {
-    return static_cast<long>(has_image ? tok.encode_with_image_tokens(s).size() : tok.encode(s).size());
-  };
+  auto length = [&](const std::string& s) { return static_cast<long>(tokens.length(s, has_image)); };
   auto mask = [&](long from, long to) {
     for (long k = std::max(0L, from); k < std::min(to, static_cast<long>(labels.size())); ++k) labels[k] = kIgnoreIndex;
   };
@@ -130,13 +127,15 @@ void build_qwen_text(const std::vector<Turn>& turns, const Tokenizer& tok, const
 void build_text(const std::vector<Turn>& turns, const ConversationTemplate& tmpl, const Tokenizer& tok,
                 const ExampleOptions& opt, const std::string& ctx, Example& ex) {
   const bool has_image = ex.num_images > 0;
+  PromptTokenizer tokens(tok, opt.prompt_cache.get());
   ex.prompt = render_prompt(tmpl, turns);
-  ex.input_ids = to_ids(has_image ? tok.encode_with_image_tokens(ex.prompt) : tok.encode(ex.prompt));
+  ex.input_ids = to_ids(tokens.encode(ex.prompt, has_image));
   ex.labels = ex.input_ids;
   size_t total_len = 0;
   for (int32_t id : ex.input_ids) total_len += id != tok.pad_id();
-  size_t cur = tmpl.style == SeparatorStyle::kMpt ? mask_mpt_rounds(ex.prompt, tmpl, tok, has_image, ex.labels)
-                                                  : mask_by_rounds(ex.prompt, tmpl, tok, has_image, ex.labels);
+  size_t cur = tmpl.style == SeparatorStyle::kMpt
+                   ? mask_mpt_rounds(ex.prompt, tmpl, tok, tokens, has_image, ex.labels)
+                   : mask_by_rounds(ex.prompt, tmpl, tok, tokens, has_image, ex.labels);
   if (cur < static_cast<size_t>(opt.model_max_length) && cur != total_len) {
     // LLaVA's mismatch rule: the round arithmetic disagrees with the real tokenization, so nothing
     // in the sample can be trusted as an answer; it is kept with every label masked.
@@ -147,7 +146,9 @@ void build_text(const std::vector<Turn>& turns, const ConversationTemplate& tmpl
 }
 
 RgbImage decode_ref(const ImageRef& ref, const std::string& ctx, int min_short_side) {
-  std::vector<uint8_t> bytes = read_image_bytes(ref, ctx);
+  std::vector<uint8_t> file_bytes;  // a file's bytes; an inline image is decoded where the sample holds it
+  if (ref.kind == ImageRef::Kind::kPath) file_bytes = read_image_bytes(ref, ctx);
+  const std::vector<uint8_t>& bytes = ref.kind == ImageRef::Kind::kPath ? file_bytes : ref.bytes;
   try {
     return decode_image(bytes.data(), bytes.size(), min_short_side);
   } catch (const Error& e) {

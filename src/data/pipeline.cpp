@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "llava/error.h"
+#include "llava/prompt_tokens.h"
 
 namespace llava {
 namespace fs = std::filesystem;
@@ -130,7 +131,17 @@ VisionFiles find_vision_files(const Options& o) {
   return v;
 }
 
-std::unique_ptr<DataPipeline> make_data_pipeline(const Options& o, bool needs_dataset) {
+DatasetOpenOptions dataset_open_options(const Options& o) {
+  DatasetOpenOptions open;
+  if (o.data_cache_dir != "none")
+    open.cache_dir = !o.data_cache_dir.empty() ? o.data_cache_dir
+                     : !o.output_dir.empty()   ? (fs::path(o.output_dir) / ".data_cache").string()
+                                               : "";
+  open.seed = static_cast<uint64_t>(o.seed);
+  return open;
+}
+
+std::unique_ptr<DataPipeline> make_data_pipeline(const Options& o, bool needs_dataset, const DatasetOpenOptions* open) {
   if (o.model_name_or_path.empty())
     throw Error("--model_name_or_path is required (it holds tokenizer.model or tokenizer.json)");
   if (o.mm_use_im_start_end || o.mm_use_im_patch_token)
@@ -138,6 +149,7 @@ std::unique_ptr<DataPipeline> make_data_pipeline(const Options& o, bool needs_da
   auto p = std::make_unique<DataPipeline>(load_tokenizer(o.model_name_or_path));
   ExampleOptions& ex = p->example;
   ex.tokenizer = &p->tokenizer;
+  ex.prompt_cache = std::make_shared<PromptChunkCache>(p->tokenizer);
   ex.conversation = &ConversationTemplate::get(o.version);
   if (o.image_placement != "front" && o.image_placement != "inline" && o.image_placement != "next")
     throw Error("--image_placement must be front, inline or next, got '" + o.image_placement + "'");
@@ -154,7 +166,7 @@ std::unique_ptr<DataPipeline> make_data_pipeline(const Options& o, bool needs_da
   configure_images(o, vision, ex);
   if (needs_dataset) {
     if (o.data_path.empty()) throw Error("--data_path is required");
-    p->dataset.emplace(Dataset::open(o.data_path, o.image_folder));
+    p->dataset.emplace(Dataset::open(o.data_path, o.image_folder, open ? *open : dataset_open_options(o)));
   }
   return p;
 }

@@ -30,30 +30,32 @@ bool starts_with(const std::string& s, const std::string& prefix) {
 
 }  // namespace
 
-// llava.mm_utils.tokenizer_image_token (LLaVA and LLaVA-NeXT alike), including its offset arithmetic:
-// every chunk is tokenized with the tokenizer's special tokens, and the BOS of every chunk after the
-// first is dropped only when the tokenizer adds one.
-std::vector<int> Tokenizer::encode_with_image_tokens(const std::string& prompt, bool add_special_tokens) const {
-  std::vector<std::vector<int>> chunks;
-  for (size_t start = 0;;) {
+std::vector<int> join_image_chunks(const std::string& prompt, int bos_id,
+                                   const std::function<std::vector<int>(const std::string&, size_t)>& encode_chunk) {
+  std::vector<int> ids;
+  size_t offset = 0;
+  for (size_t start = 0, k = 0;; ++k) {
     const size_t pos = prompt.find(kImageToken, start);
-    chunks.push_back(encode(prompt.substr(start, pos == std::string::npos ? std::string::npos : pos - start),
-                            add_special_tokens));
+    const std::vector<int> chunk =
+        encode_chunk(prompt.substr(start, pos == std::string::npos ? std::string::npos : pos - start), k);
+    if (k == 0 && !chunk.empty() && bos_id >= 0 && chunk[0] == bos_id) {
+      offset = 1;
+      ids.push_back(bos_id);
+    }
+    if (k > 0) ids.push_back(kImageTokenIndex);  // the separator [-200] * (offset + 1), cut by x[offset:]
+    if (chunk.size() > offset) ids.insert(ids.end(), chunk.begin() + static_cast<std::ptrdiff_t>(offset), chunk.end());
     if (pos == std::string::npos) break;
     start = pos + kImageToken.size();
   }
-  std::vector<int> ids;
-  size_t offset = 0;
-  if (!chunks[0].empty() && bos_id() >= 0 && chunks[0][0] == bos_id()) {
-    offset = 1;
-    ids.push_back(bos_id());
-  }
-  for (size_t i = 0; i < chunks.size(); ++i) {
-    if (i > 0) ids.push_back(kImageTokenIndex);  // the separator [-200] * (offset + 1), cut by x[offset:]
-    if (chunks[i].size() > offset)
-      ids.insert(ids.end(), chunks[i].begin() + static_cast<std::ptrdiff_t>(offset), chunks[i].end());
-  }
   return ids;
+}
+
+// llava.mm_utils.tokenizer_image_token (LLaVA and LLaVA-NeXT alike): every chunk is tokenized with the
+// tokenizer's special tokens, and the BOS of every chunk after the first is dropped only when the tokenizer
+// adds one.
+std::vector<int> Tokenizer::encode_with_image_tokens(const std::string& prompt, bool add_special_tokens) const {
+  return join_image_chunks(prompt, bos_id(),
+                           [&](const std::string& chunk, size_t) { return encode(chunk, add_special_tokens); });
 }
 
 std::shared_ptr<const Tokenizer> load_tokenizer(const std::string& model_dir, std::optional<bool> legacy_override) {

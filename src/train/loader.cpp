@@ -11,6 +11,8 @@ Batch build_batch(const Dataset& dataset, const ExampleOptions& options, const s
   for (int64_t i : indices) {
     try {
       examples.push_back(build_example(dataset.sample(static_cast<size_t>(i)), options));
+    } catch (const DataFileChanged&) {
+      throw;  // the whole data set is in question, not this sample
     } catch (const Error& e) {
       errors.push_back(e.what());
     } catch (const std::exception& e) {  // e.g. an allocation an absurd input asked for: still one bad sample
@@ -51,10 +53,18 @@ void DataLoader::worker_loop() {
       if (stop_ || claimed_ >= size()) return;
       k = claimed_++;
     }
-    Batch b = build(k);
+    // An exception (a data file changed under the run, out of memory) goes to the consumer, who rethrows it.
+    Batch b;
+    std::exception_ptr error;
+    try {
+      b = build(k);
+    } catch (...) {
+      error = std::current_exception();
+    }
     {
       std::lock_guard<std::mutex> lock(mu_);
-      ready_.emplace(k, std::move(b));
+      if (error) failed_.emplace(k, error);
+      else ready_.emplace(k, std::move(b));
     }
     cv_.notify_all();
   }
@@ -66,7 +76,8 @@ bool DataLoader::next(Batch& out) {
     out = build(next_++);
   } else {
     std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return ready_.count(next_) > 0; });
+    cv_.wait(lock, [&] { return ready_.count(next_) > 0 || failed_.count(next_) > 0; });
+    if (failed_.count(next_)) std::rethrow_exception(failed_[next_]);
     out = std::move(ready_[next_]);
     ready_.erase(next_);
     ++next_;

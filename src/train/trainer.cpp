@@ -231,7 +231,15 @@ void Trainer::start_processes() {
 void Trainer::build_data() {
   Parts& p = *parts_;
   const TrainConfig& c = config_;
-  p.data = make_data_pipeline(c.data, /*needs_dataset=*/true);
+  // Rank 0 indexes the data files and writes their index caches; the other ranks wait for it, then map
+  // those caches (one scan per run, one copy of the index in the page cache of a node).
+  DatasetOpenOptions open = dataset_open_options(c.data);
+  if (p.pg && !p.main_rank) {
+    p.pg->barrier();
+    open.build_cache = false;
+  }
+  p.data = make_data_pipeline(c.data, /*needs_dataset=*/true, &open);
+  if (p.pg && p.main_rank) p.pg->barrier();
   const Dataset& dataset = *p.data->dataset;
   if (dataset.size() == 0) throw Error(c.data.data_path + ": no samples");
   std::vector<int32_t> modality_lengths(dataset.size());

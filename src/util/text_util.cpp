@@ -1,12 +1,17 @@
 #include "llava/text_util.h"
 
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace llava {
 namespace {
 
 // Decodes one UTF-8 code point at text[i]; returns its byte length (1 for invalid bytes).
-size_t utf8_at(const std::string& text, size_t i, uint32_t& cp) {
+size_t utf8_at(std::string_view text, size_t i, uint32_t& cp) {
   auto c = static_cast<uint8_t>(text[i]);
   size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 1;
   if (i + len > text.size()) len = 1;
@@ -20,6 +25,38 @@ bool python_isspace(uint32_t cp) {
   return (cp >= 0x09 && cp <= 0x0d) || (cp >= 0x1c && cp <= 0x20) || cp == 0x85 || cp == 0xa0 || cp == 0x1680 ||
          (cp >= 0x2000 && cp <= 0x200a) || cp == 0x2028 || cp == 0x2029 || cp == 0x202f || cp == 0x205f ||
          cp == 0x3000;
+}
+
+// Python's str.isspace() for an ASCII byte: \t \n \v \f \r, the separators 0x1c-0x1f, space.
+inline bool ascii_space(uint8_t c) { return static_cast<uint8_t>(c - 0x09) < 5 || static_cast<uint8_t>(c - 0x1c) < 5; }
+
+int popcount64(uint64_t x) {  // without -mpopcnt, __builtin_popcountll is a library call
+  x -= (x >> 1) & 0x5555555555555555ull;
+  x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
+  x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0full;
+  return static_cast<int>((x * 0x0101010101010101ull) >> 56);
+}
+
+// Bit k set when byte k of the 64-byte block is an ASCII space; false when the block has a byte >= 0x80.
+bool ascii_space_mask(const uint8_t* p, uint64_t& mask) {
+#if defined(__SSE2__)
+  mask = 0;
+  for (int k = 0; k < 64; k += 16) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + k));
+    if (_mm_movemask_epi8(v) != 0) return false;
+    const __m128i tab_to_cr = _mm_and_si128(_mm_cmpgt_epi8(v, _mm_set1_epi8(0x08)), _mm_cmplt_epi8(v, _mm_set1_epi8(0x0e)));
+    const __m128i fs_to_space = _mm_and_si128(_mm_cmpgt_epi8(v, _mm_set1_epi8(0x1b)), _mm_cmplt_epi8(v, _mm_set1_epi8(0x21)));
+    mask |= static_cast<uint64_t>(static_cast<uint16_t>(_mm_movemask_epi8(_mm_or_si128(tab_to_cr, fs_to_space)))) << k;
+  }
+  return true;
+#else
+  mask = 0;
+  for (int k = 0; k < 64; ++k) {
+    if (p[k] >= 0x80) return false;
+    mask |= static_cast<uint64_t>(ascii_space(p[k])) << k;
+  }
+  return true;
+#endif
 }
 
 }  // namespace
@@ -49,15 +86,36 @@ std::string python_lstrip_chars(const std::string& text, const std::string& char
   return text.substr(i);
 }
 
-int python_word_count(const std::string& text) {
+int python_word_count(std::string_view text) {
+  // 64-byte blocks of ASCII (almost all of LLaVA's text) as bit masks: a word starts at a non-space whose
+  // predecessor is a space. The last partial block is padded with spaces (they start no word). A block with
+  // a byte >= 0x80 goes code point by code point through Python's full whitespace set.
+  const auto* p = reinterpret_cast<const uint8_t*>(text.data());
+  const size_t n = text.size();
   int words = 0;
-  bool in_word = false;
-  for (size_t i = 0; i < text.size();) {
-    uint32_t cp;
-    i += utf8_at(text, i, cp);
-    bool space = python_isspace(cp);
-    if (!space && !in_word) ++words;
-    in_word = !space;
+  bool after_space = true;
+  for (size_t i = 0; i < n;) {
+    uint8_t tail[64];
+    const uint8_t* block = p + i;
+    if (i + 64 > n) {
+      std::memset(tail, ' ', sizeof tail);
+      std::memcpy(tail, p + i, n - i);
+      block = tail;
+    }
+    uint64_t space;
+    if (ascii_space_mask(block, space)) {
+      words += popcount64(~space & ((space << 1) | static_cast<uint64_t>(after_space)));
+      after_space = space >> 63;
+      i += 64;
+      continue;
+    }
+    for (const size_t end = std::min(n, i + 64); i < end;) {  // may run past `end` to finish a code point
+      uint32_t cp;
+      i += utf8_at(text, i, cp);
+      const bool is_space = python_isspace(cp);
+      words += after_space && !is_space;
+      after_space = is_space;
+    }
   }
   return words;
 }
@@ -76,7 +134,7 @@ std::string replace_all(std::string s, const std::string& from, const std::strin
   return s;
 }
 
-std::string line_column(const std::string& text, size_t offset) {
+std::string line_column(std::string_view text, size_t offset) {
   size_t line = 1, col = 1;
   for (size_t i = 0; i < offset && i < text.size(); ++i) {
     if (text[i] == '\n') {

@@ -4,6 +4,7 @@
 // worker w builds batch k, the consumer waits for k, so results never depend on thread timing.
 #include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -47,6 +48,7 @@ class DataLoader {
   std::mutex mu_;
   std::condition_variable cv_;
   std::map<int64_t, Batch> ready_;
+  std::map<int64_t, std::exception_ptr> failed_;  // batches whose building threw: next() rethrows
   int64_t next_ = 0;     // next batch to hand out
   int64_t claimed_ = 0;  // next batch a worker will build
   bool stop_ = false;
