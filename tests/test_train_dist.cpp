@@ -148,6 +148,12 @@ TEST_P(TrainDistStages, TwoRanksOfBatchOneEqualOneProcessOfBatchTwo) {
   for (size_t at = r.err.find("| zero_stage "); at != std::string::npos; at = r.err.find("| zero_stage ", at + 1)) ++tables;
   EXPECT_EQ(tables, 1u) << "the options table is printed by rank 0 only:\n" << r.err;
   EXPECT_EQ(r.err.find("***** Running training *****"), r.err.rfind("***** Running training *****")) << r.err;
+  // rank 0 indexed the data file and wrote the index cache; rank 1 waited for it and mapped that cache
+  const size_t built = r.err.find("no cache file; building it");
+  EXPECT_NE(built, std::string::npos) << r.err;
+  EXPECT_EQ(built, r.err.rfind("no cache file; building it")) << "one scan for the run:\n" << r.err;
+  EXPECT_NE(r.err.find("samples (cache " + out + "/.data_cache/"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("indexing in memory"), std::string::npos) << r.err;
   auto metrics = lines_of(read_file(out + "/metrics.jsonl"));
   ASSERT_EQ(metrics.size(), 4u);
   EXPECT_EQ(json::parse(metrics[0])["num_samples"].get<int64_t>(), 2);  // both ranks' samples
