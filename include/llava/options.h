@@ -72,7 +72,7 @@ using StringList = std::vector<std::string>;
   X(double, num_train_epochs, 3.0, kTrain, "epochs")                                                                     \
   X(long, max_steps, -1, kTrain, "optimizer steps (overrides epochs when > 0)")                                         \
   X(int, per_device_train_batch_size, 8, kTrain|kPlan|kBench, "samples per device per micro-batch")                                   \
-  X(int, per_device_eval_batch_size, 8, kEval|kGenerate, "samples per device in eval")                                            \
+  X(int, per_device_eval_batch_size, 8, kTrain|kEval|kGenerate, "samples per device in eval")                                            \
   X(int, gradient_accumulation_steps, 1, kTrain|kPlan, "micro-batches per optimizer step")                                     \
   X(double, learning_rate, 5e-5, kTrain, "peak learning rate")                                                           \
   X(double, weight_decay, 0.0, kTrain, "AdamW weight decay (not on biases and norms)")                                   \
@@ -85,13 +85,19 @@ using StringList = std::vector<std::string>;
   X(std::string, lr_scheduler_type, "linear", kTrain, "cosine | linear | constant | constant_with_warmup")               \
   X(double, logging_steps, 500, kTrain, "log every N optimizer steps")                                                   \
   X(double, save_steps, 500, kTrain, "checkpoint every N steps (0: final model only)")                                   \
+  X(std::string, save_strategy, "steps", kTrain, "no | steps (every --save_steps) | epoch: when checkpoints are written") \
   X(int, save_total_limit, -1, kTrain, "keep at most N checkpoints (-1: all)")                                           \
+  X(std::string, evaluation_strategy, "no", kTrain, "no | steps (every --eval_steps) | epoch: held-out evaluation")     \
+  X(std::string, eval_strategy, "", kTrain, "the newer name of --evaluation_strategy (transformers >= 4.41)")          \
+  X(double, eval_steps, 0, kTrain, "evaluate every N optimizer steps (0: --logging_steps, as HF; < 1: a fraction)")    \
+  X(std::string, eval_data_path, "", kTrain, "held-out data for --evaluation_strategy (same format as --data_path)")   \
+  X(bool, eval_generate, false, kTrain, "evaluation during training also generates answers (eval_exact_match)")        \
   X(bool, bf16, false, kTrain|kEval|kGenerate|kPlan, "bf16 compute, fp32 master weights")                                                      \
   X(bool, tf32, false, kTrain|kEval|kGenerate, "allow TF32 matmuls on CUDA")                                                             \
   X(bool, gradient_checkpointing, false, kTrain|kPlan, "recompute LLM layers in backward")                                     \
   X(long, seed, 42, kTrain|kEval|kGenerate|kInit|kDemo, "random seed")                                                                               \
   X(std::string, resume_from_checkpoint, "", kTrain, "checkpoint dir or 'latest'")                                       \
-  X(std::string, report_to, "none", kTrain, "accepted for compatibility (metrics.jsonl is always written)")              \
+  X(std::string, report_to, "none", kTrain, "tensorboard | none | wandb (offline here: TensorBoard files) | all")     \
   X(std::string, logging_dir, "", kTrain, "TensorBoard event files (default: output_dir/runs/<date>_<host>)")           \
   X(std::string, run_name, "", kTrain, "a name for the run in logs and TensorBoard")                                     \
   X(int, max_bad_steps, 10, kTrain, "stop after N non-finite steps in a row")                                            \

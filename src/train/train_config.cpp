@@ -101,7 +101,26 @@ TrainConfig TrainConfig::from_options(const Options& o) {
   l.gradient_checkpointing = o.gradient_checkpointing;
 
   c.log = {o.logging_steps, o.report_to, o.logging_dir, o.run_name};
-  c.checkpoint = {o.output_dir, o.save_steps, o.save_total_limit, o.resume_from_checkpoint, o.model_name_or_path};
+  // --eval_strategy is transformers >= 4.41's name of --evaluation_strategy; given both, they must agree.
+  std::string eval_strategy = o.evaluation_strategy;
+  if (o.set_keys.count("eval_strategy")) {
+    require(!o.set_keys.count("evaluation_strategy") || o.eval_strategy == o.evaluation_strategy,
+            "--eval_strategy '" + o.eval_strategy + "' and --evaluation_strategy '" + o.evaluation_strategy +
+                "' disagree (they are one setting)");
+    eval_strategy = o.eval_strategy;
+  }
+  require(eval_strategy == "no" || eval_strategy == "steps" || eval_strategy == "epoch",
+          "--evaluation_strategy must be no, steps or epoch, got '" + eval_strategy + "'");
+  require(eval_strategy == "no" || !o.eval_data_path.empty(),
+          "--evaluation_strategy " + eval_strategy + " needs --eval_data_path (the held-out samples)");
+  require(o.eval_steps >= 0, "--eval_steps must be >= 0 (0: --logging_steps)");
+  require(o.per_device_eval_batch_size >= 1, "--per_device_eval_batch_size must be >= 1");
+  c.eval = {eval_strategy, o.eval_steps, o.eval_data_path, o.eval_generate, o.per_device_eval_batch_size,
+            o.max_new_tokens};
+  require(o.save_strategy == "no" || o.save_strategy == "steps" || o.save_strategy == "epoch",
+          "--save_strategy must be no, steps or epoch, got '" + o.save_strategy + "'");
+  c.checkpoint = {o.output_dir,           o.save_strategy,         o.save_steps, o.save_total_limit,
+                  o.resume_from_checkpoint, o.model_name_or_path};
   c.dist = {o.device, o.ddp_backend, o.ddp_timeout, o.zero_stage};
   return c;
 }

@@ -43,8 +43,19 @@ struct LogConfig {
   std::string run_name;
 };
 
+// Held-out evaluation during training (HF's evaluation_strategy).
+struct EvalConfig {
+  std::string strategy = "no";  // no | steps | epoch
+  double steps = 0;             // --eval_steps; 0: logging_steps (HF); < 1: a fraction of the run's steps
+  std::string data_path;        // --eval_data_path (required unless strategy is no)
+  bool generate = false;        // --eval_generate: also eval_exact_match
+  int batch_size = 8;           // --per_device_eval_batch_size
+  int max_new_tokens = 128;
+};
+
 struct CheckpointConfig {
   std::string output_dir;
+  std::string save_strategy = "steps";  // no | steps | epoch
   double save_steps = 500;      // < 1: a fraction of the run's steps; 0: final model only
   int save_total_limit = -1;
   std::string resume_from_checkpoint;  // a directory, "latest", or ""
@@ -69,6 +80,7 @@ struct TrainConfig {
   ScheduleConfig schedule;
   LoopConfig loop;
   LogConfig log;
+  EvalConfig eval;
   CheckpointConfig checkpoint;
   DistConfig dist;
   bool bf16 = false, tf32 = false;
