@@ -1,7 +1,9 @@
 // TrainConfig::from_options: every training flag checked once, turned into the components' settings.
 #include "llava/train/train_config.h"
 
+#include <algorithm>
 #include <cmath>
+#include <sstream>
 
 #include "llava/error.h"
 #include "llava/pipeline.h"
@@ -28,6 +30,38 @@ LoadOptions model_load_options(const Options& o) {
   l.seed = static_cast<uint64_t>(o.seed);
   return l;
 }
+
+namespace {
+
+// --report_to as HF takes it (one name, or several separated by commas or spaces). TensorBoard files are
+// written here; wandb is an online service (no network on a training node is the common case, and no
+// account here): its request falls back to TensorBoard files with a note. Other integrations are named in a
+// note and left out.
+LogConfig log_config(const Options& o) {
+  LogConfig l;
+  l.logging_steps = o.logging_steps;
+  l.logging_dir = o.logging_dir;
+  l.run_name = o.run_name.empty() ? o.output_dir : o.run_name;
+  std::string names = o.report_to;
+  std::replace(names.begin(), names.end(), ',', ' ');
+  std::stringstream words(names);
+  for (std::string name; words >> name;) {
+    if (name == "none") continue;
+    if (name == "tensorboard" || name == "all") {
+      l.tensorboard = true;
+    } else if (name == "wandb") {
+      l.tensorboard = true;
+      l.report_notes.push_back("--report_to wandb: Weights & Biases is an online service llava-train does not "
+                               "talk to; writing TensorBoard files instead (view them with tensorboard --logdir)");
+    } else {
+      l.report_notes.push_back("--report_to " + name + ": not available in llava-train, left out "
+                               "(tensorboard and none are; metrics.jsonl is always written)");
+    }
+  }
+  return l;
+}
+
+}  // namespace
 
 TrainConfig TrainConfig::from_options(const Options& o) {
   require(!o.output_dir.empty(), "train: --output_dir is required");
@@ -100,7 +134,7 @@ TrainConfig TrainConfig::from_options(const Options& o) {
   l.dataloader_num_workers = o.dataloader_num_workers;
   l.gradient_checkpointing = o.gradient_checkpointing;
 
-  c.log = {o.logging_steps, o.report_to, o.logging_dir, o.run_name};
+  c.log = log_config(o);
   // --eval_strategy is transformers >= 4.41's name of --evaluation_strategy; given both, they must agree.
   std::string eval_strategy = o.evaluation_strategy;
   if (o.set_keys.count("eval_strategy")) {
@@ -115,8 +149,8 @@ TrainConfig TrainConfig::from_options(const Options& o) {
           "--evaluation_strategy " + eval_strategy + " needs --eval_data_path (the held-out samples)");
   require(o.eval_steps >= 0, "--eval_steps must be >= 0 (0: --logging_steps)");
   require(o.per_device_eval_batch_size >= 1, "--per_device_eval_batch_size must be >= 1");
-  c.eval = {eval_strategy, o.eval_steps, o.eval_data_path, o.eval_generate, o.per_device_eval_batch_size,
-            o.max_new_tokens};
+  require(!o.eval_generate || o.max_new_tokens >= 1, "--max_new_tokens must be >= 1");
+  c.eval = {eval_strategy, o.eval_steps, o.eval_data_path, o.eval_generate, o.per_device_eval_batch_size};
   require(o.save_strategy == "no" || o.save_strategy == "steps" || o.save_strategy == "epoch",
           "--save_strategy must be no, steps or epoch, got '" + o.save_strategy + "'");
   c.checkpoint = {o.output_dir,           o.save_strategy,         o.save_steps, o.save_total_limit,

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <iostream>
 #include <limits>
+#include <optional>
 
 #include "llava/dist/ddp.h"
 #include "llava/dist/process_group.h"
@@ -20,6 +21,7 @@
 #include "llava/pipeline.h"
 #include "llava/sampler.h"
 #include "llava/train/batch_stream.h"
+#include "llava/train/evaluate.h"
 #include "llava/train/loader.h"
 #include "llava/train/lora.h"
 #include "llava/train/optimizer.h"
@@ -131,7 +133,8 @@ struct Trainer::Parts {
 
   std::unique_ptr<DataPipeline> data;
   std::unique_ptr<Sampler> sampler;
-  int64_t steps_per_epoch = 0, total_steps = 0, logging_steps = 0, save_steps = 0;
+  std::optional<Dataset> eval_data;  // --eval_data_path (rank 0 evaluates)
+  int64_t steps_per_epoch = 0, total_steps = 0, logging_steps = 0, save_steps = 0, eval_steps = 0;
 
   LlavaForCausalLM model{nullptr};
   std::string stage;
@@ -195,8 +198,8 @@ Trainer::Trainer(TrainConfig config, TrainHooks hooks)
   loader.fail_on_bad_sample = config_.loop.fail_on_bad_sample;
   loader.pad_id = p.data->tokenizer.pad_id();
   p.stream = std::make_unique<BatchStream>(*p.data, *p.sampler, loader, p.state.next_epoch, p.state.next_batch);
-  p.log = std::make_unique<RunLog>(p.main_rank, config_.checkpoint.output_dir, p.total_steps, p.state.global_step,
-                                   p.resume_dir.empty() ? -1 : p.state.global_step);
+  p.log = std::make_unique<RunLog>(p.main_rank, config_.checkpoint.output_dir, config_.log, p.total_steps,
+                                   p.state.global_step, p.resume_dir.empty() ? -1 : p.state.global_step, p.state.run);
 }
 
 // Processes: torchrun/SLURM variables -> a process group (Gloo on cpu, NCCL on cuda); none for one process.
@@ -272,6 +275,13 @@ void Trainer::build_data() {
                                        : static_cast<int64_t>(std::ceil(c.loop.num_train_epochs * p.steps_per_epoch));
   p.logging_steps = steps_option(c.log.logging_steps, p.total_steps);
   p.save_steps = steps_option(c.checkpoint.save_steps, p.total_steps);
+  if (c.eval.strategy == "no") return;
+  // HF: eval_steps defaults to logging_steps
+  p.eval_steps = steps_option(c.eval.steps > 0 ? c.eval.steps : c.log.logging_steps, p.total_steps);
+  if (c.eval.strategy == "steps" && p.eval_steps == 0)
+    throw Error("--evaluation_strategy steps needs --eval_steps > 0 (or --logging_steps > 0)");
+  if (p.main_rank) p.eval_data.emplace(Dataset::open(c.eval.data_path, c.data.image_folder, dataset_open_options(c.data)));
+  if (p.eval_data && p.eval_data->size() == 0) throw Error(c.eval.data_path + ": no samples");
 }
 
 // Where to start: a checkpoint (--resume_from_checkpoint DIR | latest) or the model directory.
@@ -389,6 +399,7 @@ void Trainer::print_start() const {
             << c.loop.per_device_train_batch_size * accum * p.world << "\n"
             << "  Gradient Accumulation steps = " << accum << "\n"
             << "  Total optimization steps = " << p.total_steps << "\n"
+            << "  Run name = " << c.log.run_name << "\n"
             << "  Stage = " << p.stage << "\n"
             << "  Number of trainable parameters = " << p.optimizer->trainable_numel()
             << (c.lora_enable ? " (LoRA adapters: " + std::to_string(lora_numel(*p.model)) + ")" : std::string()) << "\n"
@@ -424,12 +435,13 @@ TrainResult Trainer::train() {
                        (result.last_checkpoint.empty() ? std::string() : "; last checkpoint: " + result.last_checkpoint);
       return result;
     }
-    // -- checkpoints: every save_steps, and when a signal asked us to stop (a signal may reach some ranks
-    // only: the decision is taken by all together)
+    if (due(config_.eval.strategy, p.eval_steps)) evaluate_held_out();
+    // -- checkpoints: by --save_strategy (the last step's is the final model), and when a signal asked us to
+    // stop (a signal may reach some ranks only: the decision is taken by all together)
     bool stop = g_stop_requested.load();
     if (p.pg) stop = p.pg->allreduce_scalar(stop ? 1.0 : 0.0) > 0.5;
-    const bool due = p.save_steps > 0 && state.global_step % p.save_steps == 0 && state.global_step < p.total_steps;
-    if (due || stop) save_checkpoint(result);
+    const bool save = due(config_.checkpoint.save_strategy, p.save_steps) && state.global_step < p.total_steps;
+    if (save || stop) save_checkpoint(result);
     if (stop) {
       p.log->close();
       result.exit_code = 2;
@@ -568,6 +580,50 @@ void Trainer::forward_backward_step(const Batch& batch, bool last, StepSums& sum
   if (last) sums.reduce(p.pg.get(), p.device);
   if (objective.requires_grad()) objective.backward();
   p.optimizer->end_backward();
+}
+
+// ------------------------------------------------------------------------------------------ evaluation
+
+// HF's IntervalStrategy after a step: "steps" every `every` steps, "epoch" when the step ended an epoch.
+bool Trainer::due(const std::string& strategy, int64_t every) const {
+  const TrainerState& state = parts_->state;
+  if (strategy == "steps") return every > 0 && state.global_step % every == 0;
+  if (strategy == "epoch") return state.next_batch == 0;  // the step took the epoch's last micro-batch
+  return false;
+}
+
+// --evaluation_strategy: rank 0 scores --eval_data_path with the current weights (every rank holds all of
+// them, ZeRO-1/2 included; the others wait), logged as HF logs it: eval_loss, eval_token_accuracy (and
+// eval_exact_match with --eval_generate, generated with the generate flags), eval_runtime,
+// eval_samples_per_second.
+void Trainer::evaluate_held_out() {
+  Parts& p = *parts_;
+  if (p.main_rank) {
+    const auto start = Clock::now();
+    EvalOptions eo;
+    eo.batch_size = config_.eval.batch_size;
+    eo.num_workers = config_.loop.dataloader_num_workers;
+    eo.pad_id = p.data->tokenizer.pad_id();
+    const EvalSummary loss = evaluate(*p.model, *p.eval_data, p.data->example, eo, [](const EvalSample&) {});
+    LogDict d;
+    d.add("eval_loss", loss.loss());
+    d.add("eval_token_accuracy", loss.accuracy());
+    if (config_.eval.generate) {
+      const GenerateOptions go = generate_options_from(config_.data, p.data->tokenizer, p.model->config());
+      const GenerationSummary g =
+          generate_and_score(*p.model, *p.eval_data, p.data->example, go, [](const GeneratedSample&) {});
+      d.add("eval_exact_match", g.exact_match());
+    }
+    const double seconds = seconds_since(start);
+    d.add("eval_runtime", py_round(seconds, 4));
+    d.add("eval_samples_per_second", py_round(static_cast<double>(loss.samples) / seconds, 3));
+    if (loss.skipped > 0)
+      p.log->warning("warning: evaluation: " + std::to_string(loss.skipped) + " bad sample(s) of " +
+                     config_.eval.data_path + " skipped");
+    p.log->eval(p.state, d);
+    p.model->train();
+  }
+  if (p.pg) p.pg->barrier();
 }
 
 // ------------------------------------------------------------------------------------------ checkpoints

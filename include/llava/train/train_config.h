@@ -4,6 +4,7 @@
 // still takes them (make_data_pipeline), as `data`.
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "llava/model/checkpoint.h"
 #include "llava/options.h"
@@ -38,9 +39,10 @@ struct ScheduleConfig {
 
 struct LogConfig {
   double logging_steps = 500;   // < 1: a fraction of the run's steps (HF)
-  std::string report_to = "none";
+  bool tensorboard = false;     // --report_to tensorboard | all | wandb (no network here: TensorBoard files)
+  std::vector<std::string> report_notes;  // what --report_to asked for that is not there (printed by rank 0)
   std::string logging_dir;      // TensorBoard files ("": HF's output_dir/runs/<date>_<host>)
-  std::string run_name;
+  std::string run_name;         // "": output_dir, as HF
 };
 
 // Held-out evaluation during training (HF's evaluation_strategy).
@@ -48,9 +50,8 @@ struct EvalConfig {
   std::string strategy = "no";  // no | steps | epoch
   double steps = 0;             // --eval_steps; 0: logging_steps (HF); < 1: a fraction of the run's steps
   std::string data_path;        // --eval_data_path (required unless strategy is no)
-  bool generate = false;        // --eval_generate: also eval_exact_match
+  bool generate = false;        // --eval_generate: also eval_exact_match (generation flags: TrainConfig::data)
   int batch_size = 8;           // --per_device_eval_batch_size
-  int max_new_tokens = 128;
 };
 
 struct CheckpointConfig {

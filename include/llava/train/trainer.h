@@ -75,6 +75,8 @@ class Trainer {
   // the run
   StepRecord train_step();
   void forward_backward_step(const struct Batch& batch, bool last, struct StepSums& sums);
+  bool due(const std::string& strategy, int64_t every) const;
+  void evaluate_held_out();
   void save_checkpoint(TrainResult& result);
   void save_final_model();
   void report_end(TrainResult& result);
