@@ -17,19 +17,10 @@
 #include "test_data_support.h"
 
 using namespace llava;
+using llava::testing::error_of;
 using nlohmann::json;
 
 namespace {
-
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-    return "";
-  } catch (const Error& e) {
-    return e.what();
-  }
-}
 
 bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 

@@ -12,6 +12,7 @@
 #include "test_support.h"
 
 using namespace llava;
+using llava::testing::error_of;
 
 namespace {
 
@@ -37,15 +38,6 @@ std::vector<std::string> ids(const Dataset& ds) {
   std::vector<std::string> out;
   for (size_t i = 0; i < ds.size(); ++i) out.push_back(ds.id(i));
   return out;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 class Mixture : public ::testing::Test {

@@ -41,15 +41,6 @@ std::vector<uint8_t> read_bytes(const std::string& path) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 // Inputs PIL cannot write, made by the C++ encoders before the script runs: YCCK JPEG (TurboJPEG
 // compresses CMYK as YCCK), 4:4:0 and 4:1:1 subsampling, a JPEG with restart markers is not needed.
 void write_cpp_inputs(const std::string& dir) {

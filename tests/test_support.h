@@ -13,6 +13,7 @@
 #include <sstream>
 #include <string>
 #include <vector>
+#include "llava/error.h"
 #include "llava/fs_util.h"
 
 namespace llava::testing {
@@ -25,6 +26,17 @@ inline std::string shared_dir() {
 }
 
 inline std::string fixture(const std::string& rel) { return shared_dir() + "/fixtures/" + rel; }
+
+// The message of the llava::Error that f() throws; "" when it throws none.
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
 
 inline std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -36,12 +36,7 @@ std::vector<std::string> checkpoints_in(const std::string& out) {
 }
 
 std::string error_of(const Options& o) {
-  try {
-    train(o);
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
+  return testing::error_of([&] { train(o); });
 }
 
 TEST(TrainEval, StepsStrategyEvaluatesTheWeightsOfThatStep) {

@@ -258,14 +258,24 @@ std::vector<uint8_t> read_image_bytes(const ImageRef& ref, const std::string& ct
   }
 }
 
-Example build_example(const Sample& sample, const ExampleOptions& opt) {
-  const Tokenizer& tok = *opt.tokenizer;
-  const ConversationTemplate& tmpl = *opt.conversation;
-  const std::string ctx = sample_context(static_cast<long>(sample.index), sample.id);
+namespace {
+
+// The example's identity: which sample it is and how many images it names.
+Example example_of(const Sample& sample) {
   Example ex;
   ex.index = sample.index;
   ex.id = sample.id;
   ex.num_images = static_cast<int>(sample.images.size());
+  return ex;
+}
+
+}  // namespace
+
+Example build_example(const Sample& sample, const ExampleOptions& opt) {
+  const Tokenizer& tok = *opt.tokenizer;
+  const ConversationTemplate& tmpl = *opt.conversation;
+  const std::string ctx = sample_context(static_cast<long>(sample.index), sample.id);
+  Example ex = example_of(sample);
   const bool has_image = ex.num_images > 0;
 
   std::vector<Turn> turns = sample.turns;
@@ -297,10 +307,7 @@ Example build_generation_example(const Sample& sample, const ExampleOptions& opt
   const Tokenizer& tok = *opt.tokenizer;
   const ConversationTemplate& tmpl = *opt.conversation;
   const std::string ctx = sample_context(static_cast<long>(sample.index), sample.id);
-  Example ex;
-  ex.index = sample.index;
-  ex.id = sample.id;
-  ex.num_images = static_cast<int>(sample.images.size());
+  Example ex = example_of(sample);
 
   std::vector<Turn> turns = generation_turns(sample.turns, &ex.reference);
   if (turns.empty()) throw Error(ctx + ": no human turn to answer");
