@@ -348,6 +348,41 @@ TEST(GenerateCli, DataPathPromptAndRepeatedImages) {
   EXPECT_NE(r.err.find("--temperature"), std::string::npos) << r.err;
 }
 
+// The other model families generate too: LLaVA-1.6 (anyres tiles, image_newline, Mistral, mistral_instruct) and
+// LLaVA-NeXT-Interleave (SigLIP, Qwen2 without BOS, qwen_1_5). A batch of 3 left-padded rows gives each row
+// the ids it gets alone, and eval --generate scores the same answers.
+TEST(GenerateCli, AnyresAndInterleaveModelsBatchedEqualOneByOne) {
+  LLAVA_REQUIRE_FIXTURES();
+  const std::string out = train_tmp("gen_families");
+  const std::vector<std::pair<std::string, std::string>> families = {
+      {"llava-next-tiny", "--version mistral_instruct"},
+      {"llava-interleave-tiny", "--version qwen_1_5 --image_placement next"}};
+  for (const auto& [name, flags] : families) {
+    const std::string f = fixture(name);
+    const std::string args = "--model_name_or_path " + f + " --data_path " + f + "/data.json --image_folder " + f +
+                             "/images --max_new_tokens 6 " + flags;
+    std::vector<std::vector<json>> runs;
+    for (const char* batch : {"1", "3"}) {
+      const std::string file = out + "/" + name + "_" + batch + ".jsonl";
+      RunResult r = run_binary("generate " + args + " --per_device_eval_batch_size " + batch + " --output " + file);
+      ASSERT_EQ(r.code, 0) << name << ": " << r.err;
+      std::vector<json> lines;
+      for (const auto& line : lines_of(read_file(file))) lines.push_back(json::parse(line));
+      runs.push_back(lines);
+    }
+    ASSERT_EQ(runs[0].size(), 6u) << name;
+    ASSERT_EQ(runs[1].size(), 6u) << name;
+    for (size_t i = 0; i < runs[0].size(); ++i) {
+      EXPECT_EQ(runs[0][i]["generated_ids"].size(), 6u) << name << " sample " << i;
+      EXPECT_EQ(runs[0][i]["generated_ids"], runs[1][i]["generated_ids"]) << name << " sample " << i;
+      EXPECT_EQ(runs[0][i]["input_ids"], runs[1][i]["input_ids"]) << name << " sample " << i;
+    }
+    RunResult e = run_binary("eval " + args + " --generate true --per_device_eval_batch_size 3");
+    ASSERT_EQ(e.code, 0) << name << ": " << e.err;
+    EXPECT_NE(lines_of(e.out).back().find("\"eval_exact_match\""), std::string::npos) << e.out;
+  }
+}
+
 TEST(GenerateCli, RepeatedImageFlagKeepsOrderAndReplacesYaml) {
   const std::string dir = train_tmp("gen_flags");
   std::ofstream(dir + "/c.yaml") << "image: [y1.png, y2.png]\nmax_new_tokens: 7\n";
