@@ -96,7 +96,7 @@ void init_qwen_model(const std::string& dir, const json& vision_config, const js
 struct LaunchData {
   std::string root, zero2, zero3;
   std::string llava15, llava15_images, llava15_pretrain_data, llava15_finetune_data;
-  std::string clip, clip_qwen, siglip_qwen, next_images, next_pretrain_data, next_finetune_data, next_mixture;
+  std::string clip, next_images, next_pretrain_data, next_finetune_data, next_mixture;
 };
 
 const LaunchData& launch_data() {
@@ -113,26 +113,8 @@ const LaunchData& launch_data() {
     x.llava15_pretrain_data = x.root + "/blip_laion_cc_sbu_558k.json";
     write_pretrain_data(x.llava15_pretrain_data, {"s0.png", "s1_a.png", "s1_b.png", "s4_a.png"});
 
-    // CLIP 112 px / 28 (4x4 patches + CLS), the layout of llava-next-tiny's tower at twice the size
-    x.clip = fixture("llava-next-tiny/clip-vit-tiny-patch14-56");
-    json clip_config = json::parse(read_file(x.clip + "/config.json"));
-    clip_config["image_size"] = 112;
-    clip_config["patch_size"] = 28;
-    json clip_processor = json::parse(read_file(x.clip + "/preprocessor_config.json"));
-    clip_processor["size"] = {{"shortest_edge", 112}};
-    clip_processor["crop_size"] = {{"height", 112}, {"width", 112}};
-    x.clip_qwen = x.root + "/clip_qwen2";
-    init_qwen_model(x.clip_qwen, clip_config, clip_processor, "default");
-    // SigLIP 192 px / 48 (4x4 patches, no CLS)
     const std::string interleave = fixture("llava-interleave-tiny");
-    json siglip_config = json::parse(read_file(interleave + "/config.json"))["vision_config"];
-    siglip_config["image_size"] = 192;
-    siglip_config["patch_size"] = 48;
-    json siglip_processor = json::parse(read_file(interleave + "/preprocessor_config.json"));
-    siglip_processor["size"] = {{"height", 192}, {"width", 192}};
-    x.siglip_qwen = x.root + "/siglip_qwen2";
-    init_qwen_model(x.siglip_qwen, siglip_config, siglip_processor, "full");
-
+    x.clip = fixture("llava-next-tiny/clip-vit-tiny-patch14-56");
     x.next_images = interleave + "/images";
     x.next_pretrain_data = x.root + "/blip_558k_plain.json";
     write_pretrain_data(x.next_pretrain_data, {"p0.png", "p3_a.png", "p3_b.png", "p5_a.png"});
@@ -143,6 +125,32 @@ const LaunchData& launch_data() {
     return x;
   }();
   return d;
+}
+
+// The LLaVA-NeXT lines' models, made on first use (each takes a second).
+const std::string& qwen_model(bool siglip) {
+  static std::map<bool, std::string> made;
+  if (made.count(siglip)) return made.at(siglip);
+  const LaunchData& d = launch_data();
+  const std::string interleave = fixture("llava-interleave-tiny");
+  json vision, processor;
+  if (!siglip) {  // CLIP 112 px / 28 (4x4 patches + CLS), the layout of llava-next-tiny's tower at twice the size
+    vision = json::parse(read_file(d.clip + "/config.json"));
+    vision["image_size"] = 112;
+    vision["patch_size"] = 28;
+    processor = json::parse(read_file(d.clip + "/preprocessor_config.json"));
+    processor["size"] = {{"shortest_edge", 112}};
+    processor["crop_size"] = {{"height", 112}, {"width", 112}};
+  } else {  // SigLIP 192 px / 48 (4x4 patches, no CLS)
+    vision = json::parse(read_file(interleave + "/config.json"))["vision_config"];
+    vision["image_size"] = 192;
+    vision["patch_size"] = 48;
+    processor = json::parse(read_file(interleave + "/preprocessor_config.json"));
+    processor["size"] = {{"height", 192}, {"width", 192}};
+  }
+  const std::string dir = d.root + (siglip ? "/siglip_qwen2" : "/clip_qwen2");
+  init_qwen_model(dir, vision, processor, siglip ? "full" : "default");
+  return made[siglip] = dir;
 }
 
 // One launch line: shell variables (the script's own and the swapped paths), then the script's flags.
@@ -302,8 +310,8 @@ Line llava15_finetune_task_lora_sh() {
 std::string next_variables(bool siglip, const std::string& prompt_version) {
   const LaunchData& d = launch_data();
   const std::string vision = siglip ? "google/siglip-so400m-patch14-384" : "openai/clip-vit-large-patch14-336";
-  return "LLM_VERSION=" + std::string(siglip ? d.siglip_qwen : d.clip_qwen) + "\nLLM_VERSION_CLEAN=Qwen_Qwen2-7B-Instruct" +
-         "\nVISION_MODEL_VERSION=" + std::string(siglip ? d.siglip_qwen : d.clip_qwen) + "\nVISION_MODEL_VERSION_CLEAN=" +
+  return "LLM_VERSION=" + qwen_model(siglip) + "\nLLM_VERSION_CLEAN=Qwen_Qwen2-7B-Instruct" +
+         "\nVISION_MODEL_VERSION=" + qwen_model(siglip) + "\nVISION_MODEL_VERSION_CLEAN=" +
          vision.substr(0, vision.find('/')) + "_" + vision.substr(vision.find('/') + 1) + "\nPROMPT_VERSION=" +
          prompt_version +
          "\nBASE_RUN_NAME=\"llavanext-${VISION_MODEL_VERSION_CLEAN}-${LLM_VERSION_CLEAN}-mlp2x_gelu-pretrain_blip558k_plain\"" +
