@@ -229,6 +229,9 @@ TEST_F(TinyData, BadSamplesNameIndexIdAndReason) {
   expect_bad(R"({"id": "bad", "images": ["data:image/png;base64,@@@"], )" + conv + "}", "data: URL is not base64");
   expect_bad(R"({"id": "bad", "image": "not_an_image.png", )" + conv + "}", "not_an_image.png");
   expect_bad(R"({"id": "bad", "image": ["a.png", "b.png"], )" + conv + "}", "1 <image> marker(s) but the sample has 2");
+  // LLaVA-NeXT's video samples (--video_folder, --frames_upbound): refused, each one a bad sample
+  expect_bad(R"({"id": "bad", "video": "v_clip.mp4", )" + conv + "}", "video samples are not supported yet");
+  expect_bad(R"({"id": "bad", )" + conv + R"(, "video": "v_clip.mp4"})", "video samples are not supported yet");
   expect_bad(R"({"id": "bad", "conversations": []})", "empty conversation");
   expect_bad(R"({"id": "bad", "conversations": "hello"})", "'conversations' must be a list");
   expect_bad(R"({"id": "bad"})", "no 'conversations'");
@@ -280,6 +283,51 @@ TEST(Sampler, SequentialAndShardedBatches) {
   // uneven: 5 samples on 2 ranks, the last global batch is padded from the start
   Sampler r1b(std::vector<int32_t>(5, 1), o);
   EXPECT_EQ(r1b.rank_batches(0), (std::vector<std::vector<int64_t>>{{1}, {3}, {0}}));
+}
+
+// --dataloader_drop_last: HF drops the incomplete per-device batch, accelerate the incomplete round of them:
+// 10 samples on 2 ranks x batch 2 keep the 8 of the two full global batches.
+TEST(Sampler, DropLastDropsTheIncompleteGlobalBatch) {
+  SamplerOptions o;
+  o.shuffle = false;
+  o.batch_size = 2;
+  o.world_size = 2;
+  for (int rank : {0, 1}) {
+    o.rank = rank;
+    o.drop_last = false;
+    Sampler keep(std::vector<int32_t>(10, 1), o);
+    o.drop_last = true;
+    Sampler drop(std::vector<int32_t>(10, 1), o);
+    EXPECT_EQ(keep.batches_per_epoch(), 3);
+    EXPECT_EQ(drop.batches_per_epoch(), 2);
+    const auto kept = drop.rank_batches(0);
+    ASSERT_EQ(static_cast<int64_t>(kept.size()), drop.batches_per_epoch());
+    const std::vector<std::vector<int64_t>> want =
+        rank == 0 ? std::vector<std::vector<int64_t>>{{0, 1}, {4, 5}} : std::vector<std::vector<int64_t>>{{2, 3}, {6, 7}};
+    EXPECT_EQ(kept, want) << "rank " << rank;
+    EXPECT_EQ(keep.rank_batches(0).back(), std::vector<int64_t>{8 + rank});  // without: one sample per rank
+  }
+  // shuffled and modality-grouped orders lose only their tail: 8 distinct samples of the epoch's first 8
+  o.rank = 0;
+  o.world_size = 1;
+  o.batch_size = 4;
+  o.shuffle = true;
+  o.group_by_modality_length = true;
+  std::vector<int32_t> lengths;
+  for (int i = 0; i < 11; ++i) lengths.push_back(i % 2 ? 5 + i : -(5 + i));
+  Sampler grouped(lengths, o);
+  const auto order = grouped.epoch_order(0);
+  const auto batches = grouped.rank_batches(0);
+  ASSERT_EQ(batches.size(), 2u);
+  EXPECT_EQ(batches[0], std::vector<int64_t>(order.begin(), order.begin() + 4));
+  EXPECT_EQ(batches[1], std::vector<int64_t>(order.begin() + 4, order.begin() + 8));
+  // fewer samples than one global batch: every batch would be dropped
+  try {
+    Sampler(std::vector<int32_t>(3, 1), o);
+    ADD_FAILURE() << "3 samples with drop_last and batch 4 accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--dataloader_drop_last"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Sampler, ShuffleIsSeededAndPerEpoch) {

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <set>
 
 #include "llava/error.h"
 #include "llava/model/checkpoint.h"
@@ -15,6 +17,7 @@
 #include "llava/train/lora.h"
 #include "llava/train/optimizer.h"
 #include "llava/train/schedule.h"
+#include "llava/train/stage.h"
 #include "llava/torch_compat.h"
 #include "llava/train/state.h"
 #include "llava/train/train_config.h"
@@ -610,4 +613,217 @@ TEST(ModelConfiguration, DataAndModelAgreeOnPositionsPerImage) {
   // and a --model_max_length shorter than one image is an error, not a run that skips every image sample
   o.model_max_length = 3;
   EXPECT_THROW(make_data_pipeline(o, false), Error);
+}
+
+// ------------------------------------------------------------------ LLaVA-NeXT's launch-line flags (#17)
+
+namespace {
+
+// The parts whose parameters train: vision, projector, llm (LLM base weights), lora (adapters), newline.
+std::set<std::string> trained_parts(LlavaForCausalLMImpl& m) {
+  std::set<std::string> parts;
+  for (const auto& item : m.named_parameters()) {
+    if (!item.value().requires_grad()) continue;
+    const std::string& n = item.key();
+    if (n.rfind("vision_tower.", 0) == 0) parts.insert("vision");
+    else if (n.rfind("multi_modal_projector.", 0) == 0) parts.insert("projector");
+    else if (n == "image_newline") parts.insert("newline");
+    else if (n.find(".lora_") != std::string::npos) parts.insert("lora");
+    else parts.insert("llm");
+  }
+  return parts;
+}
+
+std::string joined(const std::set<std::string>& s) {
+  std::string out;
+  for (const auto& x : s) out += (out.empty() ? "" : ",") + x;
+  return out;
+}
+
+// The tiny model with LLaVA-1.6's image_newline (spatial_unpad anyres), so every part exists.
+LoadedLlava tiny_model_with_newline() {
+  LoadedLlava l = load_llava(tiny_model_dir());
+  AnyresConfig a{{{28, 56}, {56, 28}}, 28, 2, 4, PatchMerge::kSpatialUnpad, 0};
+  l.model->configure_images(a, "anyres", 11);
+  EXPECT_TRUE(l.model->image_newline.defined());
+  return l;
+}
+
+Options flag_options(const std::string& name) { return tiny_options("", train_tmp(name)); }
+
+// As the command line sets them (the stage flags' precedence looks at which were given).
+void set_parts(Options& o, const std::string& parts) {
+  o.mm_tunable_parts = parts;
+  o.set_keys.insert("mm_tunable_parts");
+}
+void set_flag(Options& o, const std::string& flag) {
+  if (flag == "tune_mm_mlp_adapter") o.tune_mm_mlp_adapter = true;
+  else if (flag == "freeze_backbone") o.freeze_backbone = true;
+  else if (flag == "freeze_mm_mlp_adapter") o.freeze_mm_mlp_adapter = true;
+  else if (flag == "unfreeze_mm_vision_tower") o.unfreeze_mm_vision_tower = true;
+  else if (flag == "lora_enable") o.lora_enable = true;
+  else ADD_FAILURE() << "set_flag: " << flag;
+  o.set_keys.insert(flag);
+}
+
+}  // namespace
+
+// --mm_tunable_parts, LLaVA-NeXT's train(): everything frozen, then each listed part; the LLM part is every
+// parameter outside the tower and the projector (lm_head and image_newline included).
+TEST(Stage, TunablePartsDecideWhichParametersTrain) {
+  LoadedLlava l = tiny_model_with_newline();
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"mm_mlp_adapter", "projector"},
+      {"mm_vision_tower,mm_mlp_adapter,mm_language_model", "llm,newline,projector,vision"},
+      {"mm_mlp_adapter,mm_language_model", "llm,newline,projector"},
+      {"mm_language_model", "llm,newline"},
+      {"mm_vision_tower", "vision"},
+      {" mm_vision_tower , mm_mlp_adapter", "projector,vision"},
+      {"mm_vision_resampler,mm_mlp_adapter", "projector"},  // no resampler: nothing more trains
+  };
+  for (const auto& [value, want] : cases) {
+    Options o = flag_options("tunable_parts");
+    set_parts(o, value);
+    const TrainConfig c = TrainConfig::from_options(o);
+    const std::string stage = apply_stage(*l.model, c.stage);
+    const std::string got = joined(trained_parts(*l.model));
+    std::printf("  --mm_tunable_parts '%s' -> %s (%s)\n", value.c_str(), got.c_str(), stage.c_str());
+    EXPECT_EQ(got, want) << value;
+    // LLaVA-NeXT saves the projector alone exactly when it is the only part
+    EXPECT_EQ(c.stage.tune_mm_mlp_adapter, value == "mm_mlp_adapter") << value;
+  }
+  // without it, LLaVA's flags as before
+  apply_stage(*l.model, TrainConfig::from_options(flag_options("tunable_none")).stage);
+  EXPECT_EQ(joined(trained_parts(*l.model)), "llm,newline,projector");
+}
+
+// Given together, --mm_tunable_parts wins over the four stage flags (LLaVA-NeXT's precedence), and says so.
+TEST(Stage, TunablePartsOverrideTheStageFlags) {
+  LoadedLlava l = tiny_model_with_newline();
+  struct Case {
+    const char* flag;
+    const char* parts;
+    const char* want;
+  };
+  for (const Case& k : {Case{"tune_mm_mlp_adapter", "mm_vision_tower,mm_mlp_adapter,mm_language_model",
+                             "llm,newline,projector,vision"},
+                        Case{"freeze_backbone", "mm_language_model", "llm,newline"},
+                        Case{"freeze_mm_mlp_adapter", "mm_mlp_adapter", "projector"},
+                        Case{"unfreeze_mm_vision_tower", "mm_mlp_adapter,mm_language_model", "llm,newline,projector"}}) {
+    Options o = flag_options("tunable_precedence");
+    set_flag(o, k.flag);
+    set_parts(o, k.parts);
+    const std::string stage = apply_stage(*l.model, TrainConfig::from_options(o).stage);
+    EXPECT_EQ(joined(trained_parts(*l.model)), k.want) << k.flag << " + " << k.parts;
+    EXPECT_NE(stage.find(std::string("overrides --") + k.flag), std::string::npos) << stage;
+  }
+}
+
+TEST(Stage, TunablePartsWithLoraAndBadLists) {
+  // LoRA: mm_language_model trains the adapters (and image_newline), the LLM's base weights stay frozen
+  LoadedLlava l = tiny_model_with_newline();
+  install_lora(*l.model, {4, 8, 0.0});
+  Options o = flag_options("tunable_lora");
+  set_flag(o, "lora_enable");
+  set_parts(o, "mm_mlp_adapter,mm_language_model");
+  apply_stage(*l.model, TrainConfig::from_options(o).stage);
+  EXPECT_EQ(joined(trained_parts(*l.model)), "lora,newline,projector");
+  // LoRA without mm_language_model would train no adapter: refused
+  set_parts(o, "mm_mlp_adapter");
+  try {
+    TrainConfig::from_options(o);
+    ADD_FAILURE() << "lora_enable with mm_tunable_parts mm_mlp_adapter accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("mm_language_model"), std::string::npos) << e.what();
+  }
+  for (const std::string bad : {"mm_projector", "", " , "}) {
+    Options b = flag_options("tunable_bad");
+    set_parts(b, bad);
+    try {
+      TrainConfig::from_options(b);
+      ADD_FAILURE() << "'" << bad << "' accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("--mm_tunable_parts"), std::string::npos) << e.what();
+      if (bad == "mm_projector") EXPECT_NE(std::string(e.what()).find("'mm_projector'"), std::string::npos) << e.what();
+    }
+  }
+}
+
+// --mm_vision_tower_lr: the vision tower's parameter groups get their own learning rate (LLaVATrainer's
+// create_optimizer), the LLM keeps --learning_rate and the projector --mm_projector_lr.
+TEST(Optimizer, VisionTowerLearningRateIsItsOwnGroup) {
+  LoadedLlava l = tiny_model_with_newline();
+  Options o = flag_options("vision_tower_lr");
+  o.learning_rate = 1e-5;
+  o.mm_projector_lr = 2e-5;
+  o.mm_vision_tower_lr = 2e-6;
+  set_parts(o, "mm_vision_tower,mm_mlp_adapter,mm_language_model");
+  const TrainConfig c = TrainConfig::from_options(o);
+  EXPECT_EQ(c.optimizer.vision_tower_lr, 2e-6);
+  apply_stage(*l.model, c.stage);
+  std::vector<NamedParameter> trainable;
+  for (auto& item : l.model->named_parameters())
+    if (item.value().requires_grad()) trainable.push_back({item.key(), item.value()});
+  Optimizer opt(trainable, c.optimizer, nullptr);
+  std::map<std::string, double> lr;
+  for (const ParamGroup& g : opt.groups()) {
+    lr[g.name] = g.base_lr;
+    std::printf("  group %-22s lr %.1e, %zu tensors\n", g.name.c_str(), g.base_lr, g.members.size());
+    for (size_t m : g.members) {
+      const bool vision = trainable[m].name.rfind("vision_tower.", 0) == 0;
+      EXPECT_EQ(vision, g.name.rfind("vision_tower", 0) == 0) << trainable[m].name << " in " << g.name;
+    }
+  }
+  EXPECT_EQ(lr["vision_tower"], 2e-6);
+  EXPECT_EQ(lr["vision_tower.no_decay"], 2e-6);
+  EXPECT_EQ(lr["llm"], 1e-5);
+  EXPECT_EQ(lr["projector"], 2e-5);
+  o.mm_vision_tower_lr = -1;
+  EXPECT_THROW(TrainConfig::from_options(o), Error);
+}
+
+// --attn_implementation: sdpa and flash_attention_2 run the fused SDPA path, eager the written-out one; both
+// give the same hidden states.
+TEST(Attention, AttnImplementationSelectsTheAttentionPath) {
+  EXPECT_TRUE(fused_attention("sdpa"));
+  EXPECT_TRUE(fused_attention("flash_attention_2"));
+  EXPECT_FALSE(fused_attention("eager"));
+  try {
+    fused_attention("flash_attention_3");
+    ADD_FAILURE() << "flash_attention_3 accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'flash_attention_3'"), std::string::npos) << e.what();
+  }
+  torch::manual_seed(0);
+  const torch::Tensor embeds = torch::randn({2, 9, tiny_config().text.hidden_size});
+  std::map<std::string, torch::Tensor> hidden;
+  for (const std::string impl : {"sdpa", "flash_attention_2", "eager"}) {
+    Options o = flag_options("attn_impl");
+    o.attn_implementation = impl;
+    const LoadOptions lo = TrainConfig::from_options(o).load;
+    EXPECT_EQ(lo.fused_attention, impl != "eager") << impl;
+    LoadedLlava l = load_llava(tiny_model_dir(), lo);
+    for (const auto& layer : l.model->language_model->model->layers)
+      EXPECT_EQ(layer->self_attn->use_fused_attention, impl != "eager") << impl;
+    torch::NoGradGuard no_grad;
+    hidden[impl] = l.model->language_model->model->forward(embeds);
+  }
+  const double diff = (hidden["sdpa"] - hidden["eager"]).abs().max().item<double>();
+  std::printf("  max |sdpa - eager| of the hidden states: %.2e (LibTorch %s fused kernel)\n", diff,
+              compat::has_fused_attention() ? "with a" : "without a");
+  EXPECT_LE(diff, 1e-5);
+  EXPECT_TRUE(torch::equal(hidden["sdpa"], hidden["flash_attention_2"]));
+}
+
+// --dataloader_drop_last reaches the loop's settings (its effect: Sampler.DropLastDropsTheIncompleteGlobalBatch);
+// --frames_upbound and --video_folder are accepted (a video sample is a bad sample: TinyData.BadSamples...).
+TEST(TrainConfig, DataloaderDropLastAndVideoFlags) {
+  Options o = flag_options("drop_last");
+  EXPECT_FALSE(TrainConfig::from_options(o).loop.dataloader_drop_last);
+  o.dataloader_drop_last = true;
+  o.video_folder = "/nonexistent/llava_video";
+  o.frames_upbound = 32;
+  EXPECT_TRUE(TrainConfig::from_options(o).loop.dataloader_drop_last);
+  o.frames_upbound = -1;
+  EXPECT_THROW(TrainConfig::from_options(o), Error);
 }

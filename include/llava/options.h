@@ -43,7 +43,10 @@ using StringList = std::vector<std::string>;
   X(bool, freeze_backbone, false, kTrain|kPlan, "freeze the LLM")                                                              \
   X(bool, freeze_mm_mlp_adapter, false, kTrain|kPlan, "freeze the projector")                                                  \
   X(bool, unfreeze_mm_vision_tower, false, kTrain|kPlan, "train the vision tower too")                                         \
+  X(std::string, mm_tunable_parts, "", kTrain|kPlan,                                                                      \
+    "LLaVA-NeXT: what trains, e.g. mm_vision_tower,mm_mlp_adapter,mm_language_model (overrides the four flags above)") \
   X(double, mm_projector_lr, 0.0, kTrain, "learning rate of the projector (0: --learning_rate)")                         \
+  X(double, mm_vision_tower_lr, 0.0, kTrain, "learning rate of the vision tower (0: --learning_rate)")                 \
   X(bool, lora_enable, false, kTrain|kPlan, "LoRA on the LLM's linear layers")                                                 \
   X(int, lora_r, 64, kTrain|kPlan, "LoRA rank")                                                                                \
   X(int, lora_alpha, 16, kTrain, "LoRA alpha (scale = alpha / r)")                                                       \
@@ -67,6 +70,9 @@ using StringList = std::vector<std::string>;
   X(std::string, on_bad_sample, "skip", kTrain, "skip (count and go on) | fail (stop with the error)")                    \
   X(int, model_max_length, 2048, kModel, "maximum sequence length, images expanded")                                     \
   X(int, dataloader_num_workers, 0, kData, "worker threads building examples (0: in the training thread)")              \
+  X(bool, dataloader_drop_last, false, kTrain, "drop the epoch's last incomplete batch (of world_size x batch samples)") \
+  X(std::string, video_folder, "", kData, "LLaVA-NeXT video folder: accepted; samples with a 'video' are bad samples (no video yet)") \
+  X(int, frames_upbound, 0, kData, "LLaVA-NeXT frames per video: accepted (>= 0); video samples are not supported yet") \
   /* training */                                                                                                  \
   X(std::string, output_dir, "", kTrain|kInit|kDemo, "where checkpoints, metrics and the final model go")                            \
   X(double, num_train_epochs, 3.0, kTrain, "epochs")                                                                     \
@@ -94,6 +100,11 @@ using StringList = std::vector<std::string>;
   X(bool, eval_generate, false, kTrain, "evaluation during training also generates answers (eval_exact_match)")        \
   X(bool, bf16, false, kTrain|kEval|kGenerate|kPlan, "bf16 compute, fp32 master weights")                                                      \
   X(bool, tf32, false, kTrain|kEval|kGenerate, "allow TF32 matmuls on CUDA")                                                             \
+  X(std::string, attn_implementation, "sdpa", kTrain|kEval|kGenerate|kPlan,                                             \
+    "sdpa | flash_attention_2 (both: the fused SDPA kernel) | eager (attention written out)")                       \
+  X(bool, torch_compile, false, kTrain, "accepted for LLaVA-NeXT's scripts: the C++ path needs no compilation step")   \
+  X(std::string, torch_compile_backend, "", kTrain, "accepted (e.g. inductor); nothing to compile")                    \
+  X(std::string, torch_compile_mode, "", kTrain, "accepted; nothing to compile")                                        \
   X(bool, gradient_checkpointing, false, kTrain|kPlan, "recompute LLM layers in backward")                                     \
   X(long, seed, 42, kTrain|kEval|kGenerate|kInit|kDemo, "random seed")                                                                               \
   X(std::string, resume_from_checkpoint, "", kTrain, "checkpoint dir or 'latest'")                                       \
@@ -144,7 +155,8 @@ struct Command {
   std::string name;  // train, preprocess, eval, tokenize, check-data, init-model, plan, bench-data
   Options options;
   bool help = false, version = false;
-  std::vector<std::string> notes;  // to print once (e.g. --deepspeed keys without an equivalent)
+  std::vector<std::string> notes;     // to print once (e.g. --deepspeed keys without an equivalent)
+  std::vector<std::string> warnings;  // to print once, as warnings (e.g. a ZeRO-3 config run as ZeRO-2)
 };
 
 // argv -> Command. Throws llava::Error for unknown keys (with the closest known key), bad values,
@@ -158,11 +170,15 @@ std::vector<std::string> option_names();
 // An option's current value as text (as the start-up table shows it); throws for an unknown key.
 std::string option_value(const Options& options, const std::string& key);
 // --deepspeed FILE (applied by parse_command_line after YAML and flags): zero_optimization.stage ->
-// --zero_stage (3: an error saying to use 2), reduce_bucket_size -> --ddp_bucket_cap_mb,
-// train_micro_batch_size_per_gpu, gradient_accumulation_steps, gradient_clipping, bf16.enabled and the
-// optimizer's lr/betas/eps/weight_decay -> their flags ("auto": the flag's value; an explicit value fills an
-// unset flag and must agree with a given one). Returns the keys that have no equivalent.
-std::vector<std::string> apply_deepspeed_config(Options& options, const std::string& path);
+// --zero_stage (3 runs as 2, with a warning: parameters are not partitioned), reduce_bucket_size ->
+// --ddp_bucket_cap_mb, train_micro_batch_size_per_gpu, gradient_accumulation_steps, gradient_clipping,
+// bf16.enabled and the optimizer's lr/betas/eps/weight_decay -> their flags ("auto": the flag's value; an
+// explicit value fills an unset flag and must agree with a given one).
+struct DeepSpeedMapping {
+  std::vector<std::string> unmapped;  // keys that have no equivalent
+  std::vector<std::string> warnings;  // what runs differently from DeepSpeed (ZeRO-3 as ZeRO-2)
+};
+DeepSpeedMapping apply_deepspeed_config(Options& options, const std::string& path);
 std::string closest_option(const std::string& key);
 std::string help_text();
 // The resolved settings as an aligned two-column table (printed at startup, like llm.c).

@@ -28,6 +28,10 @@ struct SamplerOptions {
   // disjoint shards of equal size, every rank computing the same order from the seed), and the order
   // depends only on seed, epoch, world_size and batch_size (exact resume).
   int group_by_length_window = 0;
+  // --dataloader_drop_last: the epoch's last global batch is dropped when it has fewer than
+  // world_size x batch_size samples (HF Trainer's DataLoader(drop_last=True) under accelerate's sharding:
+  // the same samples are dropped). Fewer samples than one global batch is an error.
+  bool drop_last = false;
 };
 
 class Rng;
@@ -41,8 +45,9 @@ class Sampler {
 
   // The whole epoch's sample order (before sharding).
   std::vector<int64_t> epoch_order(int64_t epoch) const;
-  // This rank's batches for the epoch, in order. The last global batch may be smaller; when it has
-  // fewer samples than ranks it is padded by repeating the epoch's first samples (as DistributedSampler pads).
+  // This rank's batches for the epoch, in order. The last global batch may be smaller (unless drop_last);
+  // when it has fewer samples than ranks it is padded by repeating the epoch's first samples (as
+  // DistributedSampler pads).
   std::vector<std::vector<int64_t>> rank_batches(int64_t epoch) const;
   int64_t batches_per_epoch() const;  // per rank
   size_t size() const { return lengths_.size(); }

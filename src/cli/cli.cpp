@@ -33,6 +33,10 @@ int dispatch(const Command& cmd, int argc) {
   }
   const Options& o = cmd.options;
   for (const auto& note : cmd.notes) std::cerr << "note: " << printable(note) << "\n";
+  for (const auto& warning : cmd.warnings) std::cerr << "warning: " << printable(warning) << "\n";
+  if (o.set_keys.count("attn_implementation") && o.attn_implementation != "eager" && !compat::has_fused_attention())
+    std::cerr << "note: --attn_implementation " << printable(o.attn_implementation) << ": LibTorch "
+              << compat::torch_version_string() << " has no fused SDPA kernel; the written-out attention runs\n";
   if (cmd.name == "tokenize") return cmd_tokenize(o);
   if (cmd.name == "preprocess") return cmd_preprocess(o);
   if (cmd.name == "check-data") return cmd_check_data(o);

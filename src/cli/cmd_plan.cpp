@@ -11,7 +11,8 @@
 //                 llama-2-13b (LLM; tower and projector as for a directory); an "owner/" prefix is ignored,
 //                 so liuhaotian/llava-v1.5-7b works without a download.
 // The rest from the options (YAML and command line): world_size, per_device_train_batch_size,
-// model_max_length, gradient_accumulation_steps, bf16, the tune/freeze/lora flags, ddp_bucket_cap_mb, and
+// model_max_length, gradient_accumulation_steps, bf16, the tune/freeze/lora flags or --mm_tunable_parts,
+// --attn_implementation (eager: the written-out attention's activations), ddp_bucket_cap_mb, and
 // LLaVA-1.6's image_aspect_ratio anyres / image_grid_pinpoints / mm_patch_merge_type / max_tiles_per_sample
 // (tiles and positions per image; a LLaVA-1.6 directory's config.json gives them too).
 #include <unistd.h>
@@ -28,6 +29,8 @@
 #include "llava/anyres.h"
 #include "llava/dist/plan.h"
 #include "llava/error.h"
+#include "llava/train/stage.h"
+#include "llava/train/train_config.h"
 #include "llava/model/config.h"
 #include "llava/torch_compat.h"
 
@@ -230,11 +233,19 @@ int cmd_plan(const Options& o) {
   s.seq = o.model_max_length;
   s.gradient_accumulation_steps = o.gradient_accumulation_steps;
   s.bf16 = o.bf16;
-  s.fused_attention = compat::has_fused_attention();
+  s.fused_attention = compat::has_fused_attention() && fused_attention(o.attn_implementation);
   s.tune_mm_mlp_adapter = o.tune_mm_mlp_adapter;
   s.freeze_backbone = o.freeze_backbone;
   s.freeze_mm_mlp_adapter = o.freeze_mm_mlp_adapter;
   s.unfreeze_mm_vision_tower = o.unfreeze_mm_vision_tower;
+  if (o.set_keys.count("mm_tunable_parts") || !o.mm_tunable_parts.empty()) {
+    // LLaVA-NeXT's list, in the plan's terms (its freeze_backbone is the whole LLM)
+    const TunableParts parts = parse_tunable_parts(o.mm_tunable_parts);
+    s.tune_mm_mlp_adapter = parts.projector_only();
+    s.freeze_backbone = !parts.language_model;
+    s.freeze_mm_mlp_adapter = !parts.mlp_adapter;
+    s.unfreeze_mm_vision_tower = parts.vision_tower;
+  }
   s.lora_enable = o.lora_enable;
   s.lora_r = o.lora_r;
   s.bucket_bytes = static_cast<int64_t>(o.ddp_bucket_cap_mb) << 20;

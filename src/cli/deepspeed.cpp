@@ -53,7 +53,7 @@ void map_key(Options& o, const json& section, const char* key, const std::string
 
 }  // namespace
 
-std::vector<std::string> apply_deepspeed_config(Options& o, const std::string& path) {
+DeepSpeedMapping apply_deepspeed_config(Options& o, const std::string& path) {
   std::ifstream in(path);
   if (!in) throw Error(path + ": cannot open the --deepspeed config");
   json ds;
@@ -63,17 +63,24 @@ std::vector<std::string> apply_deepspeed_config(Options& o, const std::string& p
     throw Error(path + ": not a DeepSpeed JSON config: " + e.what());
   }
   if (!ds.is_object()) throw Error(path + ": a DeepSpeed config must be a JSON object");
-  std::vector<std::string> unmapped;
+  DeepSpeedMapping out;
+  std::vector<std::string>& unmapped = out.unmapped;
   const json zero = ds.value("zero_optimization", json::object());
   if (!zero.is_object()) throw Error(path + ": zero_optimization must be an object");
   if (zero.contains("stage") && !is_auto(zero["stage"])) {
     if (!zero["stage"].is_number_integer()) throw Error(path + ": zero_optimization.stage must be 0, 1, 2 or 3");
     const int64_t stage = zero["stage"].get<int64_t>();
-    if (stage == 3)
-      throw Error(path + ": ZeRO stage 3 (parameter sharding) is not supported yet: use --zero_stage 2 (optimizer "
-                  "state and gradients sharded; the parameters fit on each GPU for LLaVA-7B/13B with "
-                  "--gradient_checkpointing, see `llava-train plan`)");
-    map_key(o, zero, "stage", "zero_stage", path, "zero_optimization.");
+    if (stage == 3) {
+      // LLaVA's finetune scripts pass zero3.json. ZeRO-2 computes the same update (only where the weights
+      // live differs), so the run goes on as ZeRO-2 and says what that costs.
+      out.warnings.push_back(path + ": ZeRO stage 3 runs as ZeRO-2 (--zero_stage 2): optimizer state and gradients "
+                             "are sharded over the ranks, the parameters are not partitioned, so every rank holds all of "
+                             "them: the same numbers as ZeRO-3, more memory per rank (`llava-train plan --deepspeed " +
+                             path + " --world_size N` shows the per-rank memory)");
+      map_key(o, json{{"stage", 2}}, "stage", "zero_stage", path, "zero_optimization.");
+    } else {
+      map_key(o, zero, "stage", "zero_stage", path, "zero_optimization.");
+    }
   }
   map_key(o, zero, "reduce_bucket_size", "ddp_bucket_cap_mb", path, "zero_optimization.", 1.0 / (1 << 20));
   for (const auto& [key, value] : zero.items())
@@ -110,7 +117,7 @@ std::vector<std::string> apply_deepspeed_config(Options& o, const std::string& p
     if (key == "train_batch_size" && is_auto(value)) mapped = true;  // derived: batch x accumulation x ranks
     if (!mapped) unmapped.push_back(key);
   }
-  return unmapped;
+  return out;
 }
 
 }  // namespace llava

@@ -280,12 +280,17 @@ Command parse_command_line(int argc, char** argv) {
     set_option(cmd.options, kv.key(), kv.value(), "command line");
   }
   if (!cmd.options.deepspeed.empty()) {
-    const std::vector<std::string> unmapped = apply_deepspeed_config(cmd.options, cmd.options.deepspeed);
+    const DeepSpeedMapping ds = apply_deepspeed_config(cmd.options, cmd.options.deepspeed);
     std::string keys;
-    for (const auto& k : unmapped) keys += (keys.empty() ? "" : ", ") + k;
+    for (const auto& k : ds.unmapped) keys += (keys.empty() ? "" : ", ") + k;
     if (!keys.empty())
       cmd.notes.push_back("--deepspeed " + cmd.options.deepspeed + ": no llava-train equivalent, ignored: " + keys);
+    cmd.warnings.insert(cmd.warnings.end(), ds.warnings.begin(), ds.warnings.end());
   }
+  const std::set<std::string>& given = cmd.options.set_keys;
+  if ((given.count("torch_compile") && cmd.options.torch_compile) || given.count("torch_compile_backend") ||
+      given.count("torch_compile_mode"))
+    cmd.notes.push_back("--torch_compile: accepted; the C++ path needs no compilation step (nothing is compiled)");
   return cmd;
 }
 

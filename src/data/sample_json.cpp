@@ -495,6 +495,10 @@ Sample parse_sample(const char* json, size_t size, size_t readable, int64_t inde
     std::string_view key;
     reader.check(field.unescaped_key().get(key));
     const bool is_conv = key == "conversations", is_image = key == "image", is_images = key == "images";
+    // LLaVA-NeXT's video samples (frames of sample["video"] from --video_folder): not built yet.
+    if (key == "video")
+      throw Error(ctx + ": a 'video' sample: video samples are not supported yet (--video_folder and "
+                  "--frames_upbound are accepted, image and text samples train)");
     if (!is_conv && !is_image && !is_images) continue;
     od::value v;
     reader.check(take(field.value(), v));

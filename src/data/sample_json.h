@@ -31,8 +31,9 @@ struct Invalid {
 bool index_stats(const char* json, size_t size, size_t readable, Stats& stats, Invalid& invalid);
 
 // The loader's read: turns and images of sample `index` (id for messages). Throws llava::Error
-// "sample I (id 'X'): reason" for a malformed sample (the checks and messages of dataset.h); a single human
-// turn only with allow_unanswered (generation prompts).
+// "sample I (id 'X'): reason" for a malformed sample (the checks and messages of dataset.h) and for a
+// LLaVA-NeXT video sample (a `video` key: not supported yet); a single human turn only with allow_unanswered
+// (generation prompts).
 Sample parse_sample(const char* json, size_t size, size_t readable, int64_t index, const std::string& id,
                     const std::string& image_folder, bool allow_unanswered);
 

@@ -90,6 +90,11 @@ Sampler::Sampler(std::vector<int32_t> modality_lengths, SamplerOptions options, 
   if (sort_lengths_.empty())
     for (int32_t m : lengths_) sort_lengths_.push_back(std::abs(m));
   if (sort_lengths_.size() != lengths_.size()) throw Error("sampler: one sort length per sample needed");
+  const size_t global = static_cast<size_t>(opt_.world_size) * opt_.batch_size;
+  if (opt_.drop_last && lengths_.size() < global)
+    throw Error("--dataloader_drop_last: the " + std::to_string(lengths_.size()) + " samples make no full batch of " +
+                std::to_string(opt_.world_size) + " rank(s) x " + std::to_string(opt_.batch_size) +
+                " (every batch would be dropped)");
 }
 
 // Random order -> windows of group_by_length_window global batches, each sorted longest first and cut into
@@ -172,6 +177,9 @@ std::vector<int64_t> Sampler::epoch_order(int64_t epoch) const {
 std::vector<std::vector<int64_t>> Sampler::rank_batches(int64_t epoch) const {
   std::vector<int64_t> order = epoch_order(epoch);
   const int64_t W = opt_.world_size, B = opt_.batch_size;
+  // drop_last: torch's DataLoader drops the incomplete per-device batch and accelerate the incomplete round
+  // of them, which leaves the full global batches; nothing is padded then.
+  if (opt_.drop_last) order.resize(order.size() - order.size() % static_cast<size_t>(W * B));
   // Pad so every rank has a sample in the last global batch (DistributedSampler pads by wrapping).
   for (size_t k = 0; order.size() % W != 0; ++k) order.push_back(order[k % lengths_.size()]);
   std::vector<std::vector<int64_t>> out;
@@ -187,6 +195,7 @@ std::vector<std::vector<int64_t>> Sampler::rank_batches(int64_t epoch) const {
 int64_t Sampler::batches_per_epoch() const {
   int64_t global = static_cast<int64_t>(opt_.world_size) * opt_.batch_size;
   int64_t n = static_cast<int64_t>(lengths_.size());
+  if (opt_.drop_last) return n / global;
   n += (opt_.world_size - n % opt_.world_size) % opt_.world_size;
   return (n + global - 1) / global;
 }

@@ -324,6 +324,8 @@ LoadedLlava load_llava(const std::string& model_dir, const LoadOptions& o) {
     load_projector(*out.model, o.pretrain_mm_mlp_adapter);
     out.notes.push_back("projector loaded from " + o.pretrain_mm_mlp_adapter);
   }
+  out.model->set_fused_attention(o.fused_attention);
+  if (!o.fused_attention) out.notes.push_back("attention: eager (written out; --attn_implementation eager)");
   out.model->to(o.device);
   return out;
 }

@@ -16,7 +16,39 @@ void require(bool ok, const std::string& message) {
   if (!ok) throw Error(message);
 }
 
+// The stage: LLaVA's four flags, or LLaVA-NeXT's --mm_tunable_parts over them.
+StageOptions stage_options(const Options& o) {
+  StageOptions s;
+  s.tune_mm_mlp_adapter = o.tune_mm_mlp_adapter;
+  s.freeze_backbone = o.freeze_backbone;
+  s.freeze_mm_mlp_adapter = o.freeze_mm_mlp_adapter;
+  s.unfreeze_mm_vision_tower = o.unfreeze_mm_vision_tower;
+  s.lora_enable = o.lora_enable;
+  if (!o.set_keys.count("mm_tunable_parts") && o.mm_tunable_parts.empty()) return s;
+  const TunableParts parts = parse_tunable_parts(o.mm_tunable_parts);
+  require(!o.lora_enable || parts.language_model,
+          "--lora_enable with --mm_tunable_parts " + o.mm_tunable_parts +
+              ": the LoRA adapters train only when mm_language_model is listed (LLaVA-NeXT freezes them otherwise); "
+              "add it or drop --lora_enable");
+  for (const auto& [flag, on] : {std::pair<const char*, bool>{"tune_mm_mlp_adapter", o.tune_mm_mlp_adapter},
+                                 {"freeze_backbone", o.freeze_backbone},
+                                 {"freeze_mm_mlp_adapter", o.freeze_mm_mlp_adapter},
+                                 {"unfreeze_mm_vision_tower", o.unfreeze_mm_vision_tower}})
+    if (on) s.overridden += (s.overridden.empty() ? "--" : ", --") + std::string(flag);
+  s.tunable_parts = parts;
+  s.tune_mm_mlp_adapter = parts.projector_only();  // LLaVA-NeXT then saves the projector alone, as pretraining
+  s.freeze_backbone = s.freeze_mm_mlp_adapter = s.unfreeze_mm_vision_tower = false;
+  return s;
+}
+
 }  // namespace
+
+bool fused_attention(const std::string& attn_implementation) {
+  const std::string& a = attn_implementation;
+  if (a == "sdpa" || a == "flash_attention_2") return true;
+  if (a == "eager") return false;
+  throw Error("--attn_implementation must be sdpa, flash_attention_2 or eager, got '" + a + "'");
+}
 
 LoadOptions model_load_options(const Options& o) {
   const ConfigOverrides flags = config_overrides(o);  // the same the data side counts image positions with
@@ -28,6 +60,7 @@ LoadOptions model_load_options(const Options& o) {
   l.pretrain_mm_mlp_adapter = o.pretrain_mm_mlp_adapter;
   l.dtype = o.bf16 ? torch::kBFloat16 : torch::kFloat32;
   l.seed = static_cast<uint64_t>(o.seed);
+  l.fused_attention = fused_attention(o.attn_implementation);
   return l;
 }
 
@@ -88,6 +121,10 @@ TrainConfig TrainConfig::from_options(const Options& o) {
   require(o.adam_beta1 >= 0 && o.adam_beta1 < 1 && o.adam_beta2 >= 0 && o.adam_beta2 < 1,
           "--adam_beta1 / --adam_beta2 must be in [0, 1)");
   require(o.adam_epsilon > 0, "--adam_epsilon must be > 0");
+  require(o.mm_projector_lr >= 0 && std::isfinite(o.mm_projector_lr), "--mm_projector_lr must be a finite number >= 0");
+  require(o.mm_vision_tower_lr >= 0 && std::isfinite(o.mm_vision_tower_lr),
+          "--mm_vision_tower_lr must be a finite number >= 0 (0: --learning_rate)");
+  require(o.frames_upbound >= 0, "--frames_upbound must be >= 0, got " + std::to_string(o.frames_upbound));
 
   TrainConfig c;
   c.data = o;
@@ -96,8 +133,7 @@ TrainConfig TrainConfig::from_options(const Options& o) {
   c.tf32 = o.tf32;
   c.load = model_load_options(o);
 
-  c.stage = {o.tune_mm_mlp_adapter, o.freeze_backbone, o.freeze_mm_mlp_adapter, o.unfreeze_mm_vision_tower,
-             o.lora_enable};
+  c.stage = stage_options(o);
   c.lora_enable = o.lora_enable;
   c.lora = {o.lora_r, o.lora_alpha, o.lora_dropout};
   if (o.lora_enable) {
@@ -109,6 +145,7 @@ TrainConfig TrainConfig::from_options(const Options& o) {
   opt.learning_rate = o.learning_rate;
   opt.weight_decay = o.weight_decay;
   opt.projector_lr = o.mm_projector_lr;
+  opt.vision_tower_lr = o.mm_vision_tower_lr;
   opt.beta1 = o.adam_beta1;
   opt.beta2 = o.adam_beta2;
   opt.eps = o.adam_epsilon;
@@ -133,6 +170,7 @@ TrainConfig TrainConfig::from_options(const Options& o) {
   l.group_by_length_window = o.group_by_length_window;
   l.dataloader_num_workers = o.dataloader_num_workers;
   l.gradient_checkpointing = o.gradient_checkpointing;
+  l.dataloader_drop_last = o.dataloader_drop_last;
 
   c.log = log_config(o);
   // --eval_strategy is transformers >= 4.41's name of --evaluation_strategy; given both, they must agree.

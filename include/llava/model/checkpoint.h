@@ -54,6 +54,9 @@ struct LoadOptions {
   // while the model lives (replacing it by rename, as our writers do, is fine).
   // false: every tensor is copied into memory of its own (in parallel on the intra-op threads).
   bool map_weights = false;
+  // --attn_implementation: true (sdpa, flash_attention_2) the fused SDPA kernel where LibTorch has one;
+  // false (eager) the attention written out (softmax(q k^T) v as separate ops).
+  bool fused_attention = true;
 };
 
 struct LoadedLlava {

@@ -29,6 +29,7 @@ struct LoopConfig {
   int group_by_length_window = 0;
   int dataloader_num_workers = 0;
   bool gradient_checkpointing = false;
+  bool dataloader_drop_last = false;       // the sampler drops the epoch's last incomplete global batch
 };
 
 struct ScheduleConfig {
@@ -93,5 +94,8 @@ struct TrainConfig {
 // How --model_name_or_path is to be loaded under the run's flags (train, eval, generate): the model flags,
 // the projector file, dtype (--bf16) and seed; the device is the caller's.
 LoadOptions model_load_options(const Options& options);
+// --attn_implementation: sdpa and flash_attention_2 -> true (the fused SDPA kernel), eager -> false (written
+// out); anything else is an error naming the flag.
+bool fused_attention(const std::string& attn_implementation);
 
 }  // namespace llava
