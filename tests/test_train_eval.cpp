@@ -1,6 +1,6 @@
-// What a training run reports besides its steps: held-out evaluation (--evaluation_strategy / --eval_strategy,
-// --eval_steps, --eval_data_path, --eval_generate), --save_strategy, and TensorBoard files (--report_to,
-// --logging_dir, --run_name), on the tiny random model (no ../shared needed).
+// The run-level flags of HF's Trainer besides the step: held-out evaluation (--evaluation_strategy /
+// --eval_strategy, --eval_steps, --eval_data_path, --eval_generate), --save_strategy, --dataloader_drop_last,
+// and TensorBoard files (--report_to, --logging_dir, --run_name), on the tiny random model (no ../shared needed).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -132,6 +132,23 @@ TEST(TrainEval, SaveStrategyDecidesWhichCheckpointsAreWritten) {
     ASSERT_EQ(r.exit_code, 0) << r.message;
     EXPECT_EQ(checkpoints_in(out + "/" + strategy), names) << "--save_strategy " << strategy;
     EXPECT_TRUE(fs::exists(out + "/" + strategy + "/model.safetensors")) << "the final model, whatever the strategy";
+  }
+}
+
+TEST(TrainEval, DataloaderDropLastLeavesOutTheEpochsIncompleteBatch) {
+  const std::string out = train_tmp("train_drop_last");
+  const std::string data = write_tiny_data(out, "iItiI");  // 5 samples: batches of 2, 2 and 1
+  for (const bool drop : {false, true}) {
+    Options o = tiny_options(data, out + (drop ? "/drop" : "/keep"));
+    o.max_steps = -1;
+    o.num_train_epochs = 1;
+    o.dataloader_drop_last = drop;
+    TrainResult r = train(o);
+    ASSERT_EQ(r.exit_code, 0) << r.message;
+    ASSERT_EQ(r.steps.size(), drop ? 2u : 3u) << "--dataloader_drop_last " << drop;
+    int64_t samples = 0;
+    for (const auto& s : r.steps) samples += s.num_samples;
+    EXPECT_EQ(samples, drop ? 4 : 5);
   }
 }
 

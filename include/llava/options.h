@@ -176,7 +176,7 @@ std::string option_value(const Options& options, const std::string& key);
 // explicit value fills an unset flag and must agree with a given one).
 struct DeepSpeedMapping {
   std::vector<std::string> unmapped;  // keys that have no equivalent
-  std::vector<std::string> warnings;  // what runs differently from DeepSpeed (ZeRO-3 as ZeRO-2)
+  std::vector<std::string> warnings;  // what runs differently from DeepSpeed (stage 3 under an explicit --zero_stage)
 };
 DeepSpeedMapping apply_deepspeed_config(Options& options, const std::string& path);
 std::string closest_option(const std::string& key);

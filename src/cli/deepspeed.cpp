@@ -70,14 +70,13 @@ DeepSpeedMapping apply_deepspeed_config(Options& o, const std::string& path) {
   if (zero.contains("stage") && !is_auto(zero["stage"])) {
     if (!zero["stage"].is_number_integer()) throw Error(path + ": zero_optimization.stage must be 0, 1, 2 or 3");
     const int64_t stage = zero["stage"].get<int64_t>();
-    if (stage == 3) {
-      // LLaVA's finetune scripts pass zero3.json. ZeRO-2 computes the same update (only where the weights
-      // live differs), so the run goes on as ZeRO-2 and says what that costs.
-      out.warnings.push_back(path + ": ZeRO stage 3 runs as ZeRO-2 (--zero_stage 2): optimizer state and gradients "
-                             "are sharded over the ranks, the parameters are not partitioned, so every rank holds all of "
-                             "them: the same numbers as ZeRO-3, more memory per rank (`llava-train plan --deepspeed " +
-                             path + " --world_size N` shows the per-rank memory)");
-      map_key(o, json{{"stage", 2}}, "stage", "zero_stage", path, "zero_optimization.");
+    if (stage == 3 && !o.set_keys.count("zero_stage"))
+      throw Error(path + ": ZeRO stage 3 (parameter partitioning) is not supported yet: add --zero_stage 2 (optimizer "
+                  "state and gradients sharded over the ranks, the same numbers; every rank holds all parameters, "
+                  "which fit for LLaVA-7B/13B with --gradient_checkpointing: see `llava-train plan`)");
+    if (stage == 3) {  // --zero_stage given: the command line's stage wins over the file's 3
+      out.warnings.push_back(path + ": zero_optimization.stage 3 is not supported yet; running --zero_stage " +
+                             std::to_string(o.zero_stage) + " as given (parameters are not partitioned)");
     } else {
       map_key(o, zero, "stage", "zero_stage", path, "zero_optimization.");
     }

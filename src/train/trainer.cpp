@@ -266,6 +266,7 @@ void Trainer::build_data() {
   so.gradient_accumulation_steps = c.loop.gradient_accumulation_steps;
   so.world_size = p.world;
   so.rank = p.rank;
+  so.drop_last = c.loop.dataloader_drop_last;
   p.sampler = std::make_unique<Sampler>(std::move(modality_lengths), so, std::move(sort_lengths));
   require_a_usable_sample(*p.data, *p.sampler, c.data.data_path);
   // An optimizer step every `accum` micro-batches and at the end of each epoch (transformers >= 4.46).
@@ -310,6 +311,7 @@ void Trainer::build_model() {
     lo = LoadOptions();
     lo.dtype = c.load.dtype;
     lo.seed = c.load.seed;
+    lo.fused_attention = c.load.fused_attention;
   }
   lo.device = p.device;
   LoadedLlava loaded = load_llava(p.resume_dir.empty() ? c.model_dir : p.resume_dir, lo);
