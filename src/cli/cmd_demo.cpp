@@ -175,7 +175,6 @@ int cmd_demo_data(const Options& o) {
   const fs::path dir(o.output_dir), image_dir = dir / "images", tokenizer_dir = dir / "tokenizer";
   fs::create_directories(image_dir);
   fs::create_directories(tokenizer_dir);
-  const int n_train = o.max_samples > 0 ? static_cast<int>(o.max_samples) : kNumTrain, n_eval = kNumEval;
   Rng rng(static_cast<uint64_t>(o.seed));
   std::ofstream corpus(dir / "corpus.txt");
   // The template's fixed text is part of every prompt: the tokenizer should learn its words as pieces too,
@@ -184,11 +183,11 @@ int cmd_demo_data(const Options& o) {
       "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
       "detailed, and polite answers to the user's questions.\nUSER: ASSISTANT: Image 1: Image 2: Image 3:\n";
   json train = json::array(), eval = json::array();
-  for (int i = 0; i < n_train; ++i) {
+  for (int i = 0; i < kNumTrain; ++i) {
     train.push_back(make_sample(i, "train", image_dir, rng, corpus));
     corpus << template_text;
   }
-  for (int i = 0; i < n_eval; ++i) eval.push_back(make_sample(i, "eval", image_dir, rng, corpus));
+  for (int i = 0; i < kNumEval; ++i) eval.push_back(make_sample(i, "eval", image_dir, rng, corpus));
   json captions = json::array();
   for (int i = 0; i < kNumCaptions; ++i) captions.push_back(make_caption_sample(i, image_dir, rng, corpus));
   corpus.close();
@@ -197,7 +196,8 @@ int cmd_demo_data(const Options& o) {
   write_text(dir / "eval.json", eval.dump(1) + "\n");
   write_tokenizer_files(dir / "corpus.txt", tokenizer_dir);
   write_text(dir / "model_config.json", demo_model_config().dump(2));
-  std::cout << "demo-data: " << n_train << " training and " << n_eval << " held-out samples (2-3 images each) in "
+  std::cout << "demo-data: " << kNumTrain << " training and " << kNumEval << " held-out samples (2-3 images each), "
+            << kNumCaptions << " captions in "
             << dir.string() << "; tokenizer in " << tokenizer_dir.string() << "\n";
   return 0;
 }
