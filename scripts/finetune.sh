@@ -27,21 +27,35 @@ if [[ $# -gt 0 ]]; then
 fi
 
 # ---- the built-in demo ----
+# Two stages as LLaVA's: captions of single images (configs/tiny-demo-captions.yaml), then the multi-image
+# questions (configs/tiny-demo.yaml); the held-out questions are scored before and after, answers generated.
 DEMO=${LLAVA_DEMO_DIR:-$ROOT/demo_run}
 BIN=$LLAVA_TRAIN  # build/llava-train unless LLAVA_TRAIN names another (scripts/launch.sh)
-echo "== demo: synthetic multi-image data and tokenizer in $DEMO/data"
+STAGE2=configs/tiny-demo.yaml
+echo "== demo: synthetic multi-image data, captions and tokenizer in $DEMO/data"
 "$BIN" demo-data --output_dir "$DEMO/data" --seed 1
 echo "== demo: a small random LLaVA model in $DEMO/model"
 "$BIN" init-model --model_config "$DEMO/data/model_config.json" --tokenizer_dir "$DEMO/data/tokenizer" \
   --output_dir "$DEMO/model" --seed 1
-"$BIN" check-data --model_name_or_path "$DEMO/model" --data_path "$DEMO/data/train.json" \
-  --image_folder "$DEMO/data/images" --model_max_length 512
-echo "== demo: training on CPU (configs/tiny-demo.yaml)"
-rm -rf "$DEMO/output"
-launch_llava_train -- train --config configs/tiny-demo.yaml --model_name_or_path "$DEMO/model" \
+"$BIN" check-data --config "$STAGE2" --model_name_or_path "$DEMO/model" --data_path "$DEMO/data/train.json" \
+  --image_folder "$DEMO/data/images"
+
+# Held-out loss, token accuracy and exact-match of the generated last answers (one JSON line), then
+# three examples: question, reference answer, generated answer.
+demo_eval() {
+  "$BIN" eval --config "$STAGE2" --model_name_or_path "$1" --data_path "$DEMO/data/eval.json" \
+    --image_folder "$DEMO/data/images" --generate true --max_new_tokens 16 --show_examples 3 \
+    --output "$2" 2> "$2.log" | tail -n 1
+  grep -A3 '^example' "$2.log" || true
+}
+echo "== demo: held-out evaluation before training"
+demo_eval "$DEMO/model" "$DEMO/eval_before.jsonl"
+rm -rf "$DEMO/captions" "$DEMO/output"
+echo "== demo: stage 1 on CPU, image captions (configs/tiny-demo-captions.yaml)"
+launch_llava_train -- train --config configs/tiny-demo-captions.yaml --model_name_or_path "$DEMO/model" \
+  --data_path "$DEMO/data/captions.json" --image_folder "$DEMO/data/images" --output_dir "$DEMO/captions"
+echo "== demo: stage 2 on CPU, multi-image questions ($STAGE2)"
+launch_llava_train -- train --config "$STAGE2" --model_name_or_path "$DEMO/captions" \
   --data_path "$DEMO/data/train.json" --image_folder "$DEMO/data/images" --output_dir "$DEMO/output"
-echo "== demo: held-out evaluation (before and after training)"
-"$BIN" eval --model_name_or_path "$DEMO/model" --data_path "$DEMO/data/eval.json" \
-  --image_folder "$DEMO/data/images" --model_max_length 512 --output "$DEMO/eval_before.jsonl" | tail -n 1
-"$BIN" eval --model_name_or_path "$DEMO/output" --data_path "$DEMO/data/eval.json" \
-  --image_folder "$DEMO/data/images" --model_max_length 512 --output "$DEMO/eval_after.jsonl" | tail -n 1
+echo "== demo: held-out evaluation after training"
+demo_eval "$DEMO/output" "$DEMO/eval_after.jsonl"

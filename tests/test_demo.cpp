@@ -1,0 +1,170 @@
+// The built-in demo's data (`llava-train demo-data`): every answer must follow from the image the question
+// names. The test reads each image's colour and shape back from its pixels (its own palette and a fill-ratio
+// rule, not the generator's records) and derives the answer from them.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <sys/wait.h>
+
+#include "llava/image.h"
+#include "test_support.h"
+
+namespace {
+using nlohmann::json;
+
+struct CommandResult {
+  int code = -1;
+  std::string out;
+};
+
+CommandResult run_command(const std::string& args) {
+  const std::string cmd = std::string(LLAVA_BINARY) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  CommandResult r;
+  char buf[4096];
+  size_t k;
+  while ((k = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, k);
+  const int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+json read_json(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return json::parse(ss.str());
+}
+
+struct Seen {
+  std::string colour, shape;
+};
+
+// The shape's colour: the palette entry nearest to the mean of the pixels far from the light background;
+// its shape: the share of its bounding box it fills (square ~1, circle ~pi/4, triangle ~1/2).
+Seen look_at(const std::string& path) {
+  const llava::RgbImage img = llava::load_image_file(path);
+  const std::map<std::string, std::array<int, 3>> palette = {
+      {"red", {220, 40, 40}}, {"green", {40, 180, 60}}, {"blue", {50, 80, 220}}, {"yellow", {230, 210, 40}}};
+  double sum[3] = {0, 0, 0};
+  int count = 0, x0 = img.width, x1 = -1, y0 = img.height, y1 = -1;
+  for (int y = 0; y < img.height; ++y)
+    for (int x = 0; x < img.width; ++x) {
+      const uint8_t* p = &img.pixels[(static_cast<size_t>(y) * img.width + x) * 3];
+      if (std::min({p[0], p[1], p[2]}) >= 200) continue;  // background (235-249 grey)
+      for (int c = 0; c < 3; ++c) sum[c] += p[c];
+      ++count, x0 = std::min(x0, x), x1 = std::max(x1, x), y0 = std::min(y0, y), y1 = std::max(y1, y);
+    }
+  Seen s;
+  if (count == 0) return s;
+  double best = 1e18;
+  for (const auto& [name, rgb] : palette) {
+    double d = 0;
+    for (int c = 0; c < 3; ++c) d += std::pow(sum[c] / count - rgb[c], 2);
+    if (d < best) best = d, s.colour = name;
+  }
+  const double fill = count / static_cast<double>((x1 - x0 + 1) * (y1 - y0 + 1));
+  s.shape = fill > 0.92 ? "square" : fill > 0.65 ? "circle" : "triangle";
+  return s;
+}
+
+std::string capitalised(std::string s) {
+  s[0] = static_cast<char>(std::toupper(s[0]));
+  return s;
+}
+
+// The answer a question about these images must have, or "" for a question of no known kind.
+std::string expected_answer(const std::string& question, const std::vector<Seen>& images) {
+  const std::vector<std::string> ordinals = {"first", "second", "third"};
+  for (size_t k = 0; k < images.size(); ++k) {
+    const std::string& o = ordinals[k];
+    if (question == "What colour is the shape in the " + o + " image?") return capitalised(images[k].colour) + ".";
+    if (question == "What shape is in the " + o + " image?") return "A " + images[k].shape + ".";
+    if (question == "What is in the " + o + " image?") return "A " + images[k].colour + " " + images[k].shape + ".";
+    if (question == "Which image shows a " + images[k].shape + "?") return "The " + o + " image.";
+  }
+  return "";
+}
+
+class DemoData : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new std::string(llava::testing::temp_dir("demo_data"));
+    const CommandResult r = run_command("demo-data --output_dir " + *dir_ + " --seed 7");
+    ASSERT_EQ(r.code, 0) << r.out;
+  }
+  static std::string* dir_;
+};
+std::string* DemoData::dir_ = nullptr;
+
+TEST_F(DemoData, EveryAnswerFollowsFromTheImageTheQuestionNames) {
+  const std::string dir = *dir_;
+  int rounds = 0, last_rounds_per_kind[4] = {0, 0, 0, 0};
+  for (const std::string split : {"train", "eval"}) {
+    const json samples = read_json(dir + "/" + split + ".json");
+    ASSERT_EQ(samples.size(), split == "train" ? 800u : 100u);
+    for (const json& s : samples) {
+      const std::string id = s["id"];
+      std::vector<Seen> images;
+      std::set<std::string> shapes;
+      for (const json& f : s["image"]) images.push_back(look_at(dir + "/images/" + f.get<std::string>()));
+      for (const Seen& im : images) shapes.insert(im.shape);
+      ASSERT_GE(images.size(), 2u) << id;
+      ASSERT_LE(images.size(), 3u) << id;
+      ASSERT_EQ(shapes.size(), images.size()) << id << ": shapes must differ within a sample";
+      const json& conv = s["conversations"];
+      ASSERT_EQ(conv.size(), 2 * images.size()) << id << ": one round per image";
+      for (size_t i = 0; i < conv.size(); i += 2) {
+        std::string q = conv[i]["value"];
+        if (i == 0) {  // "Image 1: <image>\nImage 2: <image>\n...question"
+          std::string intro;
+          for (size_t k = 0; k < images.size(); ++k) intro += "Image " + std::to_string(k + 1) + ": <image>\n";
+          ASSERT_EQ(q.substr(0, intro.size()), intro) << id;
+          q = q.substr(intro.size());
+        }
+        const std::string want = expected_answer(q, images), got = conv[i + 1]["value"];
+        EXPECT_EQ(got, want) << id << ": '" << q << "'";
+        ++rounds;
+        if (i + 2 == conv.size())
+          ++last_rounds_per_kind[q.rfind("What colour", 0) == 0 ? 0 : q.rfind("What shape", 0) == 0 ? 1
+                                 : q.rfind("Which", 0) == 0      ? 2 : 3];
+      }
+    }
+  }
+  std::printf("checked %d rounds; last rounds by kind (colour, shape, which, what): %d %d %d %d\n", rounds,
+              last_rounds_per_kind[0], last_rounds_per_kind[1], last_rounds_per_kind[2], last_rounds_per_kind[3]);
+  for (int n : last_rounds_per_kind) EXPECT_GT(n, 100) << "every question kind is asked";
+}
+
+TEST_F(DemoData, CaptionsDescribeTheirImage) {
+  const json captions = read_json(*dir_ + "/captions.json");
+  ASSERT_GT(captions.size(), 100u);
+  for (const json& s : captions) {
+    const Seen seen = look_at(*dir_ + "/images/" + s["image"].get<std::string>());
+    EXPECT_EQ(s["conversations"][0]["value"], "<image>");
+    EXPECT_EQ(s["conversations"][1]["value"], "A " + seen.colour + " " + seen.shape + ".") << s["id"];
+  }
+}
+
+// The demo's own tokenizer must agree with LLaVA's round arithmetic, or every label of a multi-round sample
+// is masked (a mismatch): with legacy false, "</s>USER" tokenized as "US" "ER" did that to every sample.
+TEST_F(DemoData, CheckDataFindsNoTokenizationMismatch) {
+  const std::string dir = *dir_;
+  CommandResult r = run_command("init-model --model_config " + dir + "/model_config.json --tokenizer_dir " + dir +
+              "/tokenizer --output_dir " + dir + "/model --seed 1");
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = run_command("check-data --config " + std::string(LLAVA_SOURCE_DIR) + "/configs/tiny-demo.yaml --model_name_or_path " +
+          dir + "/model --data_path " + dir + "/train.json --image_folder " + dir + "/images");
+  std::printf("%s", r.out.c_str());
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("800 ok, 0 bad"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("mismatch"), std::string::npos) << r.out;
+}
+
+}  // namespace
