@@ -109,33 +109,26 @@ ClipVisionConfig clip_vision_config_from_json(const json& j, const std::string& 
 }
 
 json clip_vision_config_to_json(const ClipVisionConfig& c) {
-  if (c.is_siglip())
-    return json{{"hidden_size", c.hidden_size},
-                {"intermediate_size", c.intermediate_size},
-                {"num_hidden_layers", c.num_hidden_layers},
-                {"num_attention_heads", c.num_attention_heads},
-                {"num_channels", c.num_channels},
-                {"image_size", c.image_size},
-                {"patch_size", c.patch_size},
-                {"layer_norm_eps", c.layer_norm_eps},
-                {"attention_dropout", 0.0},
-                {"hidden_act", c.hidden_act},
-                {"vision_use_head", c.use_head},
-                {"model_type", "siglip_vision_model"}};
-  return json{{"hidden_size", c.hidden_size},
-              {"intermediate_size", c.intermediate_size},
-              {"num_hidden_layers", c.num_hidden_layers},
-              {"num_attention_heads", c.num_attention_heads},
-              {"num_channels", c.num_channels},
-              {"image_size", c.image_size},
-              {"patch_size", c.patch_size},
-              {"projection_dim", c.projection_dim},
-              {"layer_norm_eps", c.layer_norm_eps},
-              {"initializer_range", c.initializer_range},
-              {"initializer_factor", 1.0},
-              {"attention_dropout", 0.0},
-              {"hidden_act", c.hidden_act},
-              {"model_type", "clip_vision_model"}};
+  json j = {{"hidden_size", c.hidden_size},
+            {"intermediate_size", c.intermediate_size},
+            {"num_hidden_layers", c.num_hidden_layers},
+            {"num_attention_heads", c.num_attention_heads},
+            {"num_channels", c.num_channels},
+            {"image_size", c.image_size},
+            {"patch_size", c.patch_size},
+            {"layer_norm_eps", c.layer_norm_eps},
+            {"attention_dropout", 0.0},
+            {"hidden_act", c.hidden_act}};
+  if (c.is_siglip()) {  // SiglipVisionConfig's keys
+    j["vision_use_head"] = c.use_head;
+    j["model_type"] = "siglip_vision_model";
+  } else {  // CLIPVisionConfig's
+    j["projection_dim"] = c.projection_dim;
+    j["initializer_range"] = c.initializer_range;
+    j["initializer_factor"] = 1.0;
+    j["model_type"] = "clip_vision_model";
+  }
+  return j;
 }
 
 ClipVisionConfig ClipVisionConfig::from_json_file(const std::string& path) {

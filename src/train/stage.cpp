@@ -19,13 +19,21 @@ std::string trimmed(const std::string& s) {
   return a == std::string::npos ? "" : s.substr(a, b - a + 1);
 }
 
+struct ParameterPart {
+  bool vision, projector, adapter;  // the vision tower's, the projector's, a LoRA adapter matrix
+};
+
+// Which part of the model a parameter belongs to, by its name.
+ParameterPart part_of(const std::string& name) {
+  return {starts_with(name, "vision_tower."), starts_with(name, "multi_modal_projector."),
+          ends_with(name, ".lora_A") || ends_with(name, ".lora_B")};
+}
+
 // LLaVA-NeXT's train(): model.requires_grad_(False), then each listed part's parameters.
 void apply_tunable_parts(LlavaForCausalLMImpl& model, const TunableParts& parts, bool lora_enable) {
   for (auto& item : model.named_parameters()) {
     const std::string& name = item.key();
-    const bool vision = starts_with(name, "vision_tower.");
-    const bool projector = starts_with(name, "multi_modal_projector.");
-    const bool adapter = ends_with(name, ".lora_A") || ends_with(name, ".lora_B");
+    const auto [vision, projector, adapter] = part_of(name);
     bool train = false;
     if (vision) train = parts.vision_tower;
     else if (projector) train = parts.mlp_adapter;
@@ -78,9 +86,7 @@ std::string apply_stage(LlavaForCausalLMImpl& model, const StageOptions& o) {
   }
   for (auto& item : model.named_parameters()) {
     const std::string& name = item.key();
-    const bool vision = starts_with(name, "vision_tower.");
-    const bool projector = starts_with(name, "multi_modal_projector.");
-    const bool adapter = ends_with(name, ".lora_A") || ends_with(name, ".lora_B");
+    const auto [vision, projector, adapter] = part_of(name);
     bool train = false;
     if (o.tune_mm_mlp_adapter) train = projector;
     else if (name == "image_newline") train = !o.lora_enable && !o.freeze_backbone;  // part of LLaVA's model.model
