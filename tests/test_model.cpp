@@ -1104,6 +1104,12 @@ TEST(ModelLoss, ChunkedCrossEntropyEqualsTheFullLogitsPath) {
   linear_cross_entropy(h, w, torch::randint(0, 10, {4}, torch::kLong), 2).loss_sum.backward();
   EXPECT_TRUE(h.grad().defined());
   EXPECT_FALSE(w.grad().defined());
+  // backward scales the gradients it formed in place and hands them over: a second backward through the
+  // same forward (retain_graph) would find none, and says so instead of returning nothing
+  torch::Tensor h2 = torch::randn({4, 8}).requires_grad_(), w2 = torch::randn({10, 8}).requires_grad_();
+  torch::Tensor loss = linear_cross_entropy(h2, w2, torch::randint(0, 10, {4}, torch::kLong), 2).loss_sum;
+  loss.backward({}, /*retain_graph=*/true);
+  EXPECT_THROW(loss.backward(), c10::Error);
 }
 
 // Right-padded rows need no padding mask: attention with only the causal mask (is_causal, the flash-capable

@@ -228,6 +228,9 @@ std::optional<DatasetIndex> DatasetIndex::load_cache(const std::string& cache_pa
       return std::nullopt;
     }
   }
+  // The checks read every page; hand them back (they stay in the page cache): a start then holds only the
+  // columns its sampler and batches touch.
+  file->release(0, file->size());
   return index;
 }
 

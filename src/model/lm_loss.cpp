@@ -7,7 +7,10 @@ namespace llava {
 
 namespace {
 
-constexpr int64_t kChunkLogitBytes = int64_t{256} << 20;
+// fp32 logits per chunk. On a GPU a chunk must be large for the output layer's matmul to be efficient; on
+// a CPU 64+ rows already are, and a small chunk keeps the step's peak memory near the model's own.
+int64_t chunk_logit_bytes(const torch::Device& device) { return device.is_cpu() ? int64_t{8} << 20 : int64_t{256} << 20; }
+constexpr int64_t kMinChunkRows = 64;
 
 // forward: (hidden, weight, targets) -> (loss_sum, losses, correct); d loss_sum / d hidden and / d weight are
 // computed here and scaled by the incoming gradient in backward.
@@ -35,7 +38,10 @@ struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy>
       if (want_h) grad_h.narrow(0, lo, rows).copy_(g.mm(weight));
       if (want_w) grad_w.add_(g.t().mm(h));
     }
-    ctx->save_for_backward({grad_h, grad_w});
+    // Kept outside save_for_backward: backward takes them out and scales them in place, so no second copy
+    // of the [V, D] gradient is made and the weight's AccumulateGrad can take the tensor over.
+    if (grad_h.defined()) ctx->saved_data["grad_h"] = grad_h;
+    if (grad_w.defined()) ctx->saved_data["grad_w"] = grad_w;
     ctx->saved_data["weight_dtype"] = static_cast<int64_t>(weight.scalar_type());
     ctx->mark_non_differentiable({losses, correct});
     return {losses.sum(), losses, correct};
@@ -43,11 +49,20 @@ struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy>
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs) {
-    auto saved = ctx->get_saved_variables();
+    auto take = [&](const char* key) {
+      auto it = ctx->saved_data.find(key);
+      if (it == ctx->saved_data.end()) return torch::Tensor();
+      torch::Tensor t = it->second.toTensor();
+      ctx->saved_data.erase(it);
+      return t;
+    };
+    TORCH_CHECK(!ctx->saved_data.count("consumed"), "linear_cross_entropy: a second backward through one forward");
+    ctx->saved_data["consumed"] = true;
     const torch::Tensor& g = grad_outputs[0];  // scalar
     const auto wdt = static_cast<torch::ScalarType>(ctx->saved_data["weight_dtype"].toInt());
-    torch::Tensor grad_h = saved[0].defined() ? saved[0] * g.to(saved[0].scalar_type()) : torch::Tensor();
-    torch::Tensor grad_w = saved[1].defined() ? (saved[1] * g.to(torch::kFloat)).to(wdt) : torch::Tensor();
+    torch::Tensor grad_h = take("grad_h"), grad_w = take("grad_w");
+    if (grad_h.defined()) grad_h.mul_(g.to(grad_h.scalar_type()));
+    if (grad_w.defined()) grad_w = grad_w.mul_(g.to(torch::kFloat)).to(wdt);
     return {grad_h, grad_w, torch::Tensor(), torch::Tensor()};
   }
 };
@@ -56,7 +71,8 @@ struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy>
 
 TokenLosses linear_cross_entropy(const torch::Tensor& hidden, const torch::Tensor& weight, const torch::Tensor& targets,
                                  int64_t chunk_rows) {
-  if (chunk_rows <= 0) chunk_rows = std::max<int64_t>(1, kChunkLogitBytes / (4 * std::max<int64_t>(1, weight.size(0))));
+  if (chunk_rows <= 0)
+    chunk_rows = std::max(kMinChunkRows, chunk_logit_bytes(hidden.device()) / (4 * std::max<int64_t>(1, weight.size(0))));
   auto out = LinearCrossEntropy::apply(hidden, weight, targets, chunk_rows);
   return {out[0], out[1], out[2]};
 }

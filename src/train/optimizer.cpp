@@ -87,18 +87,28 @@ void adamw_update(AdamWTensors& t, double lr, double wd, int64_t step, const Opt
     compat::fused_adamw(t.params, t.grads, t.exp_avgs, t.exp_avg_sqs, step, lr, c.beta1, c.beta2, wd, c.eps);
     return;
   }
-  // torch 1.13's _single_tensor_adamw term by term (Python floats are doubles), each op over the whole list.
+  // torch 1.13's _single_tensor_adamw term by term (Python floats are doubles), each op over a slice of the
+  // list: the update's one temporary (denom) then costs one slice, not a copy of every parameter.
   const double bc1 = 1.0 - std::pow(c.beta1, static_cast<double>(step));
   const double bc2_sqrt = std::sqrt(1.0 - std::pow(c.beta2, static_cast<double>(step)));
-  if (wd != 0.0) at::_foreach_mul_(t.params, 1.0 - lr * wd);
-  at::_foreach_mul_(t.exp_avgs, c.beta1);
-  at::_foreach_add_(t.exp_avgs, t.grads, 1.0 - c.beta1);
-  at::_foreach_mul_(t.exp_avg_sqs, c.beta2);
-  at::_foreach_addcmul_(t.exp_avg_sqs, t.grads, t.grads, 1.0 - c.beta2);
-  std::vector<torch::Tensor> denom = at::_foreach_sqrt(t.exp_avg_sqs);
-  at::_foreach_div_(denom, bc2_sqrt);
-  at::_foreach_add_(denom, c.eps);
-  at::_foreach_addcdiv_(t.params, t.exp_avgs, denom, -lr / bc1);
+  constexpr int64_t kSliceElements = int64_t{1} << 22;
+  for (size_t lo = 0, hi = 0; lo < t.params.size(); lo = hi) {
+    int64_t elements = 0;
+    while (hi < t.params.size() && (hi == lo || elements + t.params[hi].numel() <= kSliceElements))
+      elements += t.params[hi++].numel();
+    auto slice = [&](const std::vector<torch::Tensor>& v) { return std::vector<torch::Tensor>(v.begin() + lo, v.begin() + hi); };
+    std::vector<torch::Tensor> params = slice(t.params), grads = slice(t.grads), exp_avgs = slice(t.exp_avgs),
+                               exp_avg_sqs = slice(t.exp_avg_sqs);
+    if (wd != 0.0) at::_foreach_mul_(params, 1.0 - lr * wd);
+    at::_foreach_mul_(exp_avgs, c.beta1);
+    at::_foreach_add_(exp_avgs, grads, 1.0 - c.beta1);
+    at::_foreach_mul_(exp_avg_sqs, c.beta2);
+    at::_foreach_addcmul_(exp_avg_sqs, grads, grads, 1.0 - c.beta2);
+    std::vector<torch::Tensor> denom = at::_foreach_sqrt(exp_avg_sqs);
+    at::_foreach_div_(denom, bc2_sqrt);
+    at::_foreach_add_(denom, c.eps);
+    at::_foreach_addcdiv_(params, exp_avgs, denom, -lr / bc1);
+  }
 }
 
 // Per parameter: what this rank keeps for it.

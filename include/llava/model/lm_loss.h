@@ -18,7 +18,7 @@ struct TokenLosses {
 };
 
 // hidden [n, D] (the positions to score), weight [V, D] (lm_head), targets [n] int64 in [0, V).
-// chunk_rows <= 0: as many rows as fit in 256 MiB of fp32 logits.
+// chunk_rows <= 0: as many rows as fit in 256 MiB of fp32 logits on a GPU, 8 MiB on a CPU (at least 64).
 TokenLosses linear_cross_entropy(const torch::Tensor& hidden, const torch::Tensor& weight, const torch::Tensor& targets,
                                  int64_t chunk_rows = 0);
 
