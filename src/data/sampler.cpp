@@ -47,35 +47,42 @@ std::vector<int64_t> Rng::permutation(int64_t n) {
 namespace {
 
 // LLaVA's get_length_grouped_indices for one modality: random order, megabatches of `mega`, each
-// sorted by length (descending) and split into `chunks` balanced chunks.
-std::vector<std::vector<int64_t>> grouped_megabatches(const std::vector<int64_t>& ids,
-                                                      const std::vector<int64_t>& length_of, int chunks,
-                                                      int64_t mega, Rng& rng) {
-  std::vector<int64_t> perm = rng.permutation(static_cast<int64_t>(ids.size()));
-  std::vector<std::vector<int64_t>> out;
-  for (size_t start = 0; start < perm.size(); start += mega) {
-    std::vector<int64_t> mb;
-    for (size_t k = start; k < std::min(perm.size(), start + static_cast<size_t>(mega)); ++k) mb.push_back(ids[perm[k]]);
-    std::stable_sort(mb.begin(), mb.end(), [&](int64_t a, int64_t b) { return length_of[a] > length_of[b]; });
-    std::vector<int64_t> flat;
-    if (mb.size() % chunks != 0) {  // not divisible: round-robin
+// sorted by length (descending) and split into `chunks` balanced chunks. The megabatches come back to
+// back in one list (megabatch k at [k * mega, min((k + 1) * mega, n))): a list of lists would cost a
+// heap block per megabatch, ~70 bytes per 4 samples at 665K samples.
+std::vector<int64_t> grouped_megabatches(const std::vector<int64_t>& ids, const std::vector<int32_t>& modality_lengths,
+                                         int chunks, int64_t mega, Rng& rng) {
+  auto length_of = [&](int64_t i) { return static_cast<int64_t>(std::abs(modality_lengths[i])); };
+  std::vector<int64_t> out(ids.size());
+  {
+    const std::vector<int64_t> perm = rng.permutation(static_cast<int64_t>(ids.size()));
+    for (size_t k = 0; k < perm.size(); ++k) out[k] = ids[perm[k]];
+  }
+  std::vector<int64_t> flat;
+  std::vector<std::vector<int64_t>> ch(chunks);
+  for (size_t start = 0; start < out.size(); start += mega) {
+    const auto mb = out.begin() + start, mb_end = out.begin() + std::min(out.size(), start + static_cast<size_t>(mega));
+    const size_t size = static_cast<size_t>(mb_end - mb);
+    std::stable_sort(mb, mb_end, [&](int64_t a, int64_t b) { return length_of(a) > length_of(b); });
+    flat.clear();
+    if (size % chunks != 0) {  // not divisible: round-robin
       for (int c = 0; c < chunks; ++c)
-        for (size_t k = c; k < mb.size(); k += chunks) flat.push_back(mb[k]);
+        for (size_t k = c; k < size; k += chunks) flat.push_back(mb[k]);
     } else {  // greedy: each index to the chunk with the smallest running length, chunks capped
-      size_t cap = mb.size() / chunks;
-      std::vector<std::vector<int64_t>> ch(chunks);
+      const size_t cap = size / chunks;
+      for (auto& c : ch) c.clear();
       std::vector<int64_t> sums(chunks, 0);
-      for (int64_t id : mb) {
+      for (auto it = mb; it != mb_end; ++it) {
         int best = 0;
         for (int c = 1; c < chunks; ++c)
           if (sums[c] < sums[best]) best = c;
-        ch[best].push_back(id);
-        sums[best] += length_of[id];
+        ch[best].push_back(*it);
+        sums[best] += length_of(*it);
         if (ch[best].size() == cap) sums[best] = std::numeric_limits<int64_t>::max();
       }
       for (auto& c : ch) flat.insert(flat.end(), c.begin(), c.end());
     }
-    out.push_back(std::move(flat));
+    std::copy(flat.begin(), flat.end(), mb);
   }
   return out;
 }
@@ -145,30 +152,27 @@ std::vector<int64_t> Sampler::epoch_order(int64_t epoch) const {
 
   const int chunks = opt_.world_size * opt_.gradient_accumulation_steps;
   const int64_t mega = static_cast<int64_t>(opt_.batch_size) * chunks;
-  std::vector<int64_t> length_of(n), image_ids, text_ids;
-  for (int64_t i = 0; i < n; ++i) {
-    length_of[i] = std::abs(lengths_[i]);
-    (lengths_[i] > 0 ? image_ids : text_ids).push_back(i);
-  }
+  std::vector<int64_t> image_ids, text_ids;
+  for (int64_t i = 0; i < n; ++i) (lengths_[i] > 0 ? image_ids : text_ids).push_back(i);
   if (image_ids.empty() || text_ids.empty()) {
     std::vector<int64_t> all(n);
     std::iota(all.begin(), all.end(), 0);
-    std::vector<int64_t> order;
-    for (auto& mb : grouped_megabatches(all, length_of, chunks, mega, rng)) order.insert(order.end(), mb.begin(), mb.end());
-    return order;
+    return grouped_megabatches(all, lengths_, chunks, mega, rng);  // the megabatches in order
   }
   // Both modalities: group each, keep every full megabatch single-modality, shuffle them, and put the
-  // two leftovers together (sorted by index) at the end.
-  auto image_mb = grouped_megabatches(image_ids, length_of, chunks, mega, rng);
-  auto text_mb = grouped_megabatches(text_ids, length_of, chunks, mega, rng);
-  std::vector<int64_t> leftover = image_mb.back();
-  leftover.insert(leftover.end(), text_mb.back().begin(), text_mb.back().end());
-  image_mb.pop_back();
-  text_mb.pop_back();
-  std::vector<std::vector<int64_t>> mbs = image_mb;
-  mbs.insert(mbs.end(), text_mb.begin(), text_mb.end());
+  // two leftovers (each modality's last megabatch) together, sorted by index, at the end.
+  const std::vector<int64_t> image_mb = grouped_megabatches(image_ids, lengths_, chunks, mega, rng);
+  const std::vector<int64_t> text_mb = grouped_megabatches(text_ids, lengths_, chunks, mega, rng);
+  const int64_t image_kept = (static_cast<int64_t>(image_mb.size()) - 1) / mega;  // megabatches before the last
+  const int64_t text_kept = (static_cast<int64_t>(text_mb.size()) - 1) / mega;
   std::vector<int64_t> order;
-  for (int64_t k : rng.permutation(static_cast<int64_t>(mbs.size()))) order.insert(order.end(), mbs[k].begin(), mbs[k].end());
+  order.reserve(n);
+  for (int64_t k : rng.permutation(image_kept + text_kept)) {
+    const auto from = k < image_kept ? image_mb.begin() + k * mega : text_mb.begin() + (k - image_kept) * mega;
+    order.insert(order.end(), from, from + mega);
+  }
+  std::vector<int64_t> leftover(image_mb.begin() + image_kept * mega, image_mb.end());
+  leftover.insert(leftover.end(), text_mb.begin() + text_kept * mega, text_mb.end());
   std::sort(leftover.begin(), leftover.end());
   order.insert(order.end(), leftover.begin(), leftover.end());
   return order;
