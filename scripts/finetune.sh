@@ -41,12 +41,12 @@ echo "== demo: a small random LLaVA model in $DEMO/model"
   --image_folder "$DEMO/data/images"
 
 # Held-out loss, token accuracy and exact-match of the generated last answers (one JSON line), then
-# three examples: question, reference answer, generated answer.
+# three examples: the whole prompt (earlier rounds and their images), reference answer, generated answer.
 demo_eval() {
   "$BIN" eval --config "$STAGE2" --model_name_or_path "$1" --data_path "$DEMO/data/eval.json" \
     --image_folder "$DEMO/data/images" --generate true --max_new_tokens 16 --show_examples 3 \
     --output "$2" 2> "$2.log" | tail -n 1
-  grep -A3 '^example' "$2.log" || true
+  sed -n '/^example/,/^  generated/p' "$2.log"
 }
 echo "== demo: held-out evaluation before training"
 demo_eval "$DEMO/model" "$DEMO/eval_before.jsonl"

@@ -1,9 +1,11 @@
 // `llava-train demo-data --output_dir DIR`: the built-in multi-image demo's inputs, made from nothing.
-// Each image is one coloured shape; each sample shows 2-3 images and asks one question per image, each
-// answerable only by looking at that image ("What colour is the shape in the second image?", "Which image
-// shows a triangle?"). captions.json holds one-image captions ("A red circle.") for the demo's first stage,
-// which teaches the random model to see before stage 2 teaches it which image a question means. It also trains the demo's own small SentencePiece model on the generated text, since
-// a fresh clone ships no tokenizer, and writes the demo model's sizes for `init-model`.
+// Each image is one coloured shape. A sample is an interleaved multi-image conversation: 2-3 rounds, each
+// bringing its image and asking about it ("Image 2: <image>\nWhat colour is the shape in image 2?"), so
+// every answer needs one particular image of the conversation while the others, in the same context and
+// drawn independently, would give another answer. captions.json holds one-image captions ("A red
+// circle.") for the demo's first stage, which teaches the random model to see. It also trains the demo's
+// own small SentencePiece model on the generated text, since a fresh clone ships no tokenizer, and writes
+// the demo model's sizes for `init-model`.
 #include <stb_image_write.h>
 
 #include <cmath>
@@ -23,19 +25,18 @@ using nlohmann::json;
 
 namespace {
 
-// 56 px images cut into 28 px patches: 4 tokens per image, so a sample's 2-3 images are 8-12 positions and
-// each image's tokens sit right after its "Image k:" label (the demo config uses image_placement: inline).
+// 56 px images cut into 28 px patches: 4 tokens per image, each image's tokens right after its "Image k:"
+// label (the demo config uses image_placement: inline).
 constexpr int kImageSize = 56;
 constexpr int kPatchSize = 28;
 // BPE with byte fallback spends 259 pieces on bytes and specials; 512 leaves room for every word of the
 // corpus to be one piece (with 320, "Yellow" was "Y" + "ellow" and a wrong first piece made "Rellow").
 constexpr int kVocabSize = 512;
-constexpr int kNumTrain = 800, kNumEval = 100, kNumCaptions = 2000;  // multi-image, held-out, stage-1 samples
+constexpr int kNumTrain = 3000, kNumEval = 100, kNumCaptions = 2000;  // multi-image, held-out, stage-1 samples
 
 const char* kColourNames[] = {"red", "green", "blue", "yellow"};
 const uint8_t kColours[][3] = {{220, 40, 40}, {40, 180, 60}, {50, 80, 220}, {230, 210, 40}};
 const char* kShapes[] = {"circle", "square", "triangle"};
-const char* kOrdinals[] = {"first", "second", "third"};
 
 struct DemoImage {
   int shape = 0, colour = 0;
@@ -67,43 +68,32 @@ std::string capitalised(std::string s) {
   return s;
 }
 
-// One question about image k of a sample and its answer. Kinds: 0 its colour, 1 its shape, 2 which image
-// shows its shape (shapes differ within a sample, so the answer is k), 3 what it shows (colour and shape).
-std::pair<std::string, std::string> question_about(int kind, int k, const std::vector<DemoImage>& images) {
-  const std::string ordinal = kOrdinals[k], colour = kColourNames[images[k].colour], shape = kShapes[images[k].shape];
+// The question of round k about its image (kinds: 0 its colour, 1 its shape, 2 both) and the answer.
+std::pair<std::string, std::string> question_about(int kind, int k, const DemoImage& image) {
+  const std::string label = "image " + std::to_string(k + 1), colour = kColourNames[image.colour],
+                    shape = kShapes[image.shape];
   switch (kind) {
-    case 0: return {"What colour is the shape in the " + ordinal + " image?", capitalised(colour) + "."};
-    case 1: return {"What shape is in the " + ordinal + " image?", "A " + shape + "."};
-    case 2: return {"Which image shows a " + shape + "?", "The " + ordinal + " image."};
-    default: return {"What is in the " + ordinal + " image?", "A " + colour + " " + shape + "."};
+    case 0: return {"What colour is the shape in " + label + "?", capitalised(colour) + "."};
+    case 1: return {"What shape is in " + label + "?", "A " + shape + "."};
+    default: return {"What is in " + label + "?", "A " + colour + " " + shape + "."};
   }
 }
-constexpr int kQuestionKinds = 4;
+constexpr int kQuestionKinds = 3;
 
+// Colours and shapes are drawn independently per image (repeats allowed), so neither an earlier answer
+// nor the other images tell the answer of a round.
 json make_sample(int index, const std::string& split, const fs::path& image_dir, Rng& rng, std::ofstream& corpus) {
   const int n = 2 + static_cast<int>(rng.uniform(2));  // 2 or 3 images
-  std::vector<int> shapes = {0, 1, 2};
-  for (int i = 2; i > 0; --i) std::swap(shapes[i], shapes[rng.uniform(i + 1)]);  // distinct shapes per sample
-  std::vector<DemoImage> images(n);
-  json files = json::array();
-  std::string intro;
+  json files = json::array(), conv = json::array();
   for (int k = 0; k < n; ++k) {
-    images[k] = {shapes[k], static_cast<int>(rng.uniform(4))};
-    std::string name = split + "_" + std::to_string(index) + "_" + std::to_string(k) + ".png";
-    auto px = draw_shape(images[k], rng);
+    const DemoImage image{static_cast<int>(rng.uniform(3)), static_cast<int>(rng.uniform(4))};
+    const std::string name = split + "_" + std::to_string(index) + "_" + std::to_string(k) + ".png";
+    auto px = draw_shape(image, rng);
     if (!stbi_write_png((image_dir / name).string().c_str(), kImageSize, kImageSize, 3, px.data(), kImageSize * 3))
       throw Error("demo-data: cannot write " + (image_dir / name).string());
     files.push_back(name);
-    intro += "Image " + std::to_string(k + 1) + ": <image>\n";
-  }
-  // One round per image, in a random order, so no earlier answer tells the last one.
-  std::vector<int> order(n);
-  for (int k = 0; k < n; ++k) order[k] = k;
-  for (int i = n - 1; i > 0; --i) std::swap(order[i], order[rng.uniform(i + 1)]);
-  json conv = json::array();
-  for (int round = 0; round < n; ++round) {
-    auto [q, a] = question_about(static_cast<int>(rng.uniform(kQuestionKinds)), order[round], images);
-    conv.push_back({{"from", "human"}, {"value", round == 0 ? intro + q : q}});
+    auto [q, a] = question_about(static_cast<int>(rng.uniform(kQuestionKinds)), k, image);
+    conv.push_back({{"from", "human"}, {"value", "Image " + std::to_string(k + 1) + ": <image>\n" + q}});
     conv.push_back({{"from", "gpt"}, {"value", a}});
     corpus << q << "\n" << a << "\n";
   }

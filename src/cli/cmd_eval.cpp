@@ -1,5 +1,6 @@
 // `llava-train eval`: per-sample loss and token accuracy, then the summary line (design.md §4.2); with
 // --generate true each sample's last answer is also generated and compared (eval_exact_match).
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <iostream>
@@ -12,6 +13,7 @@
 #include "llava/model/checkpoint.h"
 #include "llava/pipeline.h"
 #include "llava/train/evaluate.h"
+#include "llava/tokenizer.h"
 #include "llava/train/train_config.h"
 
 namespace llava::cli {
@@ -29,10 +31,15 @@ LoadedLlava load_model_from_options(const Options& o, const ExampleOptions& exam
 
 namespace {
 
-// The first --show_examples generated samples, readable (stderr: stdout stays one JSON object a line).
+// The first --show_examples generated samples, readable (stderr: stdout stays one JSON object a line): the
+// whole prompt the model answered (earlier rounds and every image marker included), the reference, the answer.
 void show_example(const GeneratedSample& s) {
-  std::cerr << "example " << s.index << " (id '" << s.id << "')\n"
-            << "  question:  " << s.question << "\n"
+  const auto images = std::count(s.input_ids.begin(), s.input_ids.end(), kImageTokenIndex);
+  std::string prompt;
+  for (char c : s.prompt) prompt += c == '\n' ? std::string("\n             ") : std::string(1, c);
+  std::cerr << "example " << s.index << " (id '" << s.id << "'), " << images << (images == 1 ? " image" : " images")
+            << "\n"
+            << "  prompt:    " << prompt << "\n"
             << "  reference: " << s.reference << "\n"
             << "  generated: " << s.text << (s.exact_match ? "   [exact match]" : "   [differs]") << "\n";
 }
