@@ -371,6 +371,28 @@ TEST(Cli, PreprocessSavePixelsMatchesFixture) {
 }
 
 // anyres from the llava-next-tiny config.json: preprocess reports each image's size, tiles and positions.
+// An HF LLaVA directory embeds its tower, and the model ignores --vision_tower (LLaVA-NeXT's launch lines pass
+// one with every model): the image preprocessor must come from the directory too, not from the flag's folder,
+// or the model sees pixels normalised for another tower.
+TEST(Cli, HfLlavaDirectoryKeepsItsOwnPreprocessorWhateverVisionTowerSays) {
+  LLAVA_REQUIRE_FIXTURES();
+  const std::string f = llava::testing::fixture("llava-tiny"), tower = llava::testing::temp_dir("cli_tower");
+  json pre = json::parse(llava::testing::read_file(f + "/preprocessor_config.json"));
+  pre["image_mean"] = {0.5, 0.5, 0.5};
+  pre["image_std"] = {0.5, 0.5, 0.5};
+  std::ofstream(tower + "/preprocessor_config.json") << pre.dump();
+  auto pixels_of = [&](const std::string& extra, const std::string& name) {
+    const std::string out = tower + "/" + name;
+    RunResult r = run("preprocess --model_name_or_path " + f + " --data_path " + f + "/data.json --image_folder " + f +
+                      "/images --save_pixels " + out + ".safetensors --output " + out + ".jsonl" + extra);
+    EXPECT_EQ(r.code, 0) << r.out;
+    return llava::testing::read_file(out + ".safetensors");
+  };
+  const std::string own = pixels_of("", "own"), flagged = pixels_of(" --vision_tower " + tower, "flagged");
+  ASSERT_FALSE(own.empty());
+  EXPECT_EQ(own, flagged) << "--vision_tower's preprocessor was used for an HF LLaVA directory";
+}
+
 TEST(Cli, PreprocessAndCheckDataReportAnyresPositions) {
   LLAVA_REQUIRE_FIXTURES();
   std::string f = llava::testing::fixture("llava-next-tiny");

@@ -25,8 +25,10 @@ ConfigOverrides config_overrides(const Options& options);
 
 // The vision side of the data: image size, patch size and positions per image from THE model configuration
 // (resolve_llava_config, which load_llava builds the model from), and the preprocessor from the
-// preprocessor_config.json beside the tower (--vision_tower, an original LLaVA's mm_vision_tower) or in the
-// model directory, else the tower family's processor defaults (CLIP's or SigLIP's) for the image size.
+// preprocessor_config.json beside the tower (--vision_tower for an LLM directory or an original LLaVA
+// checkpoint, else an original LLaVA's mm_vision_tower) or in the model directory (an HF LLaVA directory:
+// --vision_tower is ignored, as the model ignores it), else the tower family's processor defaults (CLIP's or
+// SigLIP's) for the image size.
 VisionFiles find_vision_files(const Options& options);
 
 struct DataPipeline {

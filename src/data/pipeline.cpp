@@ -116,7 +116,10 @@ VisionFiles find_vision_files(const Options& o) {
   v.patch_size = static_cast<int>(c.vision.patch_size);
   v.positions = static_cast<int>(c.num_image_tokens());
   fs::path dir = o.model_name_or_path;
-  if (!o.vision_tower.empty()) {
+  // --vision_tower is the tower of an LLM directory or of an original LLaVA checkpoint; an HF LLaVA directory
+  // embeds its own (the model ignores the flag), and its preprocessor must match that tower.
+  const bool model_uses_tower_flag = kind == "llama" || kind == "llava_llama";
+  if (!o.vision_tower.empty() && model_uses_tower_flag) {
     dir = o.vision_tower;
   } else if (kind == "llava_llama" && !c.mm_vision_tower.empty()) {
     fs::path tower = c.mm_vision_tower;
