@@ -54,23 +54,9 @@ const std::map<std::string, torch::Tensor>& expected_tensors(const std::string& 
 
 // README item 10 + the interleave conventions: template qwen_1_5, LLaVA-NeXT's tag rule.
 Options interleave_options(const std::string& output_dir) {
-  Options o;
-  o.model_name_or_path = fix_dir();
-  o.data_path = fix_dir() + "/data.json";
-  o.image_folder = fix_dir() + "/images";
-  o.output_dir = output_dir;
+  Options o = fixture_options_for(fix_dir(), output_dir, /*pretrain=*/false);
   o.version = "qwen_1_5";
   o.image_placement = "next";
-  o.per_device_train_batch_size = 2;
-  o.shuffle = false;
-  o.max_steps = 6;
-  o.learning_rate = 1e-3;
-  o.lr_scheduler_type = "cosine";
-  o.warmup_steps = 1;
-  o.max_grad_norm = 1.0;
-  o.weight_decay = 0.0;
-  o.logging_steps = 1;
-  o.save_steps = 0;
   o.model_max_length = 4096;
   for (const char* k : {"version", "image_placement"}) o.set_keys.insert(k);
   return o;
@@ -100,11 +86,7 @@ LlavaInputs inputs_of(const std::vector<int>& idx) {
 }
 
 LlavaForCausalLM& fixture_model() {
-  static LlavaForCausalLM m = [] {
-    LoadedLlava l = load_llava(fix_dir());
-    l.model->eval();
-    return l.model;
-  }();
+  static LlavaForCausalLM m = load_eval_model(fix_dir());
   return m;
 }
 

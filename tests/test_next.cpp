@@ -133,11 +133,7 @@ LlavaInputs make_batch(const std::vector<int>& idx) {
 }
 
 LlavaForCausalLM& fixture_model() {
-  static LlavaForCausalLM m = [] {
-    LoadedLlava l = load_llava(next_dir());
-    l.model->eval();
-    return l.model;
-  }();
+  static LlavaForCausalLM m = load_eval_model(next_dir());
   return m;
 }
 
@@ -156,23 +152,8 @@ double max_loss_diff_vs_expected(LlavaForCausalLMImpl& m) {
 }
 
 Options next_train_options(const std::string& out, bool pretrain) {
-  Options o;
-  o.model_name_or_path = next_dir();
-  o.data_path = next_dir() + "/data.json";
-  o.image_folder = next_dir() + "/images";
+  Options o = fixture_options_for(next_dir(), out, pretrain);
   o.version = "mistral_instruct";
-  o.output_dir = out;
-  o.per_device_train_batch_size = 2;
-  o.shuffle = false;
-  o.max_steps = 6;
-  o.learning_rate = 1e-3;
-  o.lr_scheduler_type = "cosine";
-  o.warmup_steps = 1;
-  o.max_grad_norm = 1.0;
-  o.weight_decay = 0.0;
-  o.logging_steps = 1;
-  o.save_steps = 0;
-  o.tune_mm_mlp_adapter = pretrain;
   return o;
 }
 

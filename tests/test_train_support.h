@@ -115,12 +115,13 @@ inline Options tiny_options(const std::string& data_path, const std::string& out
 
 inline std::string fixture_dir() { return fixture("llava-tiny"); }
 
-// README item 10's hyper-parameters.
-inline Options fixture_options(const std::string& output_dir, bool pretrain) {
+// README item 10's hyper-parameters, over a fixture directory laid out as llava-tiny's (data.json, images/):
+// llava-tiny's, llava-next-tiny's and llava-interleave-tiny's trajectories were all made with them.
+inline Options fixture_options_for(const std::string& dir, const std::string& output_dir, bool pretrain) {
   Options o;
-  o.model_name_or_path = fixture_dir();
-  o.data_path = fixture_dir() + "/data.json";
-  o.image_folder = fixture_dir() + "/images";
+  o.model_name_or_path = dir;
+  o.data_path = dir + "/data.json";
+  o.image_folder = dir + "/images";
   o.output_dir = output_dir;
   o.per_device_train_batch_size = 2;
   o.shuffle = false;
@@ -134,6 +135,16 @@ inline Options fixture_options(const std::string& output_dir, bool pretrain) {
   o.save_steps = 0;
   o.tune_mm_mlp_adapter = pretrain;
   return o;
+}
+inline Options fixture_options(const std::string& output_dir, bool pretrain) {
+  return fixture_options_for(fixture_dir(), output_dir, pretrain);
+}
+
+// A model directory loaded for evaluation (eval mode: no dropout).
+inline LlavaForCausalLM load_eval_model(const std::string& dir) {
+  LoadedLlava l = load_llava(dir);
+  l.model->eval();
+  return l.model;
 }
 
 // All tensors of a safetensors file or model directory as fp32 CPU tensors.
