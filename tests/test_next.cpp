@@ -172,23 +172,7 @@ void check_trajectory(bool pretrain) {
   TrainResult r = train(next_train_options(out, pretrain));
   ASSERT_EQ(r.exit_code, 0) << r.message;
   ASSERT_EQ(r.steps.size(), 6u);
-  double max_loss = 0, max_gn = 0, max_lr = 0;
-  for (size_t i = 0; i < 6; ++i) {
-    const json& e = expected["steps"][i];
-    const StepRecord& s = r.steps[i];
-    EXPECT_EQ(s.sample_indices, e["batch_sample_indices"].get<std::vector<int64_t>>()) << "step " << i + 1;
-    const double dl = std::abs(s.loss - e["loss"].get<double>());
-    const double dg = std::abs(s.grad_norm - e["grad_norm"].get<double>()) / e["grad_norm"].get<double>();
-    const double dlr = std::abs(s.learning_rate - e["learning_rate"].get<double>());
-    std::printf("  %s step %zu: loss %.6f (expected %.6f, diff %.1e)  grad_norm %.6f (rel diff %.1e)  lr %.9g (diff %.1e)\n",
-                name.c_str(), i + 1, s.loss, e["loss"].get<double>(), dl, s.grad_norm, dg, s.learning_rate, dlr);
-    EXPECT_LE(dl, 2e-3) << "step " << i + 1;
-    EXPECT_LE(dg, 1e-3) << "step " << i + 1;
-    EXPECT_LE(dlr, 1e-9) << "step " << i + 1;
-    max_loss = std::max(max_loss, dl);
-    max_gn = std::max(max_gn, dg);
-    max_lr = std::max(max_lr, dlr);
-  }
+  const TrajectoryDiff worst = expect_trajectory(expected, r.steps, 2e-3, name);
   // the final model directory (HF llava_next names) against the fixture's projector + image_newline
   auto want = read_tensors(next_dir() + "/expected/train_" + name + "_final_projector.safetensors");
   auto got = read_tensors(out);
@@ -202,7 +186,7 @@ void check_trajectory(bool pretrain) {
   }
   std::printf("  %s: max |loss diff| %.2e, max rel grad_norm diff %.2e, max |lr diff| %.2e, "
               "max |final projector / image_newline diff| %.2e\n",
-              name.c_str(), max_loss, max_gn, max_lr, max_final);
+              name.c_str(), worst.loss, worst.grad_norm, worst.learning_rate, max_final);
   // what did not train stayed put: the vision tower always; the LLM and image_newline in the projector-only stage
   const json cfg = json::parse(read_file(out + "/config.json"));
   EXPECT_EQ(cfg["model_type"], "llava_next");

@@ -15,6 +15,7 @@
 #include "llava/model/config.h"
 #include "llava/options.h"
 #include "llava/safetensors.h"
+#include "llava/train/trainer.h"
 #include "test_data_support.h"
 #include "llava/fs_util.h"
 
@@ -145,6 +146,35 @@ inline LlavaForCausalLM load_eval_model(const std::string& dir) {
   LoadedLlava l = load_llava(dir);
   l.model->eval();
   return l.model;
+}
+
+// A run's steps against a fixture's trajectory (expected/train_*.json, made by HF's Trainer): step by step the
+// same batch, loss within loss_tol, grad_norm within 1e-3 relative, lr within 1e-9 (each step printed, prefixed
+// by `label`). Returns the largest differences.
+struct TrajectoryDiff {
+  double loss = 0, grad_norm = 0, learning_rate = 0;
+};
+inline TrajectoryDiff expect_trajectory(const nlohmann::json& expected, const std::vector<StepRecord>& steps,
+                                        double loss_tol, const std::string& label) {
+  TrajectoryDiff worst;
+  EXPECT_EQ(steps.size(), expected["steps"].size());
+  for (size_t i = 0; i < std::min(steps.size(), expected["steps"].size()); ++i) {
+    const nlohmann::json& e = expected["steps"][i];
+    const StepRecord& s = steps[i];
+    EXPECT_EQ(s.sample_indices, e["batch_sample_indices"].get<std::vector<int64_t>>()) << "step " << i + 1;
+    const double dl = std::abs(s.loss - e["loss"].get<double>());
+    const double dg = std::abs(s.grad_norm - e["grad_norm"].get<double>()) / e["grad_norm"].get<double>();
+    const double dlr = std::abs(s.learning_rate - e["learning_rate"].get<double>());
+    std::printf("  %s step %zu: loss %.6f (expected %.6f, diff %.1e)  grad_norm %.6f (rel diff %.1e)  lr %.9g (diff %.1e)\n",
+                label.c_str(), i + 1, s.loss, e["loss"].get<double>(), dl, s.grad_norm, dg, s.learning_rate, dlr);
+    EXPECT_LE(dl, loss_tol) << "step " << i + 1;
+    EXPECT_LE(dg, 1e-3) << "step " << i + 1;
+    EXPECT_LE(dlr, 1e-9) << "step " << i + 1;
+    worst.loss = std::max(worst.loss, dl);
+    worst.grad_norm = std::max(worst.grad_norm, dg);
+    worst.learning_rate = std::max(worst.learning_rate, dlr);
+  }
+  return worst;
 }
 
 // All tensors of a safetensors file or model directory as fp32 CPU tensors.
