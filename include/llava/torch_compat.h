@@ -78,10 +78,12 @@ inline at::Tensor scaled_dot_product_attention(const at::Tensor& q, const at::Te
     return at::scaled_dot_product_attention(q, k, v, m.defined() ? c10::optional<at::Tensor>(m) : c10::nullopt);
   }
 #endif
+  // In place on the fresh matmul output (none of these ops saves its input for backward): one [B,H,Tq,Tk]
+  // tensor besides the probabilities instead of one per op.
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
-  at::Tensor scores = at::matmul(q, k.transpose(-2, -1)) * scale;
-  if (mask.defined()) scores = scores + mask;
-  if (causal) scores = scores.masked_fill(causal_masked(), kMasked);
+  at::Tensor scores = at::matmul(q, k.transpose(-2, -1)).mul_(scale);
+  if (mask.defined()) scores.add_(mask);
+  if (causal) scores.masked_fill_(causal_masked(), kMasked);
   // softmax in fp32 for low-precision inputs, as HF's eager attention does
   at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
   return at::matmul(probs, v);
