@@ -169,4 +169,34 @@ TEST_F(DemoData, CheckDataFindsNoTokenizationMismatch) {
   EXPECT_EQ(r.out.find("mismatch"), std::string::npos) << r.out;
 }
 
+// README's first command end to end: scripts/finetune.sh with no arguments (setup skipped: the binary is built)
+// must leave a model that answers at least 90% of the held-out final questions exactly (issue #15), printing
+// the held-out figures before and after training and three examples each time.
+TEST(DemoRun, FinetuneShAnswersNinetyPercentOfHeldOutQuestions) {
+  const std::string dir = llava::testing::temp_dir("demo_run");
+  // one thread: ctest runs another test beside it, and the tiny model steps as fast on one core
+  const std::string cmd = "cd " + std::string(LLAVA_SOURCE_DIR) + " && OMP_NUM_THREADS=1 LLAVA_SKIP_SETUP=1 LLAVA_TRAIN=" +
+                          std::string(LLAVA_BINARY) + " LLAVA_DEMO_DIR=" + dir + " scripts/finetune.sh 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  size_t k;
+  while ((k = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, k);
+  const int status = pclose(p);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out.substr(out.size() > 4000 ? out.size() - 4000 : 0);
+  std::vector<json> summaries;
+  std::istringstream lines(out);
+  for (std::string line; std::getline(lines, line);)
+    if (line.rfind("{\"eval_loss\"", 0) == 0) summaries.push_back(json::parse(line));
+  ASSERT_EQ(summaries.size(), 2u) << "one held-out summary before training, one after";
+  const double before = summaries[0]["eval_exact_match"], after = summaries[1]["eval_exact_match"];
+  std::printf("held-out exact match: %.2f before, %.2f after training\n", before, after);
+  EXPECT_LT(before, 0.1);
+  EXPECT_GE(after, 0.9);
+  size_t examples = 0;
+  for (size_t at = out.find("\n  generated: "); at != std::string::npos; at = out.find("\n  generated: ", at + 1))
+    ++examples;
+  EXPECT_EQ(examples, 6u) << "three held-out examples before and three after";
+}
+
 }  // namespace
