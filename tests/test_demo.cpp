@@ -22,8 +22,9 @@ struct CommandResult {
   std::string out;
 };
 
-CommandResult run_command(const std::string& args) {
-  const std::string cmd = std::string(LLAVA_BINARY) + " " + args + " 2>&1";
+// A shell command line, stdout and stderr together.
+CommandResult run_shell_command(const std::string& command) {
+  const std::string cmd = command + " 2>&1";
   FILE* p = popen(cmd.c_str(), "r");
   CommandResult r;
   char buf[4096];
@@ -33,6 +34,8 @@ CommandResult run_command(const std::string& args) {
   r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
 }
+
+CommandResult run_command(const std::string& args) { return run_shell_command(std::string(LLAVA_BINARY) + " " + args); }
 
 json read_json(const std::string& path) {
   std::ifstream in(path);
@@ -174,16 +177,12 @@ TEST_F(DemoData, CheckDataFindsNoTokenizationMismatch) {
 // the held-out figures before and after training and three examples each time.
 TEST(DemoRun, FinetuneShAnswersNinetyPercentOfHeldOutQuestions) {
   const std::string dir = llava::testing::temp_dir("demo_run");
-  // one thread: ctest runs another test beside it, and the tiny model steps as fast on one core
-  const std::string cmd = "cd " + std::string(LLAVA_SOURCE_DIR) + " && OMP_NUM_THREADS=1 LLAVA_SKIP_SETUP=1 LLAVA_TRAIN=" +
-                          std::string(LLAVA_BINARY) + " LLAVA_DEMO_DIR=" + dir + " scripts/finetune.sh 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  size_t k;
-  while ((k = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, k);
-  const int status = pclose(p);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out.substr(out.size() > 4000 ? out.size() - 4000 : 0);
+  // one thread: ctest runs another test beside it
+  const CommandResult r = run_shell_command("cd " + std::string(LLAVA_SOURCE_DIR) +
+                                            " && OMP_NUM_THREADS=1 LLAVA_SKIP_SETUP=1 LLAVA_TRAIN=" +
+                                            std::string(LLAVA_BINARY) + " LLAVA_DEMO_DIR=" + dir + " scripts/finetune.sh");
+  const std::string& out = r.out;
+  ASSERT_EQ(r.code, 0) << out.substr(out.size() > 4000 ? out.size() - 4000 : 0);
   std::vector<json> summaries;
   std::istringstream lines(out);
   for (std::string line; std::getline(lines, line);)

@@ -12,8 +12,8 @@
 #include "llava/error.h"
 #include "llava/model/checkpoint.h"
 #include "llava/pipeline.h"
-#include "llava/train/evaluate.h"
 #include "llava/tokenizer.h"
+#include "llava/train/evaluate.h"
 #include "llava/train/train_config.h"
 
 namespace llava::cli {
