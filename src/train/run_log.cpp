@@ -21,6 +21,14 @@ double number(const LogDict::Value& v) {
   return std::visit([](auto x) { return static_cast<double>(x); }, v);
 }
 
+// A logged dict as HF's log_history entry: its values, then "step".
+nlohmann::json history_entry(const LogDict& d, int64_t step) {
+  nlohmann::json entry = nlohmann::json::object();
+  for (const auto& [k, v] : d.items()) entry[k] = number(v);
+  entry["step"] = step;
+  return entry;
+}
+
 }  // namespace
 
 nlohmann::ordered_json step_line(const StepRecord& r) {
@@ -83,10 +91,7 @@ void RunLog::step(const StepRecord& rec, TrainerState& state, int64_t logging_st
   d.add("learning_rate", next_lr);
   d.add("epoch", py_round(state.epoch, 2));
   progress_->print_line(d.to_python());
-  nlohmann::json entry = nlohmann::json::object();
-  for (const auto& [k, v] : d.items()) entry[k] = number(v);
-  entry["step"] = state.global_step;
-  state.log_history.push_back(entry);
+  state.log_history.push_back(history_entry(d, state.global_step));
   state.window_loss = 0;
   state.window_steps = 0;
   if (tensorboard_) tensorboard_step(rec, d, state.global_step);
@@ -108,10 +113,7 @@ void RunLog::tensorboard_step(const StepRecord& rec, const LogDict& logged, int6
 void RunLog::eval(TrainerState& state, const LogDict& metrics) {
   LogDict d = metrics;
   d.add("epoch", py_round(state.epoch, 2));
-  nlohmann::json entry = nlohmann::json::object();
-  for (const auto& [k, v] : d.items()) entry[k] = number(v);
-  entry["step"] = state.global_step;
-  state.log_history.push_back(entry);
+  state.log_history.push_back(history_entry(d, state.global_step));
   if (!active_) return;
   progress_->print_line(d.to_python());
   nlohmann::ordered_json line = {{"step", state.global_step}};
@@ -132,9 +134,7 @@ void RunLog::warning(const std::string& line) {
 }
 
 void RunLog::end(TrainerState& state, const LogDict& summary) {
-  nlohmann::json entry = nlohmann::json::object();
-  for (const auto& [k, v] : summary.items()) entry[k] = number(v);
-  entry["step"] = state.global_step;
+  nlohmann::json entry = history_entry(summary, state.global_step);
   entry["total_flos"] = 0;
   state.log_history.push_back(entry);
   if (!active_) return;
