@@ -28,15 +28,26 @@ struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy>
     for (int64_t lo = 0; lo < n; lo += chunk_rows) {
       const int64_t rows = std::min(chunk_rows, n - lo);
       torch::Tensor h = hidden.narrow(0, lo, rows), t = targets.narrow(0, lo, rows).view({rows, 1});
-      torch::Tensor logp = torch::log_softmax(torch::linear(h, weight).to(torch::kFloat), -1);  // [rows, V]
-      losses.narrow(0, lo, rows).copy_(logp.gather(1, t).view({rows}).neg());
-      correct.narrow(0, lo, rows).copy_(logp.argmax(-1).eq(t.view({rows})));
+      // One [rows, V] fp32 buffer per chunk, worked on in place: logits z -> exp(z - max) -> softmax - one_hot.
+      // -log p_t = max + log(sum exp(z - max)) - z_t, HF's log_softmax + NLL written out.
+      torch::Tensor z = torch::linear(h, weight).to(torch::kFloat);  // [rows, V]
+      torch::Tensor z_t = z.gather(1, t).view({rows});
+      correct.narrow(0, lo, rows).copy_(z.argmax(-1).eq(t.view({rows})));
+      torch::Tensor max = std::get<0>(z.max(-1, /*keepdim=*/true));
+      torch::Tensor sum = z.sub_(max).exp_().sum(-1, /*keepdim=*/true);
+      losses.narrow(0, lo, rows).copy_(sum.log().add_(max).view({rows}).sub_(z_t));
       if (!want_h && !want_w) continue;
-      torch::Tensor g = logp.exp_();  // d(-log p_t)/d logits = softmax - one_hot(t)
+      torch::Tensor g = z.div_(sum);  // d(-log p_t)/d logits = softmax - one_hot(t)
       g.scatter_add_(1, t, torch::full({rows, 1}, -1.0f, g.options()));
       g = g.to(weight.scalar_type());
-      if (want_h) grad_h.narrow(0, lo, rows).copy_(g.mm(weight));
-      if (want_w) grad_w.add_(g.t().mm(h));
+      if (want_h) {
+        torch::Tensor rows_of_grad_h = grad_h.narrow(0, lo, rows);
+        torch::mm_out(rows_of_grad_h, g, weight);
+      }
+      if (want_w) {  // accumulated in place: no [V, D] temporary per chunk
+        if (g.scalar_type() == torch::kFloat) grad_w.addmm_(g.t(), h);
+        else grad_w.add_(g.t().mm(h));
+      }
     }
     // Kept outside save_for_backward: backward takes them out and scales them in place, so no second copy
     // of the [V, D] gradient is made and the weight's AccumulateGrad can take the tensor over.

@@ -91,7 +91,7 @@ void adamw_update(AdamWTensors& t, double lr, double wd, int64_t step, const Opt
   // list: the update's one temporary (denom) then costs one slice, not a copy of every parameter.
   const double bc1 = 1.0 - std::pow(c.beta1, static_cast<double>(step));
   const double bc2_sqrt = std::sqrt(1.0 - std::pow(c.beta2, static_cast<double>(step)));
-  constexpr int64_t kSliceElements = int64_t{1} << 22;
+  constexpr int64_t kSliceElements = int64_t{1} << 20;  // a 4 MiB temporary in fp32
   for (size_t lo = 0, hi = 0; lo < t.params.size(); lo = hi) {
     int64_t elements = 0;
     while (hi < t.params.size() && (hi == lo || elements + t.params[hi].numel() <= kSliceElements))

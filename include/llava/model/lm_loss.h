@@ -2,9 +2,10 @@
 // The language-model loss over supervised positions without materialising [tokens, vocab] logits: the
 // positions go through the output layer in chunks, and each chunk's gradient w.r.t. the hidden states and
 // the output weight is computed right away (softmax - one-hot), so the backward pass needs no logits at all
-// (the idea of "fused linear cross entropy"). Per chunk it holds [rows, vocab] fp32 logits; in all it keeps
-// one [n, D] and, when the weight trains, one fp32 [V, D] gradient until backward.
-// Numerics follow HF: logits in the weight's dtype, upcast to fp32, log_softmax, NLL.
+// (the idea of "fused linear cross entropy"). Per chunk it holds one [rows, vocab] fp32 buffer (logits, then
+// softmax, then the logits' gradient, in place); in all it keeps one [n, D] and, when the weight trains, one
+// fp32 [V, D] gradient until backward. Numerics follow HF: logits in the weight's dtype, upcast to fp32, then
+// log_softmax + NLL's arithmetic (max, log-sum-exp) written out.
 #include <torch/torch.h>
 
 #include <cstdint>
