@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "llava/error.h"
+#include "llava/model/attention.h"
 #include "llava/model/checkpoint.h"
 #include "llava/model/config.h"
 #include "llava/model/llava.h"
@@ -1110,6 +1111,55 @@ TEST(ModelLoss, ChunkedCrossEntropyEqualsTheFullLogitsPath) {
   torch::Tensor loss = linear_cross_entropy(h2, w2, torch::randint(0, 10, {4}, torch::kLong), 2).loss_sum;
   loss.backward({}, /*retain_graph=*/true);
   EXPECT_THROW(loss.backward(), c10::Error);
+}
+
+// The written-out attention (query chunks, probabilities recomputed in backward) against the plain autograd
+// graph of the same math (the whole [B, H, Tq, Tk] probabilities kept): outputs and the gradients of q, k and v,
+// with no mask, a key-padding mask, a per-query mask, causal or not, a KV-cache shape (Tq < Tk), in chunks of
+// 1, 3 and all rows, fp32 and bf16.
+TEST(ModelAttention, WrittenOutWithRecomputationEqualsThePlainAutogradPath) {
+  for (torch::Dtype dtype : {torch::kFloat, torch::kBFloat16}) {
+    const double tol = dtype == torch::kFloat ? 2e-6 : 3e-2;
+    const float lowest = dtype == torch::kFloat ? std::numeric_limits<float>::lowest()
+                                                : static_cast<float>(std::numeric_limits<c10::BFloat16>::lowest());
+    for (int64_t tq : {7, 4}) {
+      const int64_t tk = 7, b = 2, h = 3, d = 8;
+      torch::manual_seed(11);
+      torch::Tensor q0 = torch::randn({b, h, tq, d}).to(dtype), k0 = torch::randn({b, h, tk, d}).to(dtype),
+                    v0 = torch::randn({b, h, tk, d}).to(dtype), w = torch::randn({b, h, tq, d}).to(dtype);
+      torch::Tensor padding = torch::zeros({b, 1, 1, tk});
+      padding[1].narrow(-1, 5, 2).fill_(lowest);  // row 1: the last two keys are padding
+      torch::Tensor per_query = torch::zeros({1, 1, tq, tk});
+      per_query.narrow(-1, 0, 2).fill_(lowest);  // every query: the first two keys hidden (a sliding window)
+      for (const torch::Tensor& mask0 : {torch::Tensor(), padding, per_query}) {
+        const torch::Tensor mask = mask0.defined() ? mask0.to(dtype) : mask0;
+        for (bool causal : {true, false}) {
+          torch::Tensor q = q0.clone().requires_grad_(), k = k0.clone().requires_grad_(), v = v0.clone().requires_grad_();
+          torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(d));
+          if (mask.defined()) scores = scores + mask;
+          if (causal)
+            scores = scores.masked_fill(torch::ones({tq, tk}, torch::kBool).triu(tk - tq + 1),
+                                        -std::numeric_limits<float>::infinity());
+          torch::Tensor ref = torch::matmul(torch::softmax(scores, -1, torch::kFloat).to(dtype), v);
+          (ref * w).sum().backward();
+          for (int64_t chunk : {1, 3, 0}) {
+            torch::Tensor q2 = q0.clone().requires_grad_(), k2 = k0.clone().requires_grad_(),
+                          v2 = v0.clone().requires_grad_();
+            torch::Tensor out = written_out_attention(q2, k2, v2, mask, causal, chunk);
+            (out * w).sum().backward();
+            const std::string what = std::string(dtype == torch::kFloat ? "fp32" : "bf16") + " tq " +
+                                     std::to_string(tq) + " mask " + std::to_string(mask.defined() ? mask.size(-2) : 0) +
+                                     (causal ? " causal" : "") + " chunk " + std::to_string(chunk);
+            EXPECT_EQ(out.scalar_type(), dtype) << what;
+            EXPECT_LE(max_abs_diff(out, ref), tol) << what;
+            EXPECT_LE(max_abs_diff(q2.grad(), q.grad()), 2 * tol) << what;
+            EXPECT_LE(max_abs_diff(k2.grad(), k.grad()), 2 * tol) << what;
+            EXPECT_LE(max_abs_diff(v2.grad(), v.grad()), 2 * tol) << what;
+          }
+        }
+      }
+    }
+  }
 }
 
 // Right-padded rows need no padding mask: attention with only the causal mask (is_causal, the flash-capable

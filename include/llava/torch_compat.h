@@ -57,36 +57,26 @@ inline void shutdown_backend(Backend& backend) {
   shutdown_backend(backend, 0);
 }
 
-// Attention over [B, H, Tq, D] queries and [B, H, Tk, D] keys/values. `mask` is additive ([B or 1, 1, Tq, Tk],
-// 0 or the dtype's lowest) or undefined. `causal` adds the causal mask, aligned bottom-right (query i is
-// position Tk - Tq + i: a KV-cache step sees every earlier key); with no `mask` and Tq == Tk the fused kernel
-// gets is_causal and no mask tensor, which lets it pick flash attention.
-// 2.x: fused scaled_dot_product_attention; 1.13: the same math written out (tests check they agree).
-inline at::Tensor scaled_dot_product_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                               const at::Tensor& mask, bool causal, bool use_fused = true) {
-  const int64_t tq = q.size(-2), tk = k.size(-2);
-  auto causal_masked = [&] { return at::ones({tq, tk}, q.options().dtype(at::kBool)).triu(tk - tq + 1); };
-  constexpr float kMasked = -std::numeric_limits<float>::infinity();
+// The fused scaled_dot_product_attention (2.x) for model/attention.h's attention(): with no `mask` and
+// Tq == Tk it gets is_causal and no mask tensor, which lets it pick flash attention; otherwise the causal mask
+// (bottom-right aligned) joins the additive mask.
+inline at::Tensor fused_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
+                                  bool causal) {
 #if LLAVA_TORCH_AT_LEAST(2, 0)
-  if (use_fused) {
-    if (causal && !mask.defined() && tq == tk) return at::scaled_dot_product_attention(q, k, v, c10::nullopt, 0.0, true);
-    at::Tensor m = mask;
-    if (causal) {
-      at::Tensor c = at::zeros({tq, tk}, q.options()).masked_fill(causal_masked(), kMasked);
-      m = m.defined() ? m + c : c;  // [B,1,1,Tk] + [Tq,Tk] -> [B,1,Tq,Tk]
-    }
-    return at::scaled_dot_product_attention(q, k, v, m.defined() ? c10::optional<at::Tensor>(m) : c10::nullopt);
+  const int64_t tq = q.size(-2), tk = k.size(-2);
+  if (causal && !mask.defined() && tq == tk) return at::scaled_dot_product_attention(q, k, v, c10::nullopt, 0.0, true);
+  at::Tensor m = mask;
+  if (causal) {
+    at::Tensor c = at::zeros({tq, tk}, q.options())
+                       .masked_fill(at::ones({tq, tk}, q.options().dtype(at::kBool)).triu(tk - tq + 1),
+                                    -std::numeric_limits<float>::infinity());
+    m = m.defined() ? m + c : c;  // [B,1,1,Tk] + [Tq,Tk] -> [B,1,Tq,Tk]
   }
+  return at::scaled_dot_product_attention(q, k, v, m.defined() ? c10::optional<at::Tensor>(m) : c10::nullopt);
+#else
+  (void)q, (void)k, (void)v, (void)mask, (void)causal;
+  TORCH_CHECK(false, "fused attention needs LibTorch >= 2.0");
 #endif
-  // In place on the fresh matmul output (none of these ops saves its input for backward): one [B,H,Tq,Tk]
-  // tensor besides the probabilities instead of one per op.
-  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
-  at::Tensor scores = at::matmul(q, k.transpose(-2, -1)).mul_(scale);
-  if (mask.defined()) scores.add_(mask);
-  if (causal) scores.masked_fill_(causal_masked(), kMasked);
-  // softmax in fp32 for low-precision inputs, as HF's eager attention does
-  at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
-  return at::matmul(probs, v);
 }
 
 // torch.optim.AdamW(fused=True)'s kernel, at::_fused_adamw_: CUDA since 2.0, CPU since 2.4.

@@ -1,8 +1,8 @@
 #include "llava/model/clip.h"
 
 #include "llava/error.h"
+#include "llava/model/attention.h"
 #include "llava/model/param_init.h"
-#include "llava/torch_compat.h"
 
 namespace llava {
 
@@ -48,7 +48,7 @@ torch::Tensor ClipAttentionImpl::forward(const torch::Tensor& x) {
   const int64_t n = x.size(0), t = x.size(1);
   auto heads = [&](const torch::Tensor& y) { return y.view({n, t, heads_, head_dim_}).transpose(1, 2); };
   torch::Tensor q = heads(q_proj(x)), k = heads(k_proj(x)), v = heads(v_proj(x));  // [N,H,T,hd]
-  torch::Tensor o = compat::scaled_dot_product_attention(q, k, v, torch::Tensor(), /*causal=*/false, use_fused_attention);
+  torch::Tensor o = attention(q, k, v, torch::Tensor(), /*causal=*/false, use_fused_attention);
   return out_proj(o.transpose(1, 2).reshape({n, t, heads_ * head_dim_}));
 }
 

@@ -5,8 +5,8 @@
 #include <mutex>
 
 #include "llava/error.h"
+#include "llava/model/attention.h"
 #include "llava/model/param_init.h"
-#include "llava/torch_compat.h"
 
 namespace llava {
 
@@ -244,8 +244,8 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::T
     cache->values = v;
   }
   const int64_t n_rep = heads_ / kv_heads_;
-  torch::Tensor o = compat::scaled_dot_product_attention(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), mask,
-                                                         /*causal=*/true, use_fused_attention);  // [B,H,L,hd]
+  torch::Tensor o = attention(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), mask, /*causal=*/true,
+                                      use_fused_attention);  // [B,H,L,hd]
   return o_proj->forward(o.transpose(1, 2).reshape({b, l, heads_ * head_dim_}));
 }
 

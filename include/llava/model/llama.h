@@ -24,7 +24,7 @@ std::pair<torch::Tensor, torch::Tensor> rotary_cos_sin_at(const LlamaConfig& con
                                                           torch::Device device, torch::Dtype dtype);
 // Additive key-padding mask [B, 1, 1, L] in `dtype`: 0 for real keys, the dtype's lowest value (HF's
 // torch.finfo(dtype).min) for padding. key_mask: [B, L] (bool/int, nonzero = real token). The causal part is
-// the attention's own (compat::scaled_dot_product_attention's `causal`).
+// the attention's own (attention()'s `causal`).
 torch::Tensor key_padding_mask(const torch::Tensor& key_mask, torch::Dtype dtype);
 // Mistral's sliding window as transformers 4.37.2's eager mask: additive [1, 1, Tq, Tk], the dtype's lowest where
 // key j lies `window` or more positions before query i (query i is position Tk - Tq + i, aligned as the causal
@@ -63,7 +63,7 @@ class LlamaAttentionImpl : public torch::nn::Module {
   std::vector<ProjectionSlot> projections();  // q_proj, k_proj, v_proj, o_proj
 
   std::shared_ptr<LinearLayerImpl> q_proj, k_proj, v_proj, o_proj;
-  bool use_fused_attention = true;  // compat::scaled_dot_product_attention: fused where LibTorch has it
+  bool use_fused_attention = true;  // attention(): fused where LibTorch has it
 
  private:
   int64_t heads_, kv_heads_, head_dim_;
