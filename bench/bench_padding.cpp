@@ -58,7 +58,7 @@ Waste sampler_waste(const std::vector<int32_t>& modality, const std::vector<int3
     o.group_by_length_window = window;
     llava::Sampler s(modality, o, sort_lengths);
     for (int e = 0; e < epochs; ++e)
-      for (const auto& b : s.rank_batches(e)) w.add(b, positions);
+      for (const auto& b : s.rank_batches(e).lists()) w.add(b, positions);
   }
   return w;
 }

@@ -90,6 +90,9 @@ class Dataset {
   // How many images the sample names (`image` and `images` entries), as counted when indexing.
   int32_t image_count(size_t i) const;
 
+  // After a pass over every sample's lengths (the sampler's copy): the index caches' pages go back.
+  void release_index_pages() const;
+
   // Generation prompts (generate): a conversation may be a single human turn. Training needs an answer, so
   // by default such a sample is malformed.
   void set_allow_unanswered(bool allow) { allow_unanswered_ = allow; }

@@ -55,6 +55,9 @@ class DatasetIndex {
     return {id_pool_ + from, static_cast<size_t>(id_end_[i] - from)};
   }
   bool from_cache() const { return cache_ != nullptr; }
+  // Hands the mapped cache's pages back (they stay in the page cache and come back when touched): after a
+  // pass over every sample's lengths, what stays resident is what the batches touch. Nothing for a scan.
+  void release_pages() const;
 
  private:
   struct Columns {  // what a scan builds

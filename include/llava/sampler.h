@@ -7,6 +7,8 @@
 // batch B sees exactly the samples of a 1-rank run with batch W x B, step for step.
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
+#include <ostream>
 #include <vector>
 
 namespace llava {
@@ -34,6 +36,30 @@ struct SamplerOptions {
   bool drop_last = false;
 };
 
+// One rank's batches of one epoch, in order, kept flat: the sample indices back to back and where each batch
+// ends (~10 bytes per sample at batch size 4; a list of lists costs a heap block per batch, ~70 bytes more).
+class EpochBatches {
+ public:
+  EpochBatches() = default;
+  EpochBatches(const std::vector<std::vector<int64_t>>& lists);  // NOLINT: implicit, as are the literal lists
+  EpochBatches(std::initializer_list<std::vector<int64_t>> lists) : EpochBatches(std::vector<std::vector<int64_t>>(lists)) {}
+  void reserve(size_t samples, size_t batches);
+  void push_back(const int64_t* first, const int64_t* last);     // appends one batch
+  size_t size() const { return ends_.size(); }
+  bool empty() const { return ends_.empty(); }
+  std::vector<int64_t> operator[](size_t k) const;  // batch k's sample indices
+  std::vector<int64_t> back() const { return (*this)[size() - 1]; }
+  void drop_first(size_t k);  // a resumed epoch starts at batch k
+  std::vector<std::vector<int64_t>> lists() const;
+  operator std::vector<std::vector<int64_t>>() const { return lists(); }  // NOLINT: for tests and tools
+  bool operator==(const std::vector<std::vector<int64_t>>& lists) const { return this->lists() == lists; }
+
+ private:
+  std::vector<int64_t> samples_;
+  std::vector<int64_t> ends_;  // batch k is samples_[k == 0 ? 0 : ends_[k - 1], ends_[k])
+};
+std::ostream& operator<<(std::ostream& os, const EpochBatches& batches);
+
 class Rng;
 
 class Sampler {
@@ -48,7 +74,7 @@ class Sampler {
   // This rank's batches for the epoch, in order. The last global batch may be smaller (unless drop_last);
   // when it has fewer samples than ranks it is padded by repeating the epoch's first samples (as
   // DistributedSampler pads).
-  std::vector<std::vector<int64_t>> rank_batches(int64_t epoch) const;
+  EpochBatches rank_batches(int64_t epoch) const;
   int64_t batches_per_epoch() const;  // per rank
   size_t size() const { return lengths_.size(); }
 

@@ -153,6 +153,10 @@ void Dataset::add_part(std::shared_ptr<const Source> source, DatasetPart part, R
   rows_.push_back(std::move(rows));
 }
 
+void Dataset::release_index_pages() const {
+  for (const Rows& r : rows_) r.source->index.release_pages();
+}
+
 size_t Dataset::part_of(size_t i) const {
   if (parts_.size() == 1) return 0;
   // the last part starting at or before i (an empty part shares its start with the next one)

@@ -234,4 +234,8 @@ std::optional<DatasetIndex> DatasetIndex::load_cache(const std::string& cache_pa
   return index;
 }
 
+void DatasetIndex::release_pages() const {
+  if (cache_) cache_->release(0, cache_->size());
+}
+
 }  // namespace llava

@@ -178,7 +178,51 @@ std::vector<int64_t> Sampler::epoch_order(int64_t epoch) const {
   return order;
 }
 
-std::vector<std::vector<int64_t>> Sampler::rank_batches(int64_t epoch) const {
+EpochBatches::EpochBatches(const std::vector<std::vector<int64_t>>& lists) {
+  for (const auto& b : lists) push_back(b.data(), b.data() + b.size());
+}
+
+void EpochBatches::reserve(size_t samples, size_t batches) {
+  samples_.reserve(samples);
+  ends_.reserve(batches);
+}
+
+void EpochBatches::push_back(const int64_t* first, const int64_t* last) {
+  samples_.insert(samples_.end(), first, last);
+  ends_.push_back(static_cast<int64_t>(samples_.size()));
+}
+
+std::vector<int64_t> EpochBatches::operator[](size_t k) const {
+  return {samples_.begin() + (k == 0 ? 0 : ends_[k - 1]), samples_.begin() + ends_[k]};
+}
+
+void EpochBatches::drop_first(size_t k) {
+  k = std::min(k, size());
+  if (k == 0) return;
+  const int64_t cut = ends_[k - 1];
+  samples_.erase(samples_.begin(), samples_.begin() + cut);
+  ends_.erase(ends_.begin(), ends_.begin() + static_cast<std::ptrdiff_t>(k));
+  for (int64_t& e : ends_) e -= cut;
+}
+
+std::vector<std::vector<int64_t>> EpochBatches::lists() const {
+  std::vector<std::vector<int64_t>> out;
+  for (size_t k = 0; k < size(); ++k) out.push_back((*this)[k]);
+  return out;
+}
+
+std::ostream& operator<<(std::ostream& os, const EpochBatches& batches) {
+  os << "{";
+  for (size_t k = 0; k < batches.size(); ++k) {
+    os << (k ? ", {" : "{");
+    const std::vector<int64_t> b = batches[k];
+    for (size_t i = 0; i < b.size(); ++i) os << (i ? ", " : "") << b[i];
+    os << "}";
+  }
+  return os << "}";
+}
+
+EpochBatches Sampler::rank_batches(int64_t epoch) const {
   std::vector<int64_t> order = epoch_order(epoch);
   const int64_t W = opt_.world_size, B = opt_.batch_size;
   // drop_last: torch's DataLoader drops the incomplete per-device batch and accelerate the incomplete round
@@ -186,12 +230,13 @@ std::vector<std::vector<int64_t>> Sampler::rank_batches(int64_t epoch) const {
   if (opt_.drop_last) order.resize(order.size() - order.size() % static_cast<size_t>(W * B));
   // Pad so every rank has a sample in the last global batch (DistributedSampler pads by wrapping).
   for (size_t k = 0; order.size() % W != 0; ++k) order.push_back(order[k % lengths_.size()]);
-  std::vector<std::vector<int64_t>> out;
+  EpochBatches out;
+  out.reserve(order.size() / W, static_cast<size_t>(batches_per_epoch()));
   for (size_t start = 0; start < order.size(); start += W * B) {
     size_t global = std::min<size_t>(W * B, order.size() - start);
     size_t per_rank = global / W;
     size_t begin = start + opt_.rank * per_rank;
-    out.emplace_back(order.begin() + begin, order.begin() + begin + per_rank);
+    out.push_back(order.data() + begin, order.data() + begin + per_rank);
   }
   return out;
 }

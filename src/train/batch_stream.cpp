@@ -21,8 +21,8 @@ Batch BatchStream::next() {
 }
 
 void BatchStream::open(int64_t epoch, int64_t first) {
-  auto batches = sampler_.rank_batches(epoch);
-  batches.erase(batches.begin(), batches.begin() + std::min<int64_t>(first, static_cast<int64_t>(batches.size())));
+  EpochBatches batches = sampler_.rank_batches(epoch);
+  batches.drop_first(static_cast<size_t>(std::max<int64_t>(first, 0)));
   loader_.reset();  // stop the old workers before the new ones start
   loader_ = std::make_unique<DataLoader>(*data_.dataset, data_.example, std::move(batches), options_);
   epoch_ = epoch;

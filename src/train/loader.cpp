@@ -26,7 +26,7 @@ Batch build_batch(const Dataset& dataset, const ExampleOptions& options, const s
 }
 
 DataLoader::DataLoader(const Dataset& dataset, const ExampleOptions& example_options,
-                       std::vector<std::vector<int64_t>> batches, LoaderOptions options)
+                       EpochBatches batches, LoaderOptions options)
     : dataset_(dataset), example_(example_options), batches_(std::move(batches)), opt_(options) {
   for (int w = 0; w < opt_.num_workers; ++w) workers_.emplace_back([this] { worker_loop(); });
 }

@@ -166,17 +166,18 @@ json run_settings(const TrainConfig& c, int world, size_t num_samples, const std
 }
 
 // Before the first step: a data set in which no sample can be used is an error, not a run that "trains" on
-// nothing. Samples are tried in the first epoch's order until one builds (usually the first).
-void require_a_usable_sample(const DataPipeline& data, const Sampler& sampler, const std::string& path) {
+// nothing. Samples are tried in file order until one builds (usually the first).
+void require_a_usable_sample(const DataPipeline& data, const std::string& path) {
   std::vector<std::string> reasons;
-  for (int64_t i : sampler.epoch_order(0)) {
+  const int64_t n = static_cast<int64_t>(data.dataset->size());
+  for (int64_t i = 0; i < n; ++i) {
     Batch b = build_batch(*data.dataset, data.example, {i}, 0);
     if (b.size() > 0) return;
     if (reasons.size() < 3 && !b.errors.empty()) reasons.push_back(b.errors[0]);
   }
   std::string first;
   for (const auto& r : reasons) first += "\n  " + r;
-  throw Error(path + ": no usable sample: all " + std::to_string(sampler.size()) + " samples are bad; the first:" + first);
+  throw Error(path + ": no usable sample: all " + std::to_string(n) + " samples are bad; the first:" + first);
 }
 
 }  // namespace
@@ -257,6 +258,7 @@ void Trainer::build_data() {
           std::numeric_limits<int32_t>::max(),
           std::abs(modality_lengths[i]) + estimated_image_positions(dataset.image_count(i), p.data->example)));
   }
+  dataset.release_index_pages();  // the sampler keeps its own copy of the lengths
   SamplerOptions so;
   so.seed = c.loop.seed;
   so.shuffle = c.loop.shuffle;
@@ -268,7 +270,7 @@ void Trainer::build_data() {
   so.rank = p.rank;
   so.drop_last = c.loop.dataloader_drop_last;
   p.sampler = std::make_unique<Sampler>(std::move(modality_lengths), so, std::move(sort_lengths));
-  require_a_usable_sample(*p.data, *p.sampler, c.data.data_path);
+  require_a_usable_sample(*p.data, c.data.data_path);
   // An optimizer step every `accum` micro-batches and at the end of each epoch (transformers >= 4.46).
   const int64_t accum = c.loop.gradient_accumulation_steps;
   p.steps_per_epoch = (p.sampler->batches_per_epoch() + accum - 1) / accum;

@@ -12,6 +12,7 @@
 
 #include "llava/dataset.h"
 #include "llava/example.h"
+#include "llava/sampler.h"
 #include "llava/train/batch.h"
 
 namespace llava {
@@ -26,7 +27,7 @@ struct LoaderOptions {
 class DataLoader {
  public:
   DataLoader(const Dataset& dataset, const ExampleOptions& example_options,
-             std::vector<std::vector<int64_t>> batches, LoaderOptions options);
+             EpochBatches batches, LoaderOptions options);
   ~DataLoader();
   DataLoader(const DataLoader&) = delete;
   DataLoader& operator=(const DataLoader&) = delete;
@@ -42,7 +43,7 @@ class DataLoader {
 
   const Dataset& dataset_;
   const ExampleOptions& example_;
-  std::vector<std::vector<int64_t>> batches_;
+  EpochBatches batches_;
   LoaderOptions opt_;
 
   std::mutex mu_;
