@@ -9,33 +9,19 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
-#include <sys/wait.h>
 
 #include "llava/image.h"
 #include "test_support.h"
 
 namespace {
+using llava::testing::CommandResult;
+using llava::testing::run_shell_command;
 using nlohmann::json;
 
-struct CommandResult {
-  int code = -1;
-  std::string out;
-};
-
-// A shell command line, stdout and stderr together.
-CommandResult run_shell_command(const std::string& command) {
-  const std::string cmd = command + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  CommandResult r;
-  char buf[4096];
-  size_t k;
-  while ((k = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, k);
-  const int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
+// The built llava-train with args, stdout and stderr together.
+CommandResult run_command(const std::string& args) {
+  return run_shell_command(std::string(LLAVA_BINARY) + " " + args + " 2>&1");
 }
-
-CommandResult run_command(const std::string& args) { return run_shell_command(std::string(LLAVA_BINARY) + " " + args); }
 
 json read_json(const std::string& path) {
   std::ifstream in(path);
@@ -180,7 +166,7 @@ TEST(DemoRun, FinetuneShAnswersNinetyPercentOfHeldOutQuestions) {
   // one thread: ctest runs another test beside it
   const CommandResult r = run_shell_command("cd " + std::string(LLAVA_SOURCE_DIR) +
                                             " && OMP_NUM_THREADS=1 LLAVA_SKIP_SETUP=1 LLAVA_TRAIN=" +
-                                            std::string(LLAVA_BINARY) + " LLAVA_DEMO_DIR=" + dir + " scripts/finetune.sh");
+                                            std::string(LLAVA_BINARY) + " LLAVA_DEMO_DIR=" + dir + " scripts/finetune.sh 2>&1");
   const std::string& out = r.out;
   ASSERT_EQ(r.code, 0) << out.substr(out.size() > 4000 ? out.size() - 4000 : 0);
   std::vector<json> summaries;

@@ -1116,7 +1116,7 @@ TEST(ModelLoss, ChunkedCrossEntropyEqualsTheFullLogitsPath) {
 // The written-out attention (query chunks, probabilities recomputed in backward) against the plain autograd
 // graph of the same math (the whole [B, H, Tq, Tk] probabilities kept): outputs and the gradients of q, k and v,
 // with no mask, a key-padding mask, a per-query mask, causal or not, a KV-cache shape (Tq < Tk), in chunks of
-// 1, 3 and all rows, fp32 and bf16.
+// 1, 3 and all rows (all: one chunk, the probabilities autograd keeps), fp32 and bf16.
 TEST(ModelAttention, WrittenOutWithRecomputationEqualsThePlainAutogradPath) {
   for (torch::Dtype dtype : {torch::kFloat, torch::kBFloat16}) {
     const double tol = dtype == torch::kFloat ? 2e-6 : 3e-2;

@@ -3,10 +3,12 @@
 #include <gtest/gtest.h>
 
 #include <arpa/inet.h>
+#include <sys/wait.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -43,6 +45,25 @@ inline std::string read_file(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+// What a shell command did: its exit code (128 + the signal when one killed it) and its standard output.
+struct CommandResult {
+  int code = -1;
+  std::string out;
+};
+
+// Runs a shell command line (popen); redirect in the line what else `out` should hold ("2>&1").
+inline CommandResult run_shell_command(const std::string& command_line) {
+  CommandResult r;
+  FILE* p = popen(command_line.c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t k;
+  while ((k = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, k);
+  const int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
 }
 
 // A loopback TCP port nobody listens on now (bind port 0, read it back, close); a pid-derived one if that fails.

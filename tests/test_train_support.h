@@ -2,7 +2,6 @@
 // Helpers for the trainer/eval tests: a tiny random LLaVA model over the self-made tokenizer of
 // test_data_support.h (runs without ../shared), small data sets, fixture options, running the binary.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -200,14 +199,10 @@ inline RunResult run_shell(const std::string& command) {
   static int n = 0;
   static const std::string dir = train_tmp("run_err");
   const std::string err_file = dir + "/err" + std::to_string(++n) + ".txt";
-  const std::string cmd = command + " 2>" + err_file;
-  FILE* p = popen(cmd.c_str(), "r");
+  const CommandResult c = run_shell_command(command + " 2>" + err_file);
   RunResult r;
-  char buf[4096];
-  size_t k;
-  while ((k = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, k);
-  const int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.code = c.code;
+  r.out = c.out;
   r.err = read_file(err_file);
   return r;
 }

@@ -88,6 +88,12 @@ torch::Tensor written_out_attention(const torch::Tensor& q, const torch::Tensor&
     const int64_t row_bytes = 4 * q.size(0) * q.size(1) * k.size(-2);
     chunk_rows = std::max(kMinChunkRows, kChunkScoreBytes / std::max<int64_t>(row_bytes, 1));
   }
+  // Probabilities that fit in one chunk are small: autograd keeps them (recomputing would cost ~20% of the
+  // attention's time for a few MiB).
+  if (q.size(-2) <= chunk_rows) {
+    const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+    return torch::matmul(chunk_probabilities(q, k, mask, causal, 0, q.size(-2), scale).to(v.scalar_type()), v);
+  }
   return WrittenOutAttention::apply(q, k, v, MaskArg{mask}, causal, chunk_rows);
 }
 

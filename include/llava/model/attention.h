@@ -14,9 +14,10 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
                         bool causal, bool use_fused = true);
 
 // softmax(q k^T / sqrt(D) + mask) v, softmax in fp32 (as HF's eager attention), over chunks of query rows.
-// Nothing of size [B, H, Tq, Tk] is kept for backward: it keeps q, k, v (and the mask) and recomputes each
-// chunk's probabilities there, so the memory a layer holds between forward and backward does not grow with
-// the square of the sequence. chunk_rows <= 0: rows whose fp32 scores fit in 4 MiB (at least 16).
+// With more than one chunk nothing of size [B, H, Tq, Tk] is kept for backward: it keeps q, k, v (and the
+// mask) and recomputes each chunk's probabilities there, so the memory a layer holds between forward and
+// backward does not grow with the square of the sequence; one chunk's probabilities autograd keeps.
+// chunk_rows <= 0: rows whose fp32 scores fit in 4 MiB (at least 16).
 torch::Tensor written_out_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                     const torch::Tensor& mask, bool causal, int64_t chunk_rows = 0);
 
