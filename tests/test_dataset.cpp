@@ -341,6 +341,57 @@ TEST(Sampler, ShuffleIsSeededAndPerEpoch) {
   for (int64_t i = 0; i < 50; ++i) EXPECT_EQ(order[i], i);
 }
 
+// Orders pinned as the sampler gave them at c04439d, before its indices became 4 bytes (the rewrite was also
+// compared with that version on 6,080 configurations): an order must never change under a refactor, or a
+// resumed run would see other samples than the interrupted one. The first eight indices of epoch 1's order and
+// an FNV-1a hash of the last rank's batches of epoch 1 (each batch's indices, then 0xffffffff).
+TEST(Sampler, OrdersAreThoseOfEarlierVersions) {
+  const int n = 1003;
+  std::vector<int32_t> lengths(n);
+  for (int i = 0; i < n; ++i) lengths[i] = (i % 10 < 7 ? 1 : -1) * (1 + (i * 37) % 300);
+  struct Pinned {
+    bool by_modality;
+    int batch, world, accumulation, window;
+    std::vector<int64_t> first;
+    uint64_t hash;
+  };
+  const std::vector<Pinned> pinned = {
+      {false, 4, 1, 1, 0, {973, 341, 99, 281, 693, 958, 514, 492}, 0x38aaa54aed4015c3ull},
+      {true, 4, 2, 2, 0, {8, 629, 789, 148, 48, 978, 458, 487}, 0x4ec073a66d370483ull},
+      {true, 2, 3, 1, 5, {311, 700, 254, 424, 805, 756, 120, 371}, 0xda94d1210caced66ull},
+      {false, 4, 2, 1, 8, {715, 42, 804, 731, 90, 438, 965, 673}, 0x486d7501648e2c60ull},
+  };
+  for (const Pinned& p : pinned) {
+    SamplerOptions o;
+    o.seed = 42;
+    o.group_by_modality_length = p.by_modality;
+    o.batch_size = p.batch;
+    o.world_size = p.world;
+    o.rank = p.world - 1;
+    o.gradient_accumulation_steps = p.accumulation;
+    o.group_by_length_window = p.window;
+    const Sampler s(lengths, o);
+    const std::vector<int64_t> order = s.epoch_order(1);
+    const std::string what = "modality " + std::to_string(p.by_modality) + ", batch " + std::to_string(p.batch) +
+                             ", world " + std::to_string(p.world) + ", window " + std::to_string(p.window);
+    EXPECT_EQ(std::vector<int64_t>(order.begin(), order.begin() + 8), p.first) << what;
+    uint64_t h = 1469598103934665603ull;
+    for (const auto& batch : s.rank_batches(1).lists()) {
+      for (int64_t i : batch) h = (h ^ static_cast<uint64_t>(i)) * 1099511628211ull;
+      h = (h ^ 0xffffffffull) * 1099511628211ull;
+    }
+    EXPECT_EQ(h, p.hash) << what;
+  }
+}
+
+TEST(Sampler, EpochBatchesHoldFourByteIndices) {
+  const EpochBatches b{{0, 4294967295}, {7}};
+  EXPECT_EQ(b[0], (std::vector<int64_t>{0, 4294967295}));
+  EXPECT_EQ(b.back(), std::vector<int64_t>{7});
+  EXPECT_THROW(EpochBatches({{0, -1}}), Error);
+  EXPECT_THROW(EpochBatches({{4294967296}}), Error);
+}
+
 TEST(Sampler, ModalityGroupingKeepsBatchesSingleModality) {
   std::vector<int32_t> lengths;
   for (int i = 0; i < 103; ++i) lengths.push_back(i % 3 == 0 ? -(5 + i) : (10 + i % 17));
