@@ -18,13 +18,10 @@
 
 using namespace llava;
 using llava::testing::CommandResult;
-using llava::testing::run_shell_command;
+using llava::testing::run_llava_train;
 using nlohmann::json;
 
 namespace {
-
-// The built llava-train with args, stdout and stderr together.
-CommandResult run(const std::string& args) { return run_shell_command(std::string(LLAVA_BINARY) + " " + args + " 2>&1"); }
 
 Command parse(std::vector<std::string> args) {
   args.insert(args.begin(), "llava-train");
@@ -143,7 +140,7 @@ TEST(Options, TorchCompileIsAcceptedWithOneNote) {
 // parts train everything, and they override the old flags.
 TEST(Plan, TunablePartsDecideTheTrainableParameters) {
   auto trainable = [](const std::string& flags) {
-    CommandResult r = run("plan --model_name_or_path llava-v1.5-7b --world_size 8 " + flags);
+    CommandResult r = run_llava_train("plan --model_name_or_path llava-v1.5-7b --world_size 8 " + flags);
     EXPECT_EQ(r.code, 0) << r.out;
     const size_t at = r.out.find("trainable ");
     return at == std::string::npos ? r.out : r.out.substr(at, r.out.find('\n', at) - at);
@@ -155,7 +152,7 @@ TEST(Plan, TunablePartsDecideTheTrainableParameters) {
   EXPECT_EQ(trainable("--mm_tunable_parts=mm_vision_tower,mm_mlp_adapter,mm_language_model --tune_mm_mlp_adapter True"),
             "trainable 7.06 B (LLM + projector + vision tower)");
   EXPECT_EQ(trainable("--mm_tunable_parts=mm_mlp_adapter,mm_language_model"), trainable(""));
-  CommandResult bad = run("plan --model_name_or_path llava-v1.5-7b --mm_tunable_parts=mm_projector");
+  CommandResult bad = run_llava_train("plan --model_name_or_path llava-v1.5-7b --mm_tunable_parts=mm_projector");
   EXPECT_EQ(bad.code, 1);
   EXPECT_NE(bad.out.find("unknown part 'mm_projector'"), std::string::npos) << bad.out;
 }
@@ -193,14 +190,14 @@ TEST(Options, ShippedConfigsParse) {
 }
 
 TEST(Cli, VersionHelpAndErrors) {
-  CommandResult v = run("--version");
+  CommandResult v = run_llava_train("--version");
   EXPECT_EQ(v.code, 0);
   EXPECT_NE(v.out.find("llava-train"), std::string::npos);
   EXPECT_NE(v.out.find("LibTorch"), std::string::npos) << v.out;
-  CommandResult h = run("--help");
+  CommandResult h = run_llava_train("--help");
   EXPECT_EQ(h.code, 0);
   EXPECT_NE(h.out.find("--gradient_accumulation_steps"), std::string::npos);
-  CommandResult bad = run("train --lerning_rate 1");
+  CommandResult bad = run_llava_train("train --lerning_rate 1");
   EXPECT_EQ(bad.code, 1);
   EXPECT_NE(bad.out.find("did you mean 'learning_rate'"), std::string::npos) << bad.out;
 }
@@ -212,7 +209,7 @@ TEST(Cli, CheckDataReportsBadSamplesAndExitsOne) {
     {"id": "good", "image": "a.png", "conversations": [{"from": "human", "value": "<image> hi"}, {"from": "gpt", "value": "red"}]},
     {"id": "two", "image": "a.png", "conversations": [{"from": "human", "value": "<image><image>"}, {"from": "gpt", "value": "x"}]},
     {"id": "gone", "image": "nope.png", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "x"}]}])";
-  CommandResult r = run("check-data --model_name_or_path " + d.model_dir + " --data_path " + dir + "/data.json --image_folder " + d.image_dir);
+  CommandResult r = run_llava_train("check-data --model_name_or_path " + d.model_dir + " --data_path " + dir + "/data.json --image_folder " + d.image_dir);
   EXPECT_EQ(r.code, 1) << r.out;
   EXPECT_NE(r.out.find("3 samples, 1 images, 1 ok, 2 bad"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("image_marker_count: 1"), std::string::npos) << r.out;
@@ -235,7 +232,7 @@ TEST(Cli, CheckDataAndPreprocessReportPerDataSet) {
                                    << "  - json_path: b.jsonl\n    image_folder: " << d.image_dir << "\n";
   const std::string common = " --model_name_or_path " + d.model_dir + " --data_path " + dir + "/mix.yaml --image_folder " +
                              d.image_dir + " --data_cache_dir none";
-  CommandResult r = run("check-data" + common);
+  CommandResult r = run_llava_train("check-data" + common);
   EXPECT_EQ(r.code, 1) << r.out;
   EXPECT_NE(r.out.find("mix.yaml: 3 samples, 2 images, 2 ok, 1 bad"), std::string::npos) << r.out;
   // first:66% of 3 = ceil(1.98) = 2
@@ -245,11 +242,11 @@ TEST(Cli, CheckDataAndPreprocessReportPerDataSet) {
   EXPECT_NE(r.out.find("data set 1: " + dir + "/b.jsonl (all: 1 of 1 samples): 1 samples, 1 images, 1 ok, 0 bad"),
             std::string::npos)
       << r.out;
-  CommandResult p = run("preprocess" + common + " --output " + dir + "/pre.jsonl");
+  CommandResult p = run_llava_train("preprocess" + common + " --output " + dir + "/pre.jsonl");
   EXPECT_EQ(p.code, 0) << p.out;
   EXPECT_NE(p.out.find("a.json (first:66%: 2 of 3 samples): 2 samples, 1 ok, 1 bad"), std::string::npos) << p.out;
   std::ofstream(dir + "/gone.yaml") << "datasets:\n  - json_path: gone.json\n";
-  CommandResult g = run("check-data --model_name_or_path " + d.model_dir + " --data_path " + dir + "/gone.yaml");
+  CommandResult g = run_llava_train("check-data --model_name_or_path " + d.model_dir + " --data_path " + dir + "/gone.yaml");
   EXPECT_EQ(g.code, 1);
   EXPECT_NE(g.out.find("gone.yaml: datasets[0] (gone.json): no such file"), std::string::npos) << g.out;
 }
@@ -258,7 +255,7 @@ TEST(Cli, PreprocessMatchesFixture) {
   LLAVA_REQUIRE_FIXTURES();
   std::string f = llava::testing::fixture("llava-tiny");
   std::string out = llava::testing::temp_dir("cli_pre") + "/pre.jsonl";
-  CommandResult r = run("preprocess --model_name_or_path " + f + " --data_path " + f + "/data.json --image_folder " + f +
+  CommandResult r = run_llava_train("preprocess --model_name_or_path " + f + " --data_path " + f + "/data.json --image_folder " + f +
                     "/images --output " + out);
   ASSERT_EQ(r.code, 0) << r.out;
   json expected = json::parse(llava::testing::read_file(f + "/expected/samples.json"));
@@ -298,7 +295,7 @@ TEST(Cli, ImageFilesThatAreNotImagesAreBadSamples) {
                                     << ", " << sample("empty", dir + "/empty.png") << ", " << sample("cut", dir + "/cut.png")
                                     << ", " << sample("text", dir + "/text.jpg") << "]";
   const std::string common = " --model_name_or_path " + d.model_dir + " --data_path " + dir + "/data.json";
-  CommandResult check = run("check-data" + common);
+  CommandResult check = run_llava_train("check-data" + common);
   std::printf("%s", check.out.c_str());
   EXPECT_EQ(check.code, 1) << check.out;  // bad samples found: 1, not a crash (134)
   EXPECT_NE(check.out.find("7 samples, 1 images, 1 ok, 6 bad"), std::string::npos) << check.out;
@@ -309,7 +306,7 @@ TEST(Cli, ImageFilesThatAreNotImagesAreBadSamples) {
     EXPECT_NE(check.out.find(reason), std::string::npos) << reason;
   EXPECT_EQ(check.out.find("bad_alloc"), std::string::npos) << check.out;
 
-  CommandResult pre = run("preprocess" + common + " --output " + dir + "/pre.jsonl --save_pixels " + dir + "/px.safetensors");
+  CommandResult pre = run_llava_train("preprocess" + common + " --output " + dir + "/pre.jsonl --save_pixels " + dir + "/px.safetensors");
   EXPECT_EQ(pre.code, 0) << pre.out;
   std::ifstream in(dir + "/pre.jsonl");
   std::string line;
@@ -323,7 +320,7 @@ TEST(Cli, ImageFilesThatAreNotImagesAreBadSamples) {
   EXPECT_EQ(pixels->tensors()[0].shape, (std::vector<int64_t>{1, 3, 28, 28}));
 
   // The training data loader (bench-data runs it without a model): bad samples skipped, not fatal.
-  CommandResult bench = run("bench-data" + common + " --per_device_train_batch_size 2");
+  CommandResult bench = run_llava_train("bench-data" + common + " --per_device_train_batch_size 2");
   EXPECT_EQ(bench.code, 0) << bench.out;
   EXPECT_NE(bench.out.find("\"skipped\":6"), std::string::npos) << bench.out;
 }
@@ -334,7 +331,7 @@ TEST(Cli, PreprocessSavePixelsMatchesFixture) {
   LLAVA_REQUIRE_FIXTURES();
   const std::string f = llava::testing::fixture("llava-tiny");
   const std::string dir = llava::testing::temp_dir("cli_save_pixels");
-  CommandResult r = run("preprocess --model_name_or_path " + f + " --data_path " + f + "/data.json --image_folder " + f +
+  CommandResult r = run_llava_train("preprocess --model_name_or_path " + f + " --data_path " + f + "/data.json --image_folder " + f +
                     "/images --output " + dir + "/pre.jsonl --save_pixels " + dir + "/pixels.safetensors");
   ASSERT_EQ(r.code, 0) << r.out;
   auto got = llava::SafetensorsFile::open(dir + "/pixels.safetensors");
@@ -372,7 +369,7 @@ TEST(Cli, HfLlavaDirectoryKeepsItsOwnPreprocessorWhateverVisionTowerSays) {
   std::ofstream(tower + "/preprocessor_config.json") << pre.dump();
   auto pixels_of = [&](const std::string& extra, const std::string& name) {
     const std::string out = tower + "/" + name;
-    CommandResult r = run("preprocess --model_name_or_path " + f + " --data_path " + f + "/data.json --image_folder " + f +
+    CommandResult r = run_llava_train("preprocess --model_name_or_path " + f + " --data_path " + f + "/data.json --image_folder " + f +
                       "/images --save_pixels " + out + ".safetensors --output " + out + ".jsonl" + extra);
     EXPECT_EQ(r.code, 0) << r.out;
     return llava::testing::read_file(out + ".safetensors");
@@ -388,7 +385,7 @@ TEST(Cli, PreprocessAndCheckDataReportAnyresPositions) {
   const std::string data = " --model_name_or_path " + f + " --data_path " + f + "/data.json --image_folder " + f +
                            "/images --version mistral_instruct";
   std::string out = llava::testing::temp_dir("cli_pre_next") + "/pre.jsonl";
-  CommandResult r = run("preprocess" + data + " --output " + out);
+  CommandResult r = run_llava_train("preprocess" + data + " --output " + out);
   ASSERT_EQ(r.code, 0) << r.out;
   json expected = json::parse(llava::testing::read_file(f + "/expected/samples.json"))["samples"];
   std::ifstream in(out);
@@ -410,7 +407,7 @@ TEST(Cli, PreprocessAndCheckDataReportAnyresPositions) {
     }
   }
   EXPECT_EQ(i, 6u);
-  r = run("check-data" + data);
+  r = run_llava_train("check-data" + data);
   EXPECT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("anyres: 34 tiles, up to 88 positions per image (at most 88"), std::string::npos) << r.out;
 }
@@ -428,7 +425,7 @@ TEST(Cli, TokenizeMatchesTokenizerFixture) {
         want.push_back(c);
       }
     in.close();
-    CommandResult r = run("tokenize --model_name_or_path " + llava::testing::fixture("llava-tiny") + " --legacy " +
+    CommandResult r = run_llava_train("tokenize --model_name_or_path " + llava::testing::fixture("llava-tiny") + " --legacy " +
                       (legacy ? "true" : "false") + " --input " + dir + "/in.jsonl --output " + dir + "/out.jsonl");
     ASSERT_EQ(r.code, 0) << r.out;
     std::ifstream out(dir + "/out.jsonl");
@@ -447,7 +444,7 @@ TEST(Cli, TokenizeMatchesTokenizerFixture) {
 TEST(Cli, TokenizeAddSpecialTokensAndBpe) {
   LLAVA_REQUIRE_FIXTURES();
   auto ids_of = [](const std::string& args) {
-    CommandResult r = run("tokenize " + args);
+    CommandResult r = run_llava_train("tokenize " + args);
     EXPECT_EQ(r.code, 0) << r.out;
     return r.code == 0 ? json::parse(r.out)["ids"] : json();
   };
@@ -467,14 +464,14 @@ TEST(Cli, TokenizeAddSpecialTokensAndBpe) {
   const std::string dir = llava::testing::temp_dir("cli_bpe_tok");
   std::ofstream(dir + "/in.jsonl") << json{{"text", "<image>\nWhat is in the image?"}, {"image_token", true}}.dump()
                                    << "\n";
-  CommandResult r = run("tokenize --model_name_or_path " + qwen2 + " --input " + dir + "/in.jsonl");
+  CommandResult r = run_llava_train("tokenize --model_name_or_path " + qwen2 + " --input " + dir + "/in.jsonl");
   ASSERT_EQ(r.code, 0) << r.out;
   const json got = json::parse(r.out);
   EXPECT_EQ(got["ids"], json({-200, 198, 3838, 374, 304, 279, 2168, 30}));
   EXPECT_EQ(got["pieces"][0], "<image>");
   EXPECT_EQ(got["pieces"][1], "\u010a");  // Ċ
   // A folder with neither tokenizer file: the error names it.
-  r = run("tokenize --model_name_or_path " + dir + " --text x");
+  r = run_llava_train("tokenize --model_name_or_path " + dir + " --text x");
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.out.find(dir), std::string::npos) << r.out;
 }

@@ -15,13 +15,9 @@
 
 namespace {
 using llava::testing::CommandResult;
+using llava::testing::run_llava_train;
 using llava::testing::run_shell_command;
 using nlohmann::json;
-
-// The built llava-train with args, stdout and stderr together.
-CommandResult run_command(const std::string& args) {
-  return run_shell_command(std::string(LLAVA_BINARY) + " " + args + " 2>&1");
-}
 
 json read_json(const std::string& path) {
   std::ifstream in(path);
@@ -81,7 +77,7 @@ class DemoData : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new std::string(llava::testing::temp_dir("demo_data"));
-    const CommandResult r = run_command("demo-data --output_dir " + *dir_ + " --seed 7");
+    const CommandResult r = run_llava_train("demo-data --output_dir " + *dir_ + " --seed 7");
     ASSERT_EQ(r.code, 0) << r.out;
   }
   static std::string* dir_;
@@ -147,10 +143,10 @@ TEST_F(DemoData, CaptionsDescribeTheirImage) {
 // is masked (a mismatch): with legacy false, "</s>USER" tokenized as "US" "ER" did that to every sample.
 TEST_F(DemoData, CheckDataFindsNoTokenizationMismatch) {
   const std::string dir = *dir_;
-  CommandResult r = run_command("init-model --model_config " + dir + "/model_config.json --tokenizer_dir " + dir +
+  CommandResult r = run_llava_train("init-model --model_config " + dir + "/model_config.json --tokenizer_dir " + dir +
               "/tokenizer --output_dir " + dir + "/model --seed 1");
   ASSERT_EQ(r.code, 0) << r.out;
-  r = run_command("check-data --config " + std::string(LLAVA_SOURCE_DIR) + "/configs/tiny-demo.yaml --model_name_or_path " +
+  r = run_llava_train("check-data --config " + std::string(LLAVA_SOURCE_DIR) + "/configs/tiny-demo.yaml --model_name_or_path " +
           dir + "/model --data_path " + dir + "/train.json --image_folder " + dir + "/images");
   std::printf("%s", r.out.c_str());
   ASSERT_EQ(r.code, 0) << r.out;

@@ -66,6 +66,13 @@ inline CommandResult run_shell_command(const std::string& command_line) {
   return r;
 }
 
+#ifdef LLAVA_BINARY
+// The built llava-train with these arguments, stdout and stderr together (targets that define LLAVA_BINARY).
+inline CommandResult run_llava_train(const std::string& args) {
+  return run_shell_command(std::string(LLAVA_BINARY) + " " + args + " 2>&1");
+}
+#endif
+
 // A loopback TCP port nobody listens on now (bind port 0, read it back, close); a pid-derived one if that fails.
 inline int free_port() {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
