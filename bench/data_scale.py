@@ -7,6 +7,8 @@
   same batch   train cold with --shuffle false, and the same on the file's first 16 samples (the baseline):
                both train on the same first batch, so the difference in peak RSS is what the data set adds
   index alone  bench_data_index DATA: the data index without torch, the model or a training step
+  floor        bench_torch_floor: LibTorch loaded and one tensor op, nothing else (what train's peak RSS
+               cannot go below with this LibTorch; peak minus floor is llava-train's own)
 all under /usr/bin/time -v (wall time and peak RSS), and in the same run Python's json.load of the 665K
 file (what LLaVA's LazySupervisedDataset does at start-up). Rounds alternate the programs, so load from
 other work hits them alike; times are the best round, RSS the largest.
@@ -15,7 +17,8 @@ train runs with --model_max_length 512 (the tiny model's max_position_embeddings
 skipped and counted, as any run would) so that the first step stays a tiny model's step.
 
 usage: /usr/bin/python3 bench/data_scale.py LLAVA_TRAIN MODEL_DIR WORK_DIR --mix MIX.json --mix_images DIR
-           --multi MULTI.json [--index_bench BENCH_DATA_INDEX] [--python PY] [--rounds N] [--before OLD]
+           --multi MULTI.json [--index_bench BENCH_DATA_INDEX] [--floor_bench BENCH_TORCH_FLOOR] [--python PY]
+           [--rounds N] [--before OLD]
 --before also times an older llava-train binary the same way (a before/after comparison).
 Prints one JSON object.
 """
@@ -92,6 +95,7 @@ def main():
     ap.add_argument("--mix_images", required=True)
     ap.add_argument("--multi", required=True)
     ap.add_argument("--index_bench")
+    ap.add_argument("--floor_bench")
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--before")
@@ -112,6 +116,8 @@ def main():
             runs.setdefault(key, []).append(timed(cmd, os.path.join(a.work, log), env))
         add(("python", "mix665k", "json_load"),
             [a.python, "-c", "import json, sys; print(len(json.load(open(sys.argv[1]))))", a.mix], f"python_{r}.log")
+        if a.floor_bench:
+            add(("libtorch_floor", "-", "start"), [a.floor_bench], f"floor_{r}.log")
         for sname, (data, images) in sets.items():
             if a.index_bench:
                 add(("index_alone", sname, "cold"), [a.index_bench, data], f"index_{sname}_{r}.log")
@@ -127,10 +133,17 @@ def main():
                     add((bname, sname, phase), train_cmd(lt, a.model, data, images, out_dir), f"{bname}_{sname}_{phase}_{r}.log")
     result = {"status": "ok", "rounds": a.rounds, "python_json_load_mix665k": best(runs[("python", "mix665k", "json_load")]),
               "data_sets": {}}
+    floor = best(runs[("libtorch_floor", "-", "start")]) if a.floor_bench else {}
+    if a.floor_bench:
+        result["libtorch_floor"] = floor
     for sname, (data, _) in sets.items():
         entry = {"file": data, "file_gb": round(os.path.getsize(data) / 1e9, 3)}
         for bname in binaries:
             entry[bname] = {phase: best(runs[(bname, sname, phase)]) for phase in ("cold", "warm")}
+            for phase in ("cold", "warm"):
+                x = entry[bname][phase]
+                if floor.get("peak_rss_mib") and x.get("peak_rss_mib"):
+                    x["over_libtorch_floor_mib"] = round(x["peak_rss_mib"] - floor["peak_rss_mib"], 1)
         same, base = best(runs[("llava_train", sname, "same_batch")]), best(runs[("llava_train", sname, "baseline_16")])
         entry["same_first_batch"] = {"whole_file": same, "first_16_samples": base}
         if same.get("peak_rss_mib") and base.get("peak_rss_mib"):

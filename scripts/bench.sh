@@ -81,7 +81,7 @@ else  # the top-level project does not add bench/ yet: build it standalone (it p
   CFG=(-S bench -B "$BUILD")
 fi
 if ! cmake "${CFG[@]}" -DCMAKE_BUILD_TYPE=Release >"$WORK/cmake.log" 2>&1 ||
-   ! nice cmake --build "$BUILD" -j"$JOBS" --target llava-train bench_image bench_padding bench_load bench_data_index bench_example >>"$WORK/cmake.log" 2>&1; then
+   ! nice cmake --build "$BUILD" -j"$JOBS" --target llava-train bench_image bench_padding bench_load bench_data_index bench_example bench_torch_floor >>"$WORK/cmake.log" 2>&1; then
   tail -30 "$WORK/cmake.log" >&2
   echo "bench.sh: build failed (missing packages? run scripts/setup.sh first); log: $WORK/cmake.log" >&2
   exit 1
@@ -354,7 +354,7 @@ if want 8; then
   if (( HAVE_FIXTURE )); then M=$FIXTURE; else M=$(ensure_model llava-tiny); fi
   if (( ok && TRAIN_AVAILABLE )); then
     "$PY" bench/data_scale.py "$LT" "$M" "$WORK/data-scale-runs" --mix "$DS/mix665k.json" --mix_images "$DS/images" \
-      --multi "$DS/multi_b64.json" --index_bench "$BIN/bench_data_index" --python "$PY" --rounds $ROUNDS8 \
+      --multi "$DS/multi_b64.json" --index_bench "$BIN/bench_data_index" --floor_bench "$BIN/bench_torch_floor" --python "$PY" --rounds $ROUNDS8 \
       >"$WORK/data_scale.json" 2>"$WORK/data_scale.err" || fail_json "$(cat "$WORK/data_scale.err")" >"$WORK/data_scale.json"
   elif (( ok )); then
     echo "$PENDING" >"$WORK/data_scale.json"
