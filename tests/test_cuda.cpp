@@ -162,6 +162,8 @@ TEST(CudaGenerate, FixtureGreedyIdsOnGpuFp32AndBf16Runs) {
       identical += g["generated_ids"] == cases[i]["generated_ids"];
     }
     std::printf("  gpu generate %s: %d / 6 cases with the reference ids\n", extra.c_str(), identical);
-    if (extra.find("bf16") == std::string::npos) EXPECT_EQ(identical, 6);
+    if (extra.find("bf16") == std::string::npos) {
+      EXPECT_EQ(identical, 6);
+    }
   }
 }

@@ -173,7 +173,7 @@ LineRun run_line(const std::string& name, const Line& line, const std::string& e
   const std::string script = d.root + "/" + name + ".sh";
   std::ofstream(script) << "ROOT=" << d.root << "\n" << line.variables << "\n\"" << LLAVA_BINARY << "\" train \\\n"
                         << line.flags << " \\\n    --max_steps 1" << extra << "\n";
-  LineRun r{run_shell("sh " + script), line.output_dir};
+  LineRun r{run_shell("sh " + script), line.output_dir, std::nullopt};
   std::string shown = extra;  // " \\\n    --flag value" -> " --flag value"
   for (size_t at; (at = shown.find(" \\\n   ")) != std::string::npos;) shown.replace(at, 6, "");
   std::printf("  %s%s: exit %d\n", name.c_str(), shown.c_str(), r.result.code);

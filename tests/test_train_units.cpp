@@ -744,7 +744,9 @@ TEST(Stage, TunablePartsWithLoraAndBadLists) {
       ADD_FAILURE() << "'" << bad << "' accepted";
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find("--mm_tunable_parts"), std::string::npos) << e.what();
-      if (bad == "mm_projector") EXPECT_NE(std::string(e.what()).find("'mm_projector'"), std::string::npos) << e.what();
+      if (bad == "mm_projector") {
+        EXPECT_NE(std::string(e.what()).find("'mm_projector'"), std::string::npos) << e.what();
+      }
     }
   }
 }

@@ -6,8 +6,8 @@
 // global batch, rank r takes the r-th slice (HF/accelerate batch sharding), so a run on W ranks with
 // batch B sees exactly the samples of a 1-rank run with batch W x B, step for step.
 #include <cstddef>
-#include <cstdlib>
 #include <cstdint>
+#include <cstdlib>
 #include <initializer_list>
 #include <ostream>
 #include <vector>
