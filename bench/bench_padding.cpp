@@ -71,7 +71,7 @@ Waste sorted_window_waste(const std::vector<int32_t>& modality, const std::vecto
   Waste w;
   for (int e = 0; e < epochs; ++e) {
     llava::Rng rng(seed * 7919 + e);
-    std::vector<uint32_t> perm = rng.permutation(static_cast<uint32_t>(modality.size()));
+    std::vector<uint32_t> perm = rng.permutation(modality.size());
     for (int mod = 0; mod < 2; ++mod) {
       std::vector<int64_t> ids;
       for (int64_t i : perm)

@@ -3,9 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <arpa/inet.h>
-#include <sys/wait.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>

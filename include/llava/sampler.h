@@ -94,7 +94,7 @@ class Rng {
   explicit Rng(uint64_t seed);
   uint64_t next();
   uint64_t uniform(uint64_t n);  // in [0, n)
-  std::vector<uint32_t> permutation(uint32_t n);
+  std::vector<uint32_t> permutation(size_t n);  // 4-byte indices: n < 2^32, else an Error
 
  private:
   uint64_t s_[4];

@@ -3,7 +3,6 @@
 #include <yaml-cpp/yaml.h>
 
 #include <filesystem>
-#include <limits>
 
 #include "llava/error.h"
 #include "llava/sampler.h"
@@ -156,10 +155,7 @@ RowSelection select_rows(const std::string& sampling_strategy, size_t file_sampl
   // A seeded shuffle of the whole file, its first `count` kept in the shuffled order (LLaVA-NeXT's
   // random.shuffle(list)[:count]); each entry draws from its own stream.
   Rng rng(seed ^ (0x9e3779b97f4a7c15ull * (entry_index + 1)));
-  if (file_samples > std::numeric_limits<uint32_t>::max())
-    throw Error("random sampling: " + std::to_string(file_samples) + " samples in one file; at most " +
-                std::to_string(std::numeric_limits<uint32_t>::max()) + " are supported");
-  const std::vector<uint32_t> perm = rng.permutation(static_cast<uint32_t>(file_samples));
+  const std::vector<uint32_t> perm = rng.permutation(file_samples);
   sel.rows.assign(perm.begin(), perm.begin() + static_cast<ptrdiff_t>(sel.count));
   return sel;
 }

@@ -37,10 +37,13 @@ uint64_t Rng::uniform(uint64_t n) {
   return x % n;
 }
 
-std::vector<uint32_t> Rng::permutation(uint32_t n) {
+std::vector<uint32_t> Rng::permutation(size_t n) {
+  if (n > std::numeric_limits<uint32_t>::max())
+    throw Error("a permutation of " + std::to_string(n) + " indices; at most " +
+                std::to_string(std::numeric_limits<uint32_t>::max()) + " are supported");
   std::vector<uint32_t> p(n);
   std::iota(p.begin(), p.end(), 0u);
-  for (uint32_t i = n; i-- > 1;) std::swap(p[i], p[uniform(static_cast<uint64_t>(i) + 1)]);
+  for (size_t i = n; i-- > 1;) std::swap(p[i], p[uniform(static_cast<uint64_t>(i) + 1)]);
   return p;
 }
 
@@ -55,7 +58,7 @@ std::vector<uint32_t> grouped_megabatches(const std::vector<uint32_t>& ids, cons
   auto length_of = [&](uint32_t i) { return static_cast<int64_t>(std::abs(modality_lengths[i])); };
   std::vector<uint32_t> out(ids.size());
   {
-    const std::vector<uint32_t> perm = rng.permutation(static_cast<uint32_t>(ids.size()));
+    const std::vector<uint32_t> perm = rng.permutation(ids.size());
     for (size_t k = 0; k < perm.size(); ++k) out[k] = ids[perm[k]];
   }
   std::vector<uint32_t> flat;
@@ -139,7 +142,7 @@ std::vector<uint32_t> Sampler::windowed_order(Rng& rng) const {
   }
   std::vector<uint32_t> order;
   order.reserve(n);
-  for (uint32_t k : rng.permutation(static_cast<uint32_t>(full.size() / global)))
+  for (uint32_t k : rng.permutation(full.size() / global))
     order.insert(order.end(), full.begin() + k * global, full.begin() + (k + 1) * global);
   order.insert(order.end(), tail.begin(), tail.end());
   return order;
@@ -180,7 +183,7 @@ std::vector<uint32_t> Sampler::order_of(int64_t epoch) const {
   const int64_t text_kept = (static_cast<int64_t>(text_mb.size()) - 1) / mega;
   std::vector<uint32_t> order;
   order.reserve(n);
-  for (uint32_t k : rng.permutation(static_cast<uint32_t>(image_kept + text_kept))) {
+  for (uint32_t k : rng.permutation(static_cast<size_t>(image_kept + text_kept))) {
     const auto from = k < image_kept ? image_mb.begin() + k * mega : text_mb.begin() + (k - image_kept) * mega;
     order.insert(order.end(), from, from + mega);
   }

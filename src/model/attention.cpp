@@ -14,6 +14,8 @@ namespace {
 constexpr int64_t kChunkScoreBytes = int64_t{4} << 20;
 constexpr int64_t kMinChunkRows = 16;
 
+double softmax_scale(const torch::Tensor& q) { return 1.0 / std::sqrt(static_cast<double>(q.size(-1))); }
+
 // The fp32 probabilities of query rows [lo, lo + rows): softmax(q_c k^T * scale + mask_c + causal_c).
 torch::Tensor chunk_probabilities(const torch::Tensor& q_c, const torch::Tensor& k, const torch::Tensor& mask,
                                   bool causal, int64_t lo, int64_t tq, double scale) {
@@ -37,7 +39,7 @@ struct WrittenOutAttention : public torch::autograd::Function<WrittenOutAttentio
                                const torch::Tensor& v, const MaskArg& mask_arg, bool causal, int64_t chunk_rows) {
     const torch::Tensor& mask = mask_arg.mask;
     const int64_t tq = q.size(-2);
-    const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+    const double scale = softmax_scale(q);
     torch::Tensor out = torch::empty(q.sizes().vec(), q.options().dtype(v.scalar_type()));
     for (int64_t lo = 0; lo < tq; lo += chunk_rows) {
       const int64_t rows = std::min(chunk_rows, tq - lo);
@@ -61,7 +63,7 @@ struct WrittenOutAttention : public torch::autograd::Function<WrittenOutAttentio
     const torch::Tensor mask = it == ctx->saved_data.end() ? torch::Tensor() : it->second.toTensor();
     const bool causal = ctx->saved_data["causal"].toBool();
     const int64_t chunk_rows = ctx->saved_data["chunk_rows"].toInt(), tq = q.size(-2);
-    const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+    const double scale = softmax_scale(q);
     const torch::Tensor grad_out = grad_outputs[0].contiguous();
     torch::Tensor dq = torch::empty_like(q), dk = torch::zeros(k.sizes().vec(), k.options().dtype(torch::kFloat)),
                   dv = torch::zeros(v.sizes().vec(), v.options().dtype(torch::kFloat));
@@ -90,10 +92,8 @@ torch::Tensor written_out_attention(const torch::Tensor& q, const torch::Tensor&
   }
   // Probabilities that fit in one chunk are small: autograd keeps them (recomputing would cost ~20% of the
   // attention's time for a few MiB).
-  if (q.size(-2) <= chunk_rows) {
-    const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
-    return torch::matmul(chunk_probabilities(q, k, mask, causal, 0, q.size(-2), scale).to(v.scalar_type()), v);
-  }
+  if (q.size(-2) <= chunk_rows)
+    return torch::matmul(chunk_probabilities(q, k, mask, causal, 0, q.size(-2), softmax_scale(q)).to(v.scalar_type()), v);
   return WrittenOutAttention::apply(q, k, v, MaskArg{mask}, causal, chunk_rows);
 }
 

@@ -245,7 +245,7 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::T
   }
   const int64_t n_rep = heads_ / kv_heads_;
   torch::Tensor o = attention(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), mask, /*causal=*/true,
-                                      use_fused_attention);  // [B,H,L,hd]
+                              use_fused_attention);  // [B,H,L,hd]
   return o_proj->forward(o.transpose(1, 2).reshape({b, l, heads_ * head_dim_}));
 }
 
